@@ -1,0 +1,227 @@
+package ec2sim
+
+import (
+	"maps"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// CallLog counts API calls. Count and Mutating include failed attempts, so
+// a retried call counts once per attempt, as EC2 would bill it against the
+// throttling buckets.
+type CallLog struct {
+	Total     int
+	ByAction  map[string]int
+	ByAccount map[string]map[string]int
+	Throttled map[string]int
+	Faults    map[string]int
+	DryRun    map[string]int
+}
+
+// Count returns the attempts of one action (DryRun calls excluded).
+func (c CallLog) Count(action string) int { return c.ByAction[action] }
+
+// Mutating returns the attempts of all actions that can change state
+// (everything except Describe*), DryRun calls excluded.
+func (c CallLog) Mutating() int {
+	n := 0
+	for a, v := range c.ByAction {
+		if !isReadOnly(a) {
+			n += v
+		}
+	}
+	return n
+}
+
+func isReadOnly(action string) bool { return strings.HasPrefix(action, "Describe") }
+
+type callLog struct {
+	CallLog
+	maxCopies map[string]int
+}
+
+func newCallLog() callLog {
+	return callLog{CallLog: CallLog{ByAction: map[string]int{}, ByAccount: map[string]map[string]int{},
+		Throttled: map[string]int{}, Faults: map[string]int{}, DryRun: map[string]int{}}, maxCopies: map[string]int{}}
+}
+
+// Calls returns a copy of the call log.
+func (s *Sim) Calls() CallLog {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.calls.CallLog
+	out := CallLog{Total: c.Total, ByAction: maps.Clone(c.ByAction), ByAccount: map[string]map[string]int{},
+		Throttled: maps.Clone(c.Throttled), Faults: maps.Clone(c.Faults), DryRun: maps.Clone(c.DryRun)}
+	for k, v := range c.ByAccount {
+		out.ByAccount[k] = maps.Clone(v)
+	}
+	return out
+}
+
+// ResetCalls clears the call log (not the in-flight copy maximum).
+func (s *Sim) ResetCalls() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mc := s.calls.maxCopies
+	s.calls = newCallLog()
+	s.calls.maxCopies = mc
+}
+
+func (s *Sim) record(account, action string, dry bool) {
+	s.calls.Total++
+	if dry {
+		s.calls.DryRun[action]++
+		return
+	}
+	s.calls.ByAction[action]++
+	if s.calls.ByAccount[account] == nil {
+		s.calls.ByAccount[account] = map[string]int{}
+	}
+	s.calls.ByAccount[account][action]++
+}
+
+// Fault is an injected failure.
+type Fault struct {
+	// Action the fault applies to (required).
+	Action string
+	// Nth fails the Nth matching call (1-based); 0 fails every matching call.
+	Nth int
+	// Times limits how many calls fail when Nth is 0 (0: unlimited).
+	Times int
+	// InstanceID and ImageID restrict the fault to calls naming them.
+	InstanceID, ImageID string
+	// Code and Message of the EC2 error (default InternalError).
+	Code, Message string
+	// HTTPStatus (default derived from Code).
+	HTTPStatus int
+}
+
+type faultRule struct {
+	Fault
+	seen, fired int
+}
+
+// Inject adds a fault rule.
+func (s *Sim) Inject(f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.Code == "" {
+		f.Code = "InternalError"
+	}
+	if f.Message == "" {
+		f.Message = "An internal error has occurred (injected)."
+	}
+	if f.HTTPStatus == 0 {
+		f.HTTPStatus = statusFor(f.Code)
+	}
+	s.faults = append(s.faults, &faultRule{Fault: f})
+}
+
+// ClearFaults removes all fault rules, random faults and FailImagesOf marks.
+func (s *Sim) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+	s.failIns = map[string]bool{}
+	s.opts.FaultRate = 0
+}
+
+// matchFault returns the injected error for this call, if any. Caller holds mu.
+func (s *Sim) matchFault(action string, p params) *apiError {
+	for _, f := range s.faults {
+		if f.Action != action {
+			continue
+		}
+		if f.InstanceID != "" && p.get("InstanceId") != f.InstanceID {
+			continue
+		}
+		if f.ImageID != "" && p.get("ImageId") != f.ImageID && p.get("SourceImageId") != f.ImageID {
+			continue
+		}
+		f.seen++
+		fire := false
+		if f.Nth > 0 {
+			fire = f.seen == f.Nth
+		} else {
+			fire = f.Times == 0 || f.fired < f.Times
+		}
+		if fire {
+			f.fired++
+			return &apiError{status: f.HTTPStatus, code: f.Code, msg: f.Message}
+		}
+	}
+	if s.opts.FaultRate > 0 && s.rng.Float64() < s.opts.FaultRate {
+		if s.rng.Intn(2) == 0 {
+			return &apiError{status: http.StatusInternalServerError, code: "InternalError", msg: "An internal error has occurred (random fault)."}
+		}
+		return &apiError{status: http.StatusServiceUnavailable, code: "Unavailable", msg: "The service is unavailable (random fault)."}
+	}
+	return nil
+}
+
+func statusFor(code string) int {
+	switch code {
+	case "InternalError", "InternalFailure":
+		return http.StatusInternalServerError
+	case "Unavailable", "ServiceUnavailable", "RequestLimitExceeded":
+		return http.StatusServiceUnavailable
+	case "UnauthorizedOperation", "AuthFailure":
+		return http.StatusForbidden
+	case "DryRunOperation":
+		return http.StatusPreconditionFailed
+	}
+	return http.StatusBadRequest
+}
+
+// bucket is one EC2 throttling token bucket (per account, Region and class).
+type bucket struct {
+	tokens, size, refill float64 // refill per simulated second
+	last                 time.Time
+}
+
+// bucketClass maps an action to its bucket, after the table in EC2's
+// "Request throttling" documentation.
+func bucketClass(action string, p params) (string, float64, float64) {
+	switch action {
+	case "DeregisterImage", "DeleteSnapshot":
+		return action, 100, 5
+	case "CreateTags", "DeleteTags":
+		return "CreateTags", 100, 10
+	case "CopyImage":
+		return action, 100, 1
+	case "ModifyImageAttribute", "ModifySnapshotAttribute":
+		return action, 100, 5
+	case "DescribeInstances", "DescribeSnapshots":
+		if !p.hasPrefix("Filter.") && p.get("MaxResults") == "" && p.get("NextToken") == "" {
+			return action + ":unfiltered", 50, 10
+		}
+		return "non-mutating", 100, 20
+	}
+	if isReadOnly(action) {
+		return "non-mutating", 100, 20
+	}
+	return "mutating", 50, 5
+}
+
+// take consumes a token; false means throttled. Caller holds mu.
+func (s *Sim) take(account, region, action string, p params) bool {
+	if !s.opts.Throttle {
+		return true
+	}
+	class, size, refill := bucketClass(action, p)
+	key := account + "/" + region + "/" + class
+	now := s.now()
+	b, ok := s.buckets[key]
+	if !ok {
+		b = &bucket{tokens: size, size: size, refill: refill, last: now}
+		s.buckets[key] = b
+	}
+	b.tokens = min(b.size, b.tokens+now.Sub(b.last).Seconds()*b.refill)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

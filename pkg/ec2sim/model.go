@@ -1,0 +1,588 @@
+// Package ec2sim is an in-memory EC2 emulator speaking the EC2 Query
+// protocol over HTTP, faithful enough that the real aws-sdk-go-v2 client
+// exercises its serialization, pagination, retries and error decoding
+// against it. It models several accounts and Regions, EC2's throttling
+// buckets, image state transitions on a simulated clock, and injected faults.
+package ec2sim
+
+import (
+	"fmt"
+	"maps"
+	"math/rand"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Defaults for requests that carry no usable account or Region.
+const (
+	DefaultAccount = "123456789012"
+	DefaultRegion  = "us-east-1"
+)
+
+// Options configure a Sim.
+type Options struct {
+	// Throttle enables EC2's token buckets per account and Region.
+	Throttle bool
+	// TimeScale is simulated seconds per real second (0 means 1).
+	TimeScale float64
+	// ImageDelay is the simulated time an image stays pending (0: available at once).
+	ImageDelay time.Duration
+	// CopyDelay is the simulated time a copied image stays pending.
+	CopyDelay time.Duration
+	// Start is the simulated clock at creation (zero: now).
+	Start time.Time
+	// FaultRate is the share of requests answered with InternalError or Unavailable.
+	FaultRate float64
+	// Latency is real time added to every request.
+	Latency time.Duration
+	// Seed seeds the fault RNG.
+	Seed int64
+}
+
+// Sim is the emulator. It is an http.Handler; all methods are safe for
+// concurrent use.
+type Sim struct {
+	mu      sync.Mutex
+	opts    Options
+	realT0  time.Time
+	simT0   time.Time
+	offset  time.Duration
+	rng     *rand.Rand
+	nextID  uint64
+	regions map[string]*regionState // by Region name
+	buckets map[string]*bucket      // account/region/class
+	calls   callLog
+	faults  []*faultRule
+	failIns map[string]bool
+	reqSeq  uint64
+}
+
+type regionState struct {
+	instances map[string]*instance
+	images    map[string]*image
+	snapshots map[string]*snapshot
+	volumes   map[string]*volume
+}
+
+type volume struct {
+	id, owner string
+	spec      VolumeSpec
+}
+
+type instance struct {
+	id, owner, state string
+	tags             map[string]string
+	volumes          []string
+	reboots          int
+	noRebootImages   int
+	seq              uint64
+}
+
+type image struct {
+	id, owner, name, state, instanceID, description string
+	noReboot                                        bool
+	tags                                            map[string]string
+	snapshots                                       []string // in device order
+	devices                                         []string
+	created, readyAt, deprecation                   time.Time
+	launchPerms                                     []string
+	sourceImageID, sourceRegion                     string
+	isCopy                                          bool
+	fail                                            bool
+	clientToken                                     string
+	seq                                             uint64
+}
+
+type snapshot struct {
+	id, owner, volumeID, description string
+	sizeGiB                          int
+	tags                             map[string]string
+	start                            time.Time
+	encrypted                        bool
+	kmsKeyID                         string
+	cvPerms                          []string
+	imageID                          string // image whose creation made it pending
+	seq                              uint64
+}
+
+// VolumeSpec describes a seeded EBS volume.
+type VolumeSpec struct {
+	SizeGiB   int
+	Type      string // gp3 by default; sc1 and st1 allow one concurrent snapshot
+	Encrypted bool
+	// KmsKeyID: empty with Encrypted means the AWS-managed key
+	// (arn:aws:kms:<region>:<account>:alias/aws/ebs).
+	KmsKeyID string
+}
+
+// InstanceSpec describes a seeded instance.
+type InstanceSpec struct {
+	Account, Region string
+	State           string // running by default
+	Tags            map[string]string
+	Volumes         []VolumeSpec
+}
+
+// ImageSpec describes a seeded image (e.g. one amibackup did not create).
+type ImageSpec struct {
+	Account, Region, Name, State string
+	InstanceID                   string
+	Tags, SnapshotTags           map[string]string
+	Created                      time.Time
+	Volumes                      []VolumeSpec
+}
+
+// SnapshotSpec describes a seeded snapshot.
+type SnapshotSpec struct {
+	Account, Region, VolumeID, Description string
+	Tags                                   map[string]string
+	Created                                time.Time
+	Encrypted                              bool
+	KmsKeyID                               string
+}
+
+// Image is a copy of an image's state for tests.
+type Image struct {
+	ID, Account, Region, Name, State, InstanceID string
+	NoReboot                                     bool
+	Tags                                         map[string]string
+	SnapshotIDs                                  []string
+	CreationDate, DeprecationTime                time.Time
+	LaunchPermissions                            []string
+	SourceImageID, SourceRegion                  string
+	Encrypted                                    bool
+	KmsKeyID                                     string
+}
+
+// Snapshot is a copy of a snapshot's state for tests.
+type Snapshot struct {
+	ID, Account, Region, VolumeID, Description, State string
+	Tags                                              map[string]string
+	StartTime                                         time.Time
+	Encrypted                                         bool
+	KmsKeyID                                          string
+	CreateVolumePermissions                           []string
+}
+
+// Instance is a copy of an instance's state for tests.
+type Instance struct {
+	ID, Account, Region, State string
+	Tags                       map[string]string
+	// Reboots counts CreateImage calls with NoReboot=false.
+	Reboots int
+	// NoRebootImages counts CreateImage calls with NoReboot=true.
+	NoRebootImages int
+}
+
+// New returns an emulator with no resources.
+func New(opts Options) *Sim {
+	if opts.TimeScale <= 0 {
+		opts.TimeScale = 1
+	}
+	start := opts.Start
+	if start.IsZero() {
+		start = time.Now().UTC()
+	}
+	return &Sim{
+		opts:    opts,
+		realT0:  time.Now(),
+		simT0:   start.UTC(),
+		rng:     rand.New(rand.NewSource(opts.Seed)),
+		regions: map[string]*regionState{},
+		buckets: map[string]*bucket{},
+		calls:   newCallLog(),
+		failIns: map[string]bool{},
+	}
+}
+
+// Now is the simulated clock.
+func (s *Sim) Now() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.now()
+}
+
+func (s *Sim) now() time.Time {
+	el := time.Since(s.realT0)
+	return s.simT0.Add(time.Duration(float64(el)*s.opts.TimeScale) + s.offset).UTC()
+}
+
+// Advance moves the simulated clock forward; pending images whose delay
+// has elapsed become available.
+func (s *Sim) Advance(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.offset += d
+	// Buckets refill with the jump too: Advance models time passing.
+	for _, b := range s.buckets {
+		b.last = b.last.Add(-d)
+	}
+}
+
+// SetThrottle switches the token buckets on or off.
+func (s *Sim) SetThrottle(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.Throttle = on
+}
+
+func (s *Sim) region(name string) *regionState {
+	r, ok := s.regions[name]
+	if !ok {
+		r = &regionState{
+			instances: map[string]*instance{},
+			images:    map[string]*image{},
+			snapshots: map[string]*snapshot{},
+			volumes:   map[string]*volume{},
+		}
+		s.regions[name] = r
+	}
+	return r
+}
+
+func (s *Sim) newID(prefix string) (string, uint64) {
+	s.nextID++
+	// 17 hex digits like current EC2 IDs; a multiplier spreads the digits
+	// so IDs do not share long prefixes.
+	return fmt.Sprintf("%s-%017x", prefix, (s.nextID*0x9E3779B97F4A7C15)&0xFFFFFFFFFFFFF|uint64(s.nextID)<<52&0xF0000000000000), s.nextID
+}
+
+func defaults(account, region string) (string, string) {
+	if account == "" {
+		account = DefaultAccount
+	}
+	if region == "" {
+		region = DefaultRegion
+	}
+	return account, region
+}
+
+// AWSManagedKey is the ARN the emulator records for the AWS-managed EBS key.
+func AWSManagedKey(account, region string) string {
+	return fmt.Sprintf("arn:aws:kms:%s:%s:alias/aws/ebs", region, account)
+}
+
+func (s *Sim) addVolume(r *regionState, account, region string, v VolumeSpec) string {
+	if v.SizeGiB == 0 {
+		v.SizeGiB = 8
+	}
+	if v.Type == "" {
+		v.Type = "gp3"
+	}
+	if v.Encrypted && v.KmsKeyID == "" {
+		v.KmsKeyID = AWSManagedKey(account, region)
+	}
+	id, _ := s.newID("vol")
+	r.volumes[id] = &volume{id: id, owner: account, spec: v}
+	return id
+}
+
+// AddInstance seeds an instance and returns its ID.
+func (s *Sim) AddInstance(spec InstanceSpec) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region := defaults(spec.Account, spec.Region)
+	r := s.region(region)
+	id, seq := s.newID("i")
+	state := spec.State
+	if state == "" {
+		state = "running"
+	}
+	vols := spec.Volumes
+	if len(vols) == 0 {
+		vols = []VolumeSpec{{}}
+	}
+	in := &instance{id: id, owner: account, state: state, tags: maps.Clone(spec.Tags), seq: seq}
+	if in.tags == nil {
+		in.tags = map[string]string{}
+	}
+	for _, v := range vols {
+		in.volumes = append(in.volumes, s.addVolume(r, account, region, v))
+	}
+	r.instances[id] = in
+	return id
+}
+
+// SeedFleet seeds n running instances with 1-3 volumes each and the tags.
+func (s *Sim) SeedFleet(account, region string, n int, tags map[string]string) []string {
+	ids := make([]string, 0, n)
+	for i := range n {
+		vols := make([]VolumeSpec, 1+i%3)
+		ids = append(ids, s.AddInstance(InstanceSpec{Account: account, Region: region, Tags: tags, Volumes: vols}))
+	}
+	return ids
+}
+
+// SetInstanceState changes an instance's state.
+func (s *Sim) SetInstanceState(account, region, id, state string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region = defaults(account, region)
+	in, ok := s.region(region).instances[id]
+	if !ok || in.owner != account {
+		return fmt.Errorf("ec2sim: instance %s not found", id)
+	}
+	if _, ok := stateCodes[state]; !ok {
+		return fmt.Errorf("ec2sim: unknown instance state %q", state)
+	}
+	in.state = state
+	return nil
+}
+
+// AddImage seeds an image with one snapshot per volume.
+func (s *Sim) AddImage(spec ImageSpec) (string, []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region := defaults(spec.Account, spec.Region)
+	r := s.region(region)
+	id, seq := s.newID("ami")
+	created := spec.Created
+	if created.IsZero() {
+		created = s.now()
+	}
+	state := spec.State
+	if state == "" {
+		state = "available"
+	}
+	name := spec.Name
+	if name == "" {
+		name = id
+	}
+	im := &image{id: id, owner: account, name: name, state: state, instanceID: spec.InstanceID,
+		tags: maps.Clone(spec.Tags), created: created.UTC(), seq: seq}
+	if im.tags == nil {
+		im.tags = map[string]string{}
+	}
+	vols := spec.Volumes
+	if len(vols) == 0 {
+		vols = []VolumeSpec{{}}
+	}
+	for i, v := range vols {
+		volID := s.addVolume(r, account, region, v)
+		vs := r.volumes[volID].spec
+		sid, sseq := s.newID("snap")
+		r.snapshots[sid] = &snapshot{id: sid, owner: account, volumeID: volID, sizeGiB: vs.SizeGiB,
+			description: fmt.Sprintf("Created by CreateImage(%s) for %s from %s", spec.InstanceID, id, volID),
+			tags:        cloneOrEmpty(spec.SnapshotTags), start: created.UTC(), encrypted: vs.Encrypted, kmsKeyID: vs.KmsKeyID, seq: sseq}
+		im.snapshots = append(im.snapshots, sid)
+		im.devices = append(im.devices, deviceName(i))
+	}
+	r.images[id] = im
+	return id, slices.Clone(im.snapshots)
+}
+
+// AddSnapshot seeds a snapshot not used by any image.
+func (s *Sim) AddSnapshot(spec SnapshotSpec) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region := defaults(spec.Account, spec.Region)
+	r := s.region(region)
+	id, seq := s.newID("snap")
+	created := spec.Created
+	if created.IsZero() {
+		created = s.now()
+	}
+	key := spec.KmsKeyID
+	if spec.Encrypted && key == "" {
+		key = AWSManagedKey(account, region)
+	}
+	vol := spec.VolumeID
+	if vol == "" {
+		vol = "vol-ffffffff"
+	}
+	r.snapshots[id] = &snapshot{id: id, owner: account, volumeID: vol, description: spec.Description, sizeGiB: 8,
+		tags: cloneOrEmpty(spec.Tags), start: created.UTC(), encrypted: spec.Encrypted, kmsKeyID: key, seq: seq}
+	return id
+}
+
+func cloneOrEmpty(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return maps.Clone(m)
+}
+
+func deviceName(i int) string {
+	if i == 0 {
+		return "/dev/xvda"
+	}
+	return fmt.Sprintf("/dev/sd%c", 'f'+rune(i-1))
+}
+
+// refresh promotes pending images whose time has come. Caller holds mu.
+func (s *Sim) refresh(im *image) {
+	if im.state == "pending" && !s.now().Before(im.readyAt) {
+		if im.fail {
+			im.state = "failed"
+		} else {
+			im.state = "available"
+		}
+	}
+}
+
+// CompletePending makes every pending image reach its final state now.
+func (s *Sim) CompletePending() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.regions {
+		for _, im := range r.images {
+			if im.state == "pending" {
+				im.readyAt = time.Time{}
+				s.refresh(im)
+			}
+		}
+	}
+}
+
+// SetImageState forces an image's state.
+func (s *Sim) SetImageState(account, region, imageID, state string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region = defaults(account, region)
+	im, ok := s.region(region).images[imageID]
+	if !ok || im.owner != account {
+		return fmt.Errorf("ec2sim: image %s not found", imageID)
+	}
+	im.state = state
+	return nil
+}
+
+// FailImagesOf makes images created from the instance end failed.
+func (s *Sim) FailImagesOf(instanceID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failIns[instanceID] = true
+}
+
+func (s *Sim) imageCopy(region string, r *regionState, im *image) Image {
+	s.refresh(im)
+	out := Image{ID: im.id, Account: im.owner, Region: region, Name: im.name, State: im.state,
+		InstanceID: im.instanceID, NoReboot: im.noReboot, Tags: maps.Clone(im.tags),
+		SnapshotIDs: slices.Clone(im.snapshots), CreationDate: im.created, DeprecationTime: im.deprecation,
+		LaunchPermissions: slices.Clone(im.launchPerms), SourceImageID: im.sourceImageID, SourceRegion: im.sourceRegion}
+	for _, sid := range im.snapshots {
+		if sn, ok := r.snapshots[sid]; ok && sn.encrypted {
+			out.Encrypted = true
+			out.KmsKeyID = sn.kmsKeyID
+		}
+	}
+	return out
+}
+
+// Images returns the registered images the account owns in the Region.
+func (s *Sim) Images(account, region string) []Image {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region = defaults(account, region)
+	r := s.region(region)
+	var out []Image
+	for _, im := range sortedImages(r) {
+		if im.owner == account {
+			out = append(out, s.imageCopy(region, r, im))
+		}
+	}
+	return out
+}
+
+// Snapshots returns the account's snapshots in the Region.
+func (s *Sim) Snapshots(account, region string) []Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region = defaults(account, region)
+	r := s.region(region)
+	var out []Snapshot
+	for _, sn := range sortedSnapshots(r) {
+		if sn.owner == account {
+			out = append(out, s.snapshotCopy(region, r, sn))
+		}
+	}
+	return out
+}
+
+func (s *Sim) snapshotCopy(region string, r *regionState, sn *snapshot) Snapshot {
+	return Snapshot{ID: sn.id, Account: sn.owner, Region: region, VolumeID: sn.volumeID, Description: sn.description,
+		State: s.snapshotState(r, sn), Tags: maps.Clone(sn.tags), StartTime: sn.start, Encrypted: sn.encrypted,
+		KmsKeyID: sn.kmsKeyID, CreateVolumePermissions: slices.Clone(sn.cvPerms)}
+}
+
+// snapshotState follows the image that created the snapshot: pending while
+// it is pending, error when it failed.
+func (s *Sim) snapshotState(r *regionState, sn *snapshot) string {
+	if sn.imageID == "" {
+		return "completed"
+	}
+	im, ok := r.images[sn.imageID]
+	if !ok {
+		return "completed"
+	}
+	s.refresh(im)
+	switch im.state {
+	case "pending":
+		return "pending"
+	case "failed":
+		return "error"
+	}
+	return "completed"
+}
+
+// Instances returns the account's instances in the Region.
+func (s *Sim) Instances(account, region string) []Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region = defaults(account, region)
+	var out []Instance
+	for _, in := range sortedInstances(s.region(region)) {
+		if in.owner == account {
+			out = append(out, instanceCopy(account, region, in))
+		}
+	}
+	return out
+}
+
+// Instance returns one instance.
+func (s *Sim) Instance(account, region, id string) (Instance, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region = defaults(account, region)
+	in, ok := s.region(region).instances[id]
+	if !ok || in.owner != account {
+		return Instance{}, false
+	}
+	return instanceCopy(account, region, in), true
+}
+
+func instanceCopy(account, region string, in *instance) Instance {
+	return Instance{ID: in.id, Account: account, Region: region, State: in.state, Tags: maps.Clone(in.tags),
+		Reboots: in.reboots, NoRebootImages: in.noRebootImages}
+}
+
+func sortedInstances(r *regionState) []*instance {
+	out := slices.Collect(maps.Values(r.instances))
+	sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	return out
+}
+
+func sortedImages(r *regionState) []*image {
+	out := slices.Collect(maps.Values(r.images))
+	sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	return out
+}
+
+func sortedSnapshots(r *regionState) []*snapshot {
+	out := slices.Collect(maps.Values(r.snapshots))
+	sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	return out
+}
+
+// MaxInFlightCopies is the highest number of pending copies the account had
+// at once in the Region.
+func (s *Sim) MaxInFlightCopies(account, region string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region = defaults(account, region)
+	return s.calls.maxCopies[account+"/"+region]
+}
+
+var stateCodes = map[string]int{"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
