@@ -188,7 +188,7 @@ func newXML(root, reqID string) *xmlw {
 	return x
 }
 
-func (x *xmlw) String() string { return x.b.String() + "</" + x.root + ">" }
+func (x *xmlw) String() string   { return x.b.String() + "</" + x.root + ">" }
 func (x *xmlw) open(tag string)  { x.b.WriteString("<" + tag + ">") }
 func (x *xmlw) close(tag string) { x.b.WriteString("</" + tag + ">") }
 func (x *xmlw) el(tag, v string) {
