@@ -7,9 +7,10 @@ import (
 	"time"
 )
 
-// CallLog counts API calls. Count and Mutating include failed attempts, so
-// a retried call counts once per attempt, as EC2 would bill it against the
-// throttling buckets.
+// CallLog counts API calls. ByAction counts every request EC2 accepted
+// (including those that then failed, e.g. by an injected fault); requests
+// answered RequestLimitExceeded are counted only in Throttled. DryRun
+// requests are counted only in DryRun.
 type CallLog struct {
 	Total     int
 	ByAction  map[string]int

@@ -141,13 +141,17 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	dry := p.bool("DryRun")
-	s.record(account, c.action, dry)
+	// A throttled request is counted apart: the call log's per-action
+	// counts are the requests EC2 accepted, so API efficiency can be
+	// asserted independently of how often the retryer had to wait.
 	if !s.take(account, region, c.action, p) {
+		s.calls.Total++
 		s.calls.Throttled[c.action]++
 		s.mu.Unlock()
 		writeError(w, reqID, errf("RequestLimitExceeded", "Request limit exceeded."))
 		return
 	}
+	s.record(account, c.action, dry)
 	if e := s.matchFault(c.action, p); e != nil {
 		s.calls.Faults[c.action]++
 		s.mu.Unlock()

@@ -1,0 +1,328 @@
+// Package backup takes file-system-consistent AMIs of the instances a
+// policy selects: one CreateImage per instance, tagged in the same call,
+// named deterministically so that a retried trigger never creates a second
+// image.
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/runner"
+	"github.com/amibackup/amibackup/pkg/tags"
+	"github.com/amibackup/amibackup/pkg/trigger"
+)
+
+// EC2 is the part of the EC2 API the backup needs; *ec2.Client satisfies it.
+type EC2 interface {
+	DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+	CreateImage(context.Context, *ec2.CreateImageInput, ...func(*ec2.Options)) (*ec2.CreateImageOutput, error)
+	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+	EnableImageDeprecation(context.Context, *ec2.EnableImageDeprecationInput, ...func(*ec2.Options)) (*ec2.EnableImageDeprecationOutput, error)
+}
+
+// DefaultMargin is how long before the Lambda deadline no new image is
+// started: enough for in-flight CreateImage calls to finish their retries
+// and for the summary to be logged.
+const DefaultMargin = 60 * time.Second
+
+// Function is the name used in summaries and metrics.
+const Function = "backup"
+
+// Backuper runs backups.
+type Backuper struct {
+	EC2     EC2
+	Config  *config.Config
+	Log     *slog.Logger
+	Metrics *emf.Writer
+	// Margin before the context deadline (default DefaultMargin).
+	Margin time.Duration
+	// Now is the clock for durations and deprecation times (default time.Now).
+	Now func() time.Time
+}
+
+type target struct {
+	id       string
+	tags     map[string]string
+	noReboot bool
+}
+
+// Run backs up the instances the request selects and returns the summary;
+// the error is non-nil when any instance failed or was not reached.
+func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary, error) {
+	now := b.now()
+	start := now()
+	pol, ok := b.Config.Policy(req.Policy)
+	if !ok {
+		return nil, fmt.Errorf("backup: unknown policy %q", req.Policy)
+	}
+	log := b.Log.With("policy", pol.Name, "slot", tags.FormatTime(req.Slot), "trigger", req.Trigger, "dryRun", req.DryRun)
+	sum := &runner.Summary{Function: Function, Deployment: b.Config.Deployment, Policy: pol.Name,
+		Trigger: req.Trigger, Slot: req.Slot, DryRun: req.DryRun}
+
+	targets, err := b.selectInstances(ctx, pol, req)
+	if err != nil {
+		return nil, err
+	}
+	sum.Selected = len(targets)
+	for _, id := range req.InstanceIDs {
+		if !slices.ContainsFunc(targets, func(t target) bool { return t.id == id }) {
+			sum.AddSkipped(runner.Entry{ID: id, Detail: fmt.Sprintf("not selected by policy %q (needs tag %s and state running or stopped)", pol.Name, selectorText(pol.Selector))})
+		}
+	}
+	if len(targets) == 0 {
+		sum.Warn("zero instances selected by policy %q (tag %s, state running or stopped): check the tag on your instances", pol.Name, selectorText(pol.Selector))
+		log.Warn("zero instances selected", "selector", selectorText(pol.Selector))
+	}
+
+	margin := b.Margin
+	if margin == 0 {
+		margin = DefaultMargin
+	}
+	notReached := runner.ForEach(ctx, targets, b.Config.Concurrency, margin, func(ctx context.Context, t target) {
+		b.backupOne(ctx, log, pol, req, t, sum)
+	})
+	for _, t := range notReached {
+		sum.NotReached = append(sum.NotReached, t.id)
+	}
+	sum.DurationMS = now().Sub(start).Milliseconds()
+	b.emit(sum, start)
+	sum.Log(ctx, log)
+	return sum, sum.Err()
+}
+
+func (b *Backuper) now() func() time.Time {
+	if b.Now != nil {
+		return b.Now
+	}
+	return time.Now
+}
+
+func selectorText(s config.Selector) string {
+	if len(s.TagValues) == 0 {
+		return s.TagKey + "=*"
+	}
+	return fmt.Sprintf("%s=%v", s.TagKey, s.TagValues)
+}
+
+// selectInstances lists the policy's instances with server-side filters; a
+// manual subset is one more filter, so it can only narrow the selection.
+func (b *Backuper) selectInstances(ctx context.Context, pol *config.Policy, req trigger.Backup) ([]target, error) {
+	filters := []types.Filter{{Name: aws.String("instance-state-name"), Values: []string{"running", "stopped"}}}
+	if len(pol.Selector.TagValues) > 0 {
+		filters = append(filters, types.Filter{Name: aws.String("tag:" + pol.Selector.TagKey), Values: pol.Selector.TagValues})
+	} else {
+		filters = append(filters, types.Filter{Name: aws.String("tag-key"), Values: []string{pol.Selector.TagKey}})
+	}
+	if len(req.InstanceIDs) > 0 {
+		filters = append(filters, types.Filter{Name: aws.String("instance-id"), Values: req.InstanceIDs})
+	}
+	pg := ec2.NewDescribeInstancesPaginator(b.EC2, &ec2.DescribeInstancesInput{Filters: filters, MaxResults: aws.Int32(1000)})
+	var out []target
+	for pg.HasMorePages() {
+		page, err := pg.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("select instances of policy %s: %w", pol.Name, err)
+		}
+		for _, r := range page.Reservations {
+			for _, in := range r.Instances {
+				t := target{id: aws.ToString(in.InstanceId), tags: map[string]string{}}
+				for _, tg := range in.Tags {
+					t.tags[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
+				}
+				t.noReboot = t.tags[tags.NoReboot] == "true"
+				out = append(out, t)
+			}
+		}
+	}
+	return out, nil
+}
+
+// imageTags builds the tag set for image and snapshots: ours first (never
+// dropped), then the policy's extra tags, then copied instance tags, up to
+// EC2's 50. It returns the keys that did not fit.
+func imageTags(deployment string, pol *config.Policy, req trigger.Backup, t target, reboot bool) ([]types.Tag, []string) {
+	own := [][2]string{
+		{tags.ManagedBy, deployment},
+		{tags.Policy, pol.Name},
+		{tags.InstanceID, t.id},
+		{tags.Time, tags.FormatTime(req.Slot)},
+		{tags.Reboot, strconv.FormatBool(reboot)},
+		{tags.Trigger, req.Trigger},
+	}
+	set := map[string]bool{}
+	var out []types.Tag
+	var dropped []string
+	add := func(k, v string, ours bool) {
+		if set[k] {
+			return
+		}
+		if !ours && len(out) >= tags.MaxTags {
+			dropped = append(dropped, k)
+			return
+		}
+		set[k] = true
+		out = append(out, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	for _, kv := range own {
+		add(kv[0], kv[1], true)
+	}
+	extra := make([]string, 0, len(pol.ExtraTags))
+	for k := range pol.ExtraTags {
+		extra = append(extra, k)
+	}
+	sort.Strings(extra)
+	for _, k := range extra {
+		add(k, pol.ExtraTags[k], false)
+	}
+	for _, k := range pol.CopyTags {
+		if v, ok := t.tags[k]; ok && !tags.IsReserved(k) {
+			add(k, v, false)
+		}
+	}
+	return out, dropped
+}
+
+func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.Policy, req trigger.Backup, t target, sum *runner.Summary) {
+	reboot := pol.RebootEnabled()
+	if req.Reboot != nil {
+		reboot = *req.Reboot
+	}
+	if t.noReboot && reboot {
+		reboot = false
+		log.Warn("instance opted out of the reboot: its image is crash-consistent, not file-system-consistent",
+			"instance", t.id, "tag", tags.NoReboot+"=true")
+		sum.Warn("%s: %s=true, image taken without reboot (crash-consistent)", t.id, tags.NoReboot)
+	}
+	name := tags.ImageName(pol.Name, t.id, req.Slot)
+	tagList, dropped := imageTags(b.Config.Deployment, pol, req, t, reboot)
+	if len(dropped) > 0 {
+		sum.Warn("%s: %d tags did not fit EC2's limit of 50 and were not written: %v", t.id, len(dropped), dropped)
+	}
+	in := &ec2.CreateImageInput{
+		InstanceId:  aws.String(t.id),
+		Name:        aws.String(name),
+		Description: aws.String(fmt.Sprintf("amibackup %s of %s at %s (reboot=%t)", pol.Name, t.id, tags.FormatTime(req.Slot), reboot)),
+		NoReboot:    aws.Bool(!reboot),
+		TagSpecifications: []types.TagSpecification{
+			{ResourceType: types.ResourceTypeImage, Tags: tagList},
+			{ResourceType: types.ResourceTypeSnapshot, Tags: tagList},
+		},
+	}
+	entry := runner.Entry{ID: t.id, Name: name, Detail: "reboot=" + strconv.FormatBool(reboot)}
+	if req.DryRun {
+		in.DryRun = aws.Bool(true)
+		_, err := b.EC2.CreateImage(ctx, in)
+		if code(err) == "DryRunOperation" {
+			entry.Detail += "; dry run: CreateImage permitted, nothing created"
+			sum.AddDone(entry)
+			return
+		}
+		entry.Detail = fmt.Sprintf("dry run: create image for %s: %v", t.id, err)
+		sum.AddFailed(entry)
+		return
+	}
+	out, err := b.EC2.CreateImage(ctx, in)
+	switch {
+	case err == nil:
+		entry.ImageID = aws.ToString(out.ImageId)
+		sum.AddDone(entry)
+		log.Info("image created", "instance", t.id, "image", entry.ImageID, "name", name, "reboot", reboot)
+		b.deprecate(ctx, log, pol, entry.ImageID, sum)
+	case code(err) == "InvalidAMIName.Duplicate":
+		// The name is deterministic: a duplicate is this trigger's image
+		// from an earlier delivery.
+		id, lerr := b.findByName(ctx, name)
+		if lerr != nil {
+			entry.Detail = fmt.Sprintf("image name %s exists but cannot be looked up: %v", name, lerr)
+			sum.AddFailed(entry)
+			return
+		}
+		entry.ImageID = id
+		sum.AddExisted(entry)
+		log.Info("image already exists for this trigger", "instance", t.id, "image", id, "name", name)
+	default:
+		entry.Detail = fmt.Errorf("create image for %s: %w", t.id, err).Error()
+		sum.AddFailed(entry)
+		log.Error("create image failed", "instance", t.id, "error", err.Error(), "code", code(err))
+	}
+}
+
+// deprecate sets the image's deprecation time. EC2 may refuse while the
+// image is pending; prune sets it later on available images that lack it.
+func (b *Backuper) deprecate(ctx context.Context, log *slog.Logger, pol *config.Policy, imageID string, sum *runner.Summary) {
+	age := pol.DeprecateAfter.D()
+	if age <= 0 {
+		return
+	}
+	at := DeprecationTime(b.now()(), age)
+	if _, err := b.EC2.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{ImageId: aws.String(imageID), DeprecateAt: aws.Time(at)}); err != nil {
+		log.Warn("deprecation not set yet; prune will set it once the image is available", "image", imageID, "error", err.Error())
+		sum.Warn("%s: deprecation not set (%s); prune sets it later", imageID, code(err))
+	}
+}
+
+// DeprecationTime is creation plus age, rounded up to the minute as EC2
+// stores it.
+func DeprecationTime(created time.Time, age time.Duration) time.Time {
+	at := created.UTC().Add(age)
+	if r := at.Truncate(time.Minute); !r.Equal(at) {
+		at = r.Add(time.Minute)
+	}
+	return at
+}
+
+func (b *Backuper) findByName(ctx context.Context, name string) (string, error) {
+	out, err := b.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{
+		Owners:  []string{"self"},
+		Filters: []types.Filter{{Name: aws.String("name"), Values: []string{name}}},
+	})
+	if err != nil {
+		return "", fmt.Errorf("describe image %s: %w", name, err)
+	}
+	if len(out.Images) == 0 {
+		return "", fmt.Errorf("no image named %s owned by this account", name)
+	}
+	return aws.ToString(out.Images[0].ImageId), nil
+}
+
+func (b *Backuper) emit(sum *runner.Summary, at time.Time) {
+	// A dry run creates nothing; its counts would mislead dashboards and alarms.
+	if b.Metrics == nil || sum.DryRun {
+		return
+	}
+	err := b.Metrics.Emit(at, map[string]string{"Policy": sum.Policy},
+		emf.Metric{Name: "InstancesSelected", Unit: emf.Count, Value: float64(sum.Selected)},
+		emf.Metric{Name: "ImagesCreated", Unit: emf.Count, Value: float64(len(sum.Done))},
+		emf.Metric{Name: "ImagesExisting", Unit: emf.Count, Value: float64(len(sum.Existed))},
+		emf.Metric{Name: "ImagesFailed", Unit: emf.Count, Value: float64(len(sum.Failed))},
+		emf.Metric{Name: "InstancesSkipped", Unit: emf.Count, Value: float64(len(sum.Skipped))},
+		emf.Metric{Name: "InstancesNotReached", Unit: emf.Count, Value: float64(len(sum.NotReached))},
+		emf.Metric{Name: "BackupDuration", Unit: emf.Milliseconds, Value: float64(sum.DurationMS)},
+	)
+	if err != nil {
+		b.Log.Error("emit metrics", "error", err.Error())
+	}
+}
+
+// code returns the EC2 error code of err, or "".
+func code(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}

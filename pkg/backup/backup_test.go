@@ -1,0 +1,447 @@
+package backup_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/amibackup/amibackup/pkg/backup"
+	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/ec2sim"
+	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
+	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/tags"
+	"github.com/amibackup/amibackup/pkg/trigger"
+)
+
+const cfgJSON = `{"deployment":"prod","concurrency":8,"policies":[
+ {"name":"nightly","selector":{"tagKey":"Backup","tagValues":["nightly","yes"]},
+  "copyTags":["Name","CostCenter"],"extraTags":{"team":"ops"},"deprecateAfter":"30d",
+  "schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"daily":7}},
+ {"name":"weekly","selector":{"tagKey":"Weekly"},"reboot":false,
+  "schedule":{"expression":"cron(0 3 ? * SUN *)"},"retention":{"weekly":4}}]}`
+
+var slot = time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
+
+func cfg(t testing.TB) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(cfgJSON), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newBackuper(t testing.TB, env *simtest.Env, metrics io.Writer) *backup.Backuper {
+	if metrics == nil {
+		metrics = io.Discard
+	}
+	return &backup.Backuper{EC2: env.Client("", ""), Config: cfg(t),
+		Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(metrics), Now: env.Sim.Now}
+}
+
+func scheduled(policy string) trigger.Backup {
+	return trigger.Backup{Policy: policy, Slot: slot, Trigger: tags.TriggerSchedule}
+}
+
+// seedMixed seeds n instances: every third is selected and running, the
+// others carry a wrong tag value, no tag, or are terminated/pending.
+func seedMixed(sim *ec2sim.Sim, n int) (selected map[string]bool) {
+	selected = map[string]bool{}
+	for i := range n {
+		spec := ec2sim.InstanceSpec{Tags: map[string]string{"Name": fmt.Sprintf("web-%d", i), "CostCenter": "42", "Other": "x"},
+			Volumes: make([]ec2sim.VolumeSpec, 1+i%3)}
+		sel := false
+		switch i % 6 {
+		case 0:
+			spec.Tags["Backup"] = "nightly"
+			sel = true
+		case 1:
+			spec.Tags["Backup"] = "yes"
+			spec.State = "stopped"
+			sel = true
+		case 2:
+			spec.Tags["Backup"] = "never"
+		case 3:
+			spec.Tags["Backup"] = "nightly"
+			spec.State = "terminated"
+		case 4:
+			spec.Tags["Backup"] = "nightly"
+			spec.State = "pending"
+		case 5:
+		}
+		id := sim.AddInstance(spec)
+		if sel {
+			selected[id] = true
+		}
+	}
+	return selected
+}
+
+func TestBackupSelectsTagsAndReboots(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	selected := seedMixed(env.Sim, 2500)
+	var metrics bytes.Buffer
+	b := newBackuper(t, env, &metrics)
+	sum, err := b.Run(context.Background(), scheduled("nightly"))
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if sum.Selected != len(selected) || len(sum.Done) != len(selected) {
+		t.Fatalf("selected %d done %d, want %d", sum.Selected, len(sum.Done), len(selected))
+	}
+	images := env.Sim.Images("", "")
+	if len(images) != len(selected) {
+		t.Fatalf("%d images, want %d", len(images), len(selected))
+	}
+	snaps := map[string]ec2sim.Snapshot{}
+	for _, s := range env.Sim.Snapshots("", "") {
+		snaps[s.ID] = s
+	}
+	for _, im := range images {
+		if !selected[im.InstanceID] {
+			t.Fatalf("image %s of unselected instance %s", im.ID, im.InstanceID)
+		}
+		if im.NoReboot {
+			t.Errorf("%s taken with NoReboot", im.ID)
+		}
+		in, _ := env.Sim.Instance("", "", im.InstanceID)
+		want := map[string]string{
+			tags.ManagedBy: "prod", tags.Policy: "nightly", tags.InstanceID: im.InstanceID,
+			tags.Time: "2026-11-24T03:00:00Z", tags.Reboot: "true", tags.Trigger: "schedule",
+			"team": "ops", "Name": in.Tags["Name"], "CostCenter": "42",
+		}
+		if im.Name != tags.ImageName("nightly", im.InstanceID, slot) {
+			t.Errorf("name %s", im.Name)
+		}
+		checkTags(t, "image "+im.ID, im.Tags, want)
+		if _, copied := im.Tags["Other"]; copied {
+			t.Errorf("tag Other copied although not in copyTags")
+		}
+		for _, sid := range im.SnapshotIDs {
+			checkTags(t, "snapshot "+sid, snaps[sid].Tags, want)
+		}
+		if in.Reboots != 1 {
+			t.Errorf("%s rebooted %d times", in.ID, in.Reboots)
+		}
+		if im.DeprecationTime.IsZero() {
+			t.Errorf("%s has no deprecation time", im.ID)
+		}
+	}
+	calls := env.Sim.Calls()
+	if calls.Count("CreateImage") != len(selected) || calls.Count("CreateTags") != 0 {
+		t.Errorf("calls %v", calls.ByAction)
+	}
+	if got, want := calls.Count("DescribeInstances"), (len(selected)+999)/1000; got != want {
+		t.Errorf("DescribeInstances pages %d, want %d", got, want)
+	}
+	if !strings.Contains(metrics.String(), `"ImagesCreated":834`) || !strings.Contains(metrics.String(), `"Policy":"nightly"`) {
+		t.Errorf("metrics: %s", metrics.String())
+	}
+}
+
+func checkTags(t *testing.T, what string, got, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: tag %s = %q, want %q", what, k, got[k], v)
+		}
+	}
+}
+
+func TestNoRebootOptOutAndPolicyReboot(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	optOut := env.Sim.AddInstance(ec2sim.InstanceSpec{Tags: map[string]string{"Backup": "nightly", tags.NoReboot: "true"}})
+	normal := env.Sim.AddInstance(ec2sim.InstanceSpec{Tags: map[string]string{"Backup": "nightly"}})
+	weekly := env.Sim.AddInstance(ec2sim.InstanceSpec{Tags: map[string]string{"Weekly": "any"}})
+	b := newBackuper(t, env, nil)
+	sum, err := b.Run(context.Background(), scheduled("nightly"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Warnings) == 0 || !strings.Contains(strings.Join(sum.Warnings, ";"), optOut) {
+		t.Errorf("no warning for the opted-out instance: %v", sum.Warnings)
+	}
+	if _, err := b.Run(context.Background(), scheduled("weekly")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id            string
+		reboots       int
+		noRebootImage int
+		tag           string
+	}{{optOut, 0, 1, "false"}, {normal, 1, 0, "true"}, {weekly, 0, 1, "false"}} {
+		in, _ := env.Sim.Instance("", "", tc.id)
+		if in.Reboots != tc.reboots || in.NoRebootImages != tc.noRebootImage {
+			t.Errorf("%s: reboots %d noReboot %d", tc.id, in.Reboots, in.NoRebootImages)
+		}
+		for _, im := range env.Sim.Images("", "") {
+			if im.InstanceID == tc.id && im.Tags[tags.Reboot] != tc.tag {
+				t.Errorf("%s: reboot tag %q want %q", tc.id, im.Tags[tags.Reboot], tc.tag)
+			}
+		}
+	}
+}
+
+// TestDuplicateTriggers: the same trigger delivered twice, then ten times
+// concurrently, still leaves one image per instance and no failure.
+func TestDuplicateTriggers(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	env.Sim.SeedFleet("", "", 40, map[string]string{"Backup": "nightly"})
+	b := newBackuper(t, env, nil)
+	first, err := b.Run(context.Background(), scheduled("nightly"))
+	if err != nil || len(first.Done) != 40 {
+		t.Fatalf("first run: %v, done %d", err, len(first.Done))
+	}
+	second, err := b.Run(context.Background(), scheduled("nightly"))
+	if err != nil || len(second.Done) != 0 || len(second.Existed) != 40 {
+		t.Fatalf("second run: %v, done %d existed %d", err, len(second.Done), len(second.Existed))
+	}
+	ids := map[string]string{}
+	for _, e := range first.Done {
+		ids[e.ID] = e.ImageID
+	}
+	for _, e := range second.Existed {
+		if ids[e.ID] != e.ImageID {
+			t.Errorf("%s: existing image reported as %s, created %s", e.ID, e.ImageID, ids[e.ID])
+		}
+	}
+	later := scheduled("nightly")
+	later.Slot = slot.Add(24 * time.Hour)
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := b.Run(context.Background(), later)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("concurrent run: %v", err)
+		}
+	}
+	perInstance := map[string]int{}
+	for _, im := range env.Sim.Images("", "") {
+		perInstance[im.InstanceID]++
+	}
+	for id, n := range perInstance {
+		if n != 2 {
+			t.Errorf("%s has %d images, want 2 (one per slot)", id, n)
+		}
+	}
+}
+
+func TestThrottledRunHasNoFailures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("throttled 1,000-instance run skipped in -short mode")
+	}
+	env := simtest.Start(t, ec2sim.Options{Throttle: true, TimeScale: 50})
+	env.Sim.SeedFleet("", "", 1000, map[string]string{"Backup": "nightly"})
+	b := newBackuper(t, env, nil)
+	b.Config.Policies[0].DeprecateAfter = 0 // count CreateImage alone
+	t0 := env.Sim.Now()
+	sum, err := b.Run(context.Background(), scheduled("nightly"))
+	if err != nil {
+		t.Fatalf("Run under throttling: %v", err)
+	}
+	calls := env.Sim.Calls()
+	if len(sum.Done) != 1000 || calls.Count("CreateImage") != 1000 || calls.Count("CreateTags") != 0 || calls.Count("DescribeInstances") != 1 {
+		t.Fatalf("done %d, calls %v", len(sum.Done), calls.ByAction)
+	}
+	if calls.Throttled["CreateImage"] == 0 {
+		t.Fatalf("no throttling happened; the test does not test what it claims")
+	}
+	// EC2's bucket: 50 at once, then 5 per second.
+	if el := env.Sim.Now().Sub(t0); el < 180*time.Second {
+		t.Errorf("1,000 CreateImage in %v simulated: faster than EC2's bucket allows", el)
+	}
+	t.Logf("throttled attempts %d, simulated %v", calls.Throttled["CreateImage"], env.Sim.Now().Sub(t0))
+}
+
+func TestFailuresAreIsolatedAndExact(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	ids := env.Sim.SeedFleet("", "", 20, map[string]string{"Backup": "nightly"})
+	// A non-retryable error on one instance, a persistent 5xx on another,
+	// and transient 5xx (recovered by the retryer) on a third.
+	env.Sim.Inject(ec2sim.Fault{Action: "CreateImage", InstanceID: ids[3], Code: "IncorrectState", Message: "instance is stopping"})
+	env.Sim.Inject(ec2sim.Fault{Action: "CreateImage", InstanceID: ids[7], Code: "InternalError"})
+	env.Sim.Inject(ec2sim.Fault{Action: "CreateImage", InstanceID: ids[9], Code: "Unavailable", Times: 2})
+	b := newBackuper(t, env, nil)
+	sum, err := b.Run(context.Background(), scheduled("nightly"))
+	if err == nil {
+		t.Fatal("Run succeeded although instances failed")
+	}
+	if len(sum.Done) != 18 || len(sum.Failed) != 2 {
+		t.Fatalf("done %d failed %v", len(sum.Done), sum.Failed)
+	}
+	failed := map[string]string{}
+	for _, f := range sum.Failed {
+		failed[f.ID] = f.Detail
+	}
+	if !strings.Contains(failed[ids[3]], "IncorrectState") || !strings.Contains(failed[ids[7]], "InternalError") {
+		t.Errorf("failures %v", failed)
+	}
+	if !strings.Contains(err.Error(), ids[3]) || !strings.Contains(err.Error(), ids[7]) {
+		t.Errorf("error does not name the failed instances: %v", err)
+	}
+	if len(env.Sim.Images("", "")) != 18 {
+		t.Errorf("%d images", len(env.Sim.Images("", "")))
+	}
+	// The retry is safe: the failed ones are created, nothing is duplicated.
+	env.Sim.ClearFaults()
+	sum, err = b.Run(context.Background(), scheduled("nightly"))
+	if err != nil || len(sum.Done) != 2 || len(sum.Existed) != 18 {
+		t.Fatalf("retry: %v done %d existed %d", err, len(sum.Done), len(sum.Existed))
+	}
+}
+
+func TestConcurrentSnapshotLimitIsPerInstance(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{ImageDelay: time.Hour})
+	cold := env.Sim.AddInstance(ec2sim.InstanceSpec{Tags: map[string]string{"Backup": "nightly"}, Volumes: []ec2sim.VolumeSpec{{Type: "sc1"}}})
+	warm := env.Sim.AddInstance(ec2sim.InstanceSpec{Tags: map[string]string{"Backup": "nightly"}})
+	b := newBackuper(t, env, nil)
+	b.Config.Policies[0].DeprecateAfter = 0
+	if _, err := b.Run(context.Background(), scheduled("nightly")); err != nil {
+		t.Fatal(err)
+	}
+	next := scheduled("nightly")
+	next.Slot = slot.Add(time.Hour)
+	sum, err := b.Run(context.Background(), next)
+	if err == nil || len(sum.Failed) != 1 || sum.Failed[0].ID != cold || len(sum.Done) != 1 || sum.Done[0].ID != warm {
+		t.Fatalf("err %v failed %v done %v", err, sum.Failed, sum.Done)
+	}
+}
+
+func TestManualSubsetNeverWidens(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	in := env.Sim.SeedFleet("", "", 3, map[string]string{"Backup": "nightly"})
+	out := env.Sim.AddInstance(ec2sim.InstanceSpec{Tags: map[string]string{"Backup": "never"}})
+	b := newBackuper(t, env, nil)
+	reboot := false
+	req := trigger.Backup{Policy: "nightly", Slot: slot, Trigger: tags.TriggerManual, InstanceIDs: []string{in[1], out}, Reboot: &reboot}
+	sum, err := b.Run(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Done) != 1 || sum.Done[0].ID != in[1] || len(sum.Skipped) != 1 || sum.Skipped[0].ID != out {
+		t.Fatalf("done %v skipped %v", sum.Done, sum.Skipped)
+	}
+	im := env.Sim.Images("", "")[0]
+	if im.Tags[tags.Trigger] != "manual" || im.Tags[tags.Reboot] != "false" || !im.NoReboot {
+		t.Errorf("manual image tags %v noReboot %v", im.Tags, im.NoReboot)
+	}
+}
+
+func TestDryRunCreatesNothing(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	env.Sim.SeedFleet("", "", 12, map[string]string{"Backup": "nightly"})
+	b := newBackuper(t, env, nil)
+	req := scheduled("nightly")
+	req.DryRun = true
+	sum, err := b.Run(context.Background(), req)
+	if err != nil || len(sum.Done) != 12 {
+		t.Fatalf("dry run: %v done %d", err, len(sum.Done))
+	}
+	calls := env.Sim.Calls()
+	if len(env.Sim.Images("", "")) != 0 || calls.Mutating() != 0 || calls.DryRun["CreateImage"] != 12 {
+		t.Fatalf("dry run changed state: images %d, calls %+v", len(env.Sim.Images("", "")), calls)
+	}
+}
+
+func TestZeroSelectedIsLoud(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	env.Sim.SeedFleet("", "", 3, map[string]string{"Backup": "typo"})
+	var metrics bytes.Buffer
+	b := newBackuper(t, env, &metrics)
+	sum, err := b.Run(context.Background(), scheduled("nightly"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Selected != 0 || len(sum.Warnings) == 0 || !strings.Contains(sum.Warnings[0], "zero instances selected") {
+		t.Fatalf("summary %+v", sum)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(metrics.Bytes(), &rec); err != nil || rec["InstancesSelected"] != 0.0 {
+		t.Fatalf("metric InstancesSelected=0 not emitted: %s", metrics.String())
+	}
+}
+
+// TestDeadlineReportsNotReached: with a deadline inside the margin after a
+// few images, the rest are reported and a re-run finishes them.
+func TestDeadlineReportsNotReached(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{Latency: 20 * time.Millisecond})
+	env.Sim.SeedFleet("", "", 30, map[string]string{"Backup": "nightly"})
+	b := newBackuper(t, env, nil)
+	b.Config.Concurrency = 1
+	b.Config.Policies[0].DeprecateAfter = 0
+	b.Margin = 200 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	sum, err := b.Run(ctx, scheduled("nightly"))
+	if err == nil || len(sum.NotReached) == 0 || len(sum.Done)+len(sum.NotReached) != 30 {
+		t.Fatalf("err %v done %d notReached %d", err, len(sum.Done), len(sum.NotReached))
+	}
+	if !strings.Contains(err.Error(), "not reached before the deadline") {
+		t.Errorf("error %v", err)
+	}
+	b.Margin = time.Millisecond
+	sum2, err := b.Run(context.Background(), scheduled("nightly"))
+	if err != nil || len(sum2.Done) != len(sum.NotReached) || len(env.Sim.Images("", "")) != 30 {
+		t.Fatalf("re-run: %v done %d images %d", err, len(sum2.Done), len(env.Sim.Images("", "")))
+	}
+}
+
+func TestTagBudget(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	instTags := map[string]string{"Backup": "nightly"}
+	c := cfg(t)
+	c.Policies[0].CopyTags = nil
+	for i := range 40 {
+		k := fmt.Sprintf("k%02d", i)
+		instTags[k] = "v"
+		c.Policies[0].CopyTags = append(c.Policies[0].CopyTags, k)
+	}
+	c.Policies[0].ExtraTags = map[string]string{"team": "ops", "env": "prod", "tier": "1", "x": "1", "y": "2"}
+	env.Sim.AddInstance(ec2sim.InstanceSpec{Tags: instTags})
+	b := newBackuper(t, env, nil)
+	b.Config = c
+	sum, err := b.Run(context.Background(), scheduled("nightly"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := env.Sim.Images("", "")[0]
+	if len(im.Tags) != 50 || im.Tags[tags.ManagedBy] != "prod" || im.Tags["team"] != "ops" {
+		t.Fatalf("%d tags: %v", len(im.Tags), im.Tags)
+	}
+	if len(sum.Warnings) == 0 || !strings.Contains(sum.Warnings[0], "did not fit") {
+		t.Fatalf("overflow not reported: %v", sum.Warnings)
+	}
+}
+
+func TestDeprecationTime(t *testing.T) {
+	for _, tc := range []struct {
+		created time.Time
+		age     time.Duration
+		want    time.Time
+	}{
+		{slot, 24 * time.Hour, slot.Add(24 * time.Hour)},
+		{slot.Add(30 * time.Second), time.Hour, slot.Add(time.Hour + time.Minute)},
+	} {
+		if got := backup.DeprecationTime(tc.created, tc.age); !got.Equal(tc.want) {
+			t.Errorf("DeprecationTime(%v, %v) = %v, want %v", tc.created, tc.age, got, tc.want)
+		}
+	}
+}
+
