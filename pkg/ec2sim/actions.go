@@ -438,7 +438,7 @@ func (s *Sim) deregisterImage(c *call) *apiError {
 
 // usedBy returns a registered image using the snapshot, or "".
 func usedBy(r *regionState, sid string) string {
-	for _, im := range sortedImages(r) {
+	for _, im := range r.images {
 		if slices.Contains(im.snapshots, sid) {
 			return im.id
 		}

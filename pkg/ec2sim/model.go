@@ -369,6 +369,11 @@ func (s *Sim) AddImage(spec ImageSpec) (string, []string) {
 		im.snapshots = append(im.snapshots, sid)
 		im.devices = append(im.devices, deviceName(i))
 	}
+	if state == "pending" {
+		// A seeded pending image stays pending until CompletePending or
+		// SetImageState: tests decide when it completes.
+		im.readyAt = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
 	r.images[id] = im
 	return id, slices.Clone(im.snapshots)
 }

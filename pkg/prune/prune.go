@@ -1,0 +1,511 @@
+// Package prune applies the retention policy to the images this deployment
+// created, and only to those: it lists images by the exact
+// amibackup:managed-by tag, deletes each expired image with its snapshots
+// in one DeregisterImage call, and sweeps snapshots left behind by earlier
+// runs. A blast-radius guard stops runs that would delete too much.
+package prune
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/amibackup/amibackup/pkg/backup"
+	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/retention"
+	"github.com/amibackup/amibackup/pkg/runner"
+	"github.com/amibackup/amibackup/pkg/tags"
+	"github.com/amibackup/amibackup/pkg/trigger"
+)
+
+// EC2 is the part of the EC2 API prune needs; *ec2.Client satisfies it.
+type EC2 interface {
+	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+	DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
+	DescribeSnapshots(context.Context, *ec2.DescribeSnapshotsInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
+	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
+	EnableImageDeprecation(context.Context, *ec2.EnableImageDeprecationInput, ...func(*ec2.Options)) (*ec2.EnableImageDeprecationOutput, error)
+}
+
+// Function is the name used in summaries and metrics.
+const Function = "prune"
+
+// Pruner applies retention.
+type Pruner struct {
+	EC2     EC2
+	Config  *config.Config
+	Log     *slog.Logger
+	Metrics *emf.Writer
+	// Margin before the context deadline (default backup.DefaultMargin).
+	Margin time.Duration
+}
+
+// PlanEntry is one image in the plan.
+type PlanEntry struct {
+	ImageID    string    `json:"imageId"`
+	Name       string    `json:"name"`
+	InstanceID string    `json:"instanceId"`
+	Policy     string    `json:"policy"`
+	Time       time.Time `json:"time"`
+	State      string    `json:"state"`
+	Keep       bool      `json:"keep"`
+	Reasons    []string  `json:"reasons"`
+	// InstanceGone marks images of instances that no longer exist.
+	InstanceGone bool `json:"instanceGone,omitempty"`
+}
+
+// Summary of a prune run. Done lists deleted images, Existed images found
+// already gone, Skipped images left alone (e.g. of unknown policies).
+type Summary struct {
+	runner.Summary
+	Plan                []PlanEntry    `json:"plan"`
+	OrphansDeleted      []runner.Entry `json:"orphanSnapshotsDeleted"`
+	SnapshotsNotDeleted []runner.Entry `json:"snapshotsNotDeleted"`
+	DeprecationsSet     []string       `json:"deprecationsSet"`
+	GoneInstances       []string       `json:"goneInstances"`
+	Blocked             string         `json:"blocked,omitempty"`
+	mu                  sync.Mutex
+}
+
+type candidate struct {
+	entry     PlanEntry
+	snapshots []string
+	created   time.Time
+	deprecate bool
+}
+
+// Run applies retention for the request.
+func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
+	start := time.Now()
+	sum := &Summary{Summary: runner.Summary{Function: Function, Deployment: p.Config.Deployment, Policy: req.Policy,
+		Trigger: req.Trigger, Slot: req.Time, DryRun: req.DryRun}}
+	log := p.Log.With("policy", req.Policy, "time", tags.FormatTime(req.Time), "dryRun", req.DryRun, "force", req.Force)
+
+	cands, err := p.listImages(ctx, req.Policy)
+	if err != nil {
+		return nil, err
+	}
+	sum.Selected = len(cands)
+	live, err := p.liveInstances(ctx, cands)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := p.plan(cands, live, req, sum)
+	if err != nil {
+		return nil, err
+	}
+	var toDelete []*candidate
+	for _, c := range plan {
+		sum.Plan = append(sum.Plan, c.entry)
+		if !c.entry.Keep {
+			toDelete = append(toDelete, c)
+		}
+	}
+	if reason := guard(plan, p.Config.Prune.MaxDeleteShare); reason != "" {
+		if req.Force {
+			sum.Warn("blast-radius guard overridden by force: %s", reason)
+		} else {
+			sum.Blocked = reason + "; nothing was deleted. Check the retention configuration, or send a manual \"Prune Requested\" event with \"force\": true"
+			log.Error("prune blocked by the blast-radius guard", "reason", reason)
+			p.finish(ctx, log, sum, start)
+			return sum, fmt.Errorf("prune: %s", sum.Blocked)
+		}
+	}
+	margin := p.Margin
+	if margin == 0 {
+		margin = backup.DefaultMargin
+	}
+	if req.DryRun {
+		for _, c := range toDelete {
+			log.Info("dry run: would delete", "image", c.entry.ImageID, "instance", c.entry.InstanceID, "reasons", c.entry.Reasons)
+		}
+	} else {
+		left := runner.ForEach(ctx, toDelete, p.Config.Concurrency, margin, func(ctx context.Context, c *candidate) {
+			p.deleteImage(ctx, log, c, sum)
+		})
+		for _, c := range left {
+			sum.NotReached = append(sum.NotReached, c.entry.ImageID)
+		}
+	}
+	if ctx.Err() == nil && len(sum.NotReached) == 0 {
+		if err := p.sweepOrphans(ctx, log, req, plan, sum, margin); err != nil {
+			sum.AddFailed(runner.Entry{ID: "orphan-sweep", Detail: err.Error()})
+		}
+		if !req.DryRun {
+			p.repairDeprecation(ctx, log, plan, req.Time, sum)
+		}
+	}
+	p.finish(ctx, log, sum, start)
+	return sum, sum.Err()
+}
+
+func (p *Pruner) finish(ctx context.Context, log *slog.Logger, sum *Summary, start time.Time) {
+	sum.DurationMS = time.Since(start).Milliseconds()
+	kept := 0
+	for _, e := range sum.Plan {
+		if e.Keep {
+			kept++
+		}
+	}
+	if p.Metrics != nil && !sum.DryRun {
+		policy := sum.Policy
+		if policy == "" {
+			policy = "all"
+		}
+		blocked := 0.0
+		if sum.Blocked != "" {
+			blocked = 1
+		}
+		err := p.Metrics.Emit(start, map[string]string{"Policy": policy},
+			emf.Metric{Name: "ImagesPruned", Unit: emf.Count, Value: float64(len(sum.Done))},
+			emf.Metric{Name: "ImagesKept", Unit: emf.Count, Value: float64(kept)},
+			emf.Metric{Name: "PruneFailures", Unit: emf.Count, Value: float64(len(sum.Failed) + len(sum.SnapshotsNotDeleted))},
+			emf.Metric{Name: "OrphanSnapshotsDeleted", Unit: emf.Count, Value: float64(len(sum.OrphansDeleted))},
+			emf.Metric{Name: "PruneBlocked", Unit: emf.Count, Value: blocked},
+			emf.Metric{Name: "PruneDuration", Unit: emf.Milliseconds, Value: float64(sum.DurationMS)},
+		)
+		if err != nil {
+			log.Error("emit metrics", "error", err.Error())
+		}
+	}
+	sum.Log(ctx, log)
+	log.Info("prune plan", "kept", kept, "delete", len(sum.Plan)-kept, "plan", sum.Plan,
+		"orphansDeleted", sum.OrphansDeleted, "snapshotsNotDeleted", sum.SnapshotsNotDeleted, "blocked", sum.Blocked)
+}
+
+// listImages lists this deployment's images with a server-side filter on
+// the exact managed-by tag, and checks the tag again client-side: an image
+// without it is never a candidate, whatever its name.
+func (p *Pruner) listImages(ctx context.Context, policy string) ([]*candidate, error) {
+	filters := []types.Filter{{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{p.Config.Deployment}}}
+	if policy != "" {
+		filters = append(filters, types.Filter{Name: aws.String("tag:" + tags.Policy), Values: []string{policy}})
+	}
+	pg := ec2.NewDescribeImagesPaginator(p.EC2, &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: filters, MaxResults: aws.Int32(1000)})
+	var out []*candidate
+	for pg.HasMorePages() {
+		page, err := pg.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list images of deployment %s: %w", p.Config.Deployment, err)
+		}
+		for _, im := range page.Images {
+			t := map[string]string{}
+			for _, tg := range im.Tags {
+				t[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
+			}
+			if t[tags.ManagedBy] != p.Config.Deployment || (policy != "" && t[tags.Policy] != policy) {
+				continue
+			}
+			c := &candidate{entry: PlanEntry{ImageID: aws.ToString(im.ImageId), Name: aws.ToString(im.Name),
+				InstanceID: t[tags.InstanceID], Policy: t[tags.Policy], State: string(im.State)}}
+			if ts, err := time.Parse(time.RFC3339, t[tags.Time]); err == nil {
+				c.entry.Time = ts.UTC()
+			}
+			c.created, _ = time.Parse(time.RFC3339, aws.ToString(im.CreationDate))
+			if c.entry.Time.IsZero() {
+				c.entry.Time = c.created
+			}
+			c.deprecate = im.DeprecationTime == nil
+			for _, bdm := range im.BlockDeviceMappings {
+				if bdm.Ebs != nil && bdm.Ebs.SnapshotId != nil {
+					c.snapshots = append(c.snapshots, *bdm.Ebs.SnapshotId)
+				}
+			}
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// liveInstances returns the IDs of the candidates' instances that still
+// exist (any state except terminated).
+func (p *Pruner) liveInstances(ctx context.Context, cands []*candidate) (map[string]bool, error) {
+	var ids []string
+	for _, c := range cands {
+		if c.entry.InstanceID != "" && !slices.Contains(ids, c.entry.InstanceID) {
+			ids = append(ids, c.entry.InstanceID)
+		}
+	}
+	live := map[string]bool{}
+	// EC2 accepts up to 200 values per filter.
+	for chunk := range slices.Chunk(ids, 200) {
+		pg := ec2.NewDescribeInstancesPaginator(p.EC2, &ec2.DescribeInstancesInput{MaxResults: aws.Int32(1000),
+			Filters: []types.Filter{{Name: aws.String("instance-id"), Values: chunk}}})
+		for pg.HasMorePages() {
+			page, err := pg.NextPage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("check which instances still exist: %w", err)
+			}
+			for _, r := range page.Reservations {
+				for _, in := range r.Instances {
+					if in.State == nil || in.State.Name != types.InstanceStateNameTerminated {
+						live[aws.ToString(in.InstanceId)] = true
+					}
+				}
+			}
+		}
+	}
+	return live, nil
+}
+
+func (p *Pruner) rulesFor(policy string) (retention.Rules, *config.Policy, error) {
+	if pol, ok := p.Config.Policy(policy); ok {
+		r, err := retention.RulesFromConfig(pol.Retention, pol.Schedule.TimeZone)
+		return r, pol, err
+	}
+	if policy == config.CopyPolicy && p.Config.Recovery != nil {
+		r, err := retention.RulesFromConfig(p.Config.Recovery.Retention, config.DefaultTimeZone)
+		return r, nil, err
+	}
+	return retention.Rules{}, nil, errUnknownPolicy
+}
+
+var errUnknownPolicy = errors.New("unknown policy")
+
+// plan decides for every candidate. Images of policies not in the
+// configuration are kept: prune never deletes what it cannot reason about.
+func (p *Pruner) plan(cands []*candidate, live map[string]bool, req trigger.Prune, sum *Summary) ([]*candidate, error) {
+	byPolicy := map[string][]*candidate{}
+	var order []string
+	for _, c := range cands {
+		if _, ok := byPolicy[c.entry.Policy]; !ok {
+			order = append(order, c.entry.Policy)
+		}
+		byPolicy[c.entry.Policy] = append(byPolicy[c.entry.Policy], c)
+	}
+	slices.Sort(order)
+	var out []*candidate
+	gone := map[string]bool{}
+	for _, policy := range order {
+		group := byPolicy[policy]
+		rules, _, err := p.rulesFor(policy)
+		if errors.Is(err, errUnknownPolicy) {
+			for _, c := range group {
+				c.entry.Keep = true
+				c.entry.Reasons = []string{fmt.Sprintf("policy %q is not in the configuration: kept", policy)}
+				sum.AddSkipped(runner.Entry{ID: c.entry.ImageID, Name: c.entry.Name, Detail: c.entry.Reasons[0]})
+				out = append(out, c)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("retention of policy %s: %w", policy, err)
+		}
+		byID := map[string]*candidate{}
+		var images []retention.Image
+		for _, c := range group {
+			byID[c.entry.ImageID] = c
+			images = append(images, retention.Image{ID: c.entry.ImageID, InstanceID: c.entry.InstanceID, Policy: policy,
+				Time: c.entry.Time, State: retention.State(c.entry.State)})
+		}
+		for _, d := range retention.Evaluate(images, rules, req.Time).Decisions {
+			c := byID[d.Image.ID]
+			c.entry.Keep, c.entry.Reasons = d.Keep, d.Reasons
+			if c.entry.InstanceID != "" && !live[c.entry.InstanceID] {
+				c.entry.InstanceGone = true
+				gone[c.entry.InstanceID] = true
+			}
+			out = append(out, c)
+		}
+	}
+	for id := range gone {
+		sum.GoneInstances = append(sum.GoneInstances, id)
+	}
+	slices.Sort(sum.GoneInstances)
+	return out, nil
+}
+
+// guard returns why a plan must not run: it would delete more than
+// maxShare of the deployment's images, or every image of an instance.
+// Failed images do not count: deleting them never loses a backup.
+func guard(plan []*candidate, maxShare float64) string {
+	total, del := 0, 0
+	type hist struct{ good, goodDeleted int }
+	groups := map[string]*hist{}
+	for _, c := range plan {
+		total++
+		if c.entry.State == string(retention.Failed) {
+			continue
+		}
+		k := c.entry.Policy + "/" + c.entry.InstanceID
+		if groups[k] == nil {
+			groups[k] = &hist{}
+		}
+		groups[k].good++
+		if !c.entry.Keep {
+			del++
+			groups[k].goodDeleted++
+		}
+	}
+	var wiped []string
+	for k, h := range groups {
+		if h.good > 0 && h.goodDeleted == h.good {
+			wiped = append(wiped, k)
+		}
+	}
+	slices.Sort(wiped)
+	switch {
+	case len(wiped) > 0:
+		return fmt.Sprintf("the plan would delete the whole history of %s", strings.Join(wiped, ", "))
+	case total > 0 && float64(del)/float64(total) > maxShare:
+		return fmt.Sprintf("the plan would delete %d of %d images (%.0f%%), more than prune.maxDeleteShare %.0f%%",
+			del, total, 100*float64(del)/float64(total), 100*maxShare)
+	}
+	return ""
+}
+
+var alreadyGone = []string{"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"}
+
+func (p *Pruner) deleteImage(ctx context.Context, log *slog.Logger, c *candidate, sum *Summary) {
+	e := runner.Entry{ID: c.entry.ImageID, ImageID: c.entry.ImageID, Name: c.entry.Name, Detail: strings.Join(c.entry.Reasons, "; ")}
+	out, err := p.EC2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(c.entry.ImageID), DeleteAssociatedSnapshots: aws.Bool(true)})
+	switch {
+	case err == nil:
+		sum.AddDone(e)
+		log.Info("image deleted", "image", c.entry.ImageID, "instance", c.entry.InstanceID, "reasons", c.entry.Reasons)
+		for _, r := range out.DeleteSnapshotResults {
+			if r.ReturnCode != types.SnapshotReturnCodesSuccess {
+				sum.mu.Lock()
+				sum.SnapshotsNotDeleted = append(sum.SnapshotsNotDeleted, runner.Entry{ID: aws.ToString(r.SnapshotId), ImageID: c.entry.ImageID, Detail: string(r.ReturnCode)})
+				sum.mu.Unlock()
+				log.Warn("snapshot of deleted image not deleted; the orphan sweep retries it", "snapshot", aws.ToString(r.SnapshotId), "code", r.ReturnCode)
+			}
+		}
+	case slices.Contains(alreadyGone, code(err)):
+		e.Detail = "already deregistered"
+		sum.AddExisted(e)
+	default:
+		e.Detail = fmt.Errorf("deregister image %s: %w", c.entry.ImageID, err).Error()
+		sum.AddFailed(e)
+		log.Error("deregister failed", "image", c.entry.ImageID, "error", err.Error())
+	}
+}
+
+var descImageRE = regexp.MustCompile(`\bfor (ami-[0-9a-f]+)\b`)
+
+// sweepOrphans deletes snapshots carrying this deployment's tag that no
+// remaining image uses and that are older than the grace period. This heals
+// runs that died between deregistering and deleting snapshots, and cleans
+// snapshots EC2 skipped.
+func (p *Pruner) sweepOrphans(ctx context.Context, log *slog.Logger, req trigger.Prune, plan []*candidate, sum *Summary, margin time.Duration) error {
+	deleted := map[string]bool{}
+	for _, e := range sum.Done {
+		deleted[e.ImageID] = true
+	}
+	used := map[string]bool{}
+	registered := map[string]bool{}
+	for _, c := range plan {
+		if !deleted[c.entry.ImageID] {
+			registered[c.entry.ImageID] = true
+			for _, s := range c.snapshots {
+				used[s] = true
+			}
+		}
+	}
+	filters := []types.Filter{{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{p.Config.Deployment}}}
+	if req.Policy != "" {
+		filters = append(filters, types.Filter{Name: aws.String("tag:" + tags.Policy), Values: []string{req.Policy}})
+	}
+	grace := p.Config.Prune.OrphanGrace.D()
+	pg := ec2.NewDescribeSnapshotsPaginator(p.EC2, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: filters, MaxResults: aws.Int32(1000)})
+	var orphans []types.Snapshot
+	for pg.HasMorePages() {
+		page, err := pg.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list snapshots of deployment %s: %w", p.Config.Deployment, err)
+		}
+		for _, s := range page.Snapshots {
+			id := aws.ToString(s.SnapshotId)
+			if used[id] || s.State == types.SnapshotStatePending || !hasTag(s.Tags, tags.ManagedBy, p.Config.Deployment) {
+				continue
+			}
+			if m := descImageRE.FindStringSubmatch(aws.ToString(s.Description)); m != nil && registered[m[1]] {
+				continue
+			}
+			if s.StartTime == nil || req.Time.Sub(*s.StartTime) < grace {
+				continue
+			}
+			orphans = append(orphans, s)
+		}
+	}
+	if req.DryRun {
+		for _, s := range orphans {
+			sum.OrphansDeleted = append(sum.OrphansDeleted, runner.Entry{ID: aws.ToString(s.SnapshotId), Detail: "dry run: would delete orphaned snapshot"})
+		}
+		return nil
+	}
+	left := runner.ForEach(ctx, orphans, p.Config.Concurrency, margin, func(ctx context.Context, s types.Snapshot) {
+		id := aws.ToString(s.SnapshotId)
+		_, err := p.EC2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
+		switch {
+		case err == nil, code(err) == "InvalidSnapshot.NotFound":
+			sum.mu.Lock()
+			sum.OrphansDeleted = append(sum.OrphansDeleted, runner.Entry{ID: id, Detail: "orphaned snapshot deleted"})
+			sum.mu.Unlock()
+		case code(err) == "InvalidSnapshot.InUse":
+			// Someone registered an image from it: not ours to delete.
+			sum.AddSkipped(runner.Entry{ID: id, Detail: "snapshot in use by an image amibackup does not manage: kept"})
+		default:
+			sum.AddFailed(runner.Entry{ID: id, Detail: fmt.Errorf("delete orphaned snapshot %s: %w", id, err).Error()})
+			log.Error("delete orphaned snapshot failed", "snapshot", id, "error", err.Error())
+		}
+	})
+	for _, s := range left {
+		sum.NotReached = append(sum.NotReached, aws.ToString(s.SnapshotId))
+	}
+	return nil
+}
+
+// repairDeprecation sets the deprecation time on available images whose
+// policy asks for one and that lack it (EC2 may refuse it while pending).
+func (p *Pruner) repairDeprecation(ctx context.Context, log *slog.Logger, plan []*candidate, now time.Time, sum *Summary) {
+	for _, c := range plan {
+		if !c.entry.Keep || !c.deprecate || c.entry.State != string(retention.Available) {
+			continue
+		}
+		pol, ok := p.Config.Policy(c.entry.Policy)
+		if !ok || pol.DeprecateAfter <= 0 {
+			continue
+		}
+		created := c.created
+		if created.IsZero() {
+			created = c.entry.Time
+		}
+		at := backup.DeprecationTime(created, pol.DeprecateAfter.D())
+		// EC2 refuses times in the past: an overdue image is deprecated now.
+		if floor := now.Add(time.Minute).Truncate(time.Minute); at.Before(floor) {
+			at = floor
+		}
+		if _, err := p.EC2.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{ImageId: aws.String(c.entry.ImageID), DeprecateAt: aws.Time(at)}); err != nil {
+			sum.Warn("%s: deprecation not set: %v", c.entry.ImageID, err)
+			continue
+		}
+		sum.DeprecationsSet = append(sum.DeprecationsSet, c.entry.ImageID)
+		log.Info("deprecation time set", "image", c.entry.ImageID, "at", at)
+	}
+}
+
+func hasTag(ts []types.Tag, k, v string) bool {
+	return slices.ContainsFunc(ts, func(t types.Tag) bool { return aws.ToString(t.Key) == k && aws.ToString(t.Value) == v })
+}
+
+func code(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
