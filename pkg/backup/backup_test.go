@@ -444,4 +444,3 @@ func TestDeprecationTime(t *testing.T) {
 		}
 	}
 }
-

@@ -51,7 +51,7 @@ func pruner(t testing.TB, env *simtest.Env, c *config.Config, api prune.EC2) *pr
 func seedHistory(sim *ec2sim.Sim, deployment string, instances []string, days int) map[string][]string {
 	out := map[string][]string{}
 	for d := range days {
-		at := now.Add(-2 * time.Hour).AddDate(0, 0, -d) // 03:00 UTC
+		at := now.Add(-2*time.Hour).AddDate(0, 0, -d) // 03:00 UTC
 		for _, in := range instances {
 			tg := map[string]string{tags.ManagedBy: deployment, tags.Policy: "nightly", tags.InstanceID: in,
 				tags.Time: tags.FormatTime(at), tags.Reboot: "true", tags.Trigger: "schedule"}
