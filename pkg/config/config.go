@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -310,6 +311,9 @@ var (
 	regionRE     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]$`)
 )
 
+// LogRetentionValues are the retention periods CloudWatch Logs accepts, in days.
+var LogRetentionValues = []int{1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
+
 // maxDeprecation is EnableImageDeprecation's upper bound.
 const maxDeprecation = 10 * 365 * 24 * time.Hour
 
@@ -329,8 +333,8 @@ func (c *Config) Validate() error {
 	if c.Concurrency < 1 || c.Concurrency > 50 {
 		add("concurrency", "%d is out of range: allowed 1-50 (EC2's CreateImage bucket holds 50 tokens)", c.Concurrency)
 	}
-	if c.LogRetentionDays < 1 || c.LogRetentionDays > 3653 {
-		add("logRetentionDays", "%d is out of range: allowed 1-3653", c.LogRetentionDays)
+	if !slices.Contains(LogRetentionValues, c.LogRetentionDays) {
+		add("logRetentionDays", "%d is not a CloudWatch Logs retention: allowed %v", c.LogRetentionDays, LogRetentionValues)
 	}
 	seen := map[string]bool{}
 	for i := range c.Policies {

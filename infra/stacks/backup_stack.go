@@ -1,0 +1,408 @@
+// Package stacks defines amibackup's CloudFormation stacks: the functions,
+// their schedules, manual-run rules, least-privilege IAM, alarms, dashboard
+// and the Recycle Bin safety net.
+package stacks
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsrbin"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsscheduler"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssnssubscriptions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/tags"
+	"github.com/amibackup/amibackup/pkg/trigger"
+)
+
+// BackupStackProps configure a BackupStack.
+type BackupStackProps struct {
+	awscdk.StackProps
+	// Config is the validated configuration (Deployment filled in).
+	Config *config.Config
+	// Root is the repository root (for bundling the functions).
+	Root string
+}
+
+// BackupStack is one account's and Region's amibackup installation.
+type BackupStack struct {
+	awscdk.Stack
+	Backup, Prune awslambda.Function
+	Topic         awssns.Topic
+	DLQ           awssqs.Queue
+	key           awskms.Key
+}
+
+const functionTimeoutMinutes = 15
+
+// retentionDays maps config.LogRetentionValues to the CDK enum.
+var retentionDays = map[int]awslogs.RetentionDays{
+	1: awslogs.RetentionDays_ONE_DAY, 3: awslogs.RetentionDays_THREE_DAYS, 5: awslogs.RetentionDays_FIVE_DAYS,
+	7: awslogs.RetentionDays_ONE_WEEK, 14: awslogs.RetentionDays_TWO_WEEKS, 30: awslogs.RetentionDays_ONE_MONTH,
+	60: awslogs.RetentionDays_TWO_MONTHS, 90: awslogs.RetentionDays_THREE_MONTHS, 120: awslogs.RetentionDays_FOUR_MONTHS,
+	150: awslogs.RetentionDays_FIVE_MONTHS, 180: awslogs.RetentionDays_SIX_MONTHS, 365: awslogs.RetentionDays_ONE_YEAR,
+	400: awslogs.RetentionDays_THIRTEEN_MONTHS, 545: awslogs.RetentionDays_EIGHTEEN_MONTHS, 731: awslogs.RetentionDays_TWO_YEARS,
+	1096: awslogs.RetentionDays_THREE_YEARS, 1827: awslogs.RetentionDays_FIVE_YEARS, 2192: awslogs.RetentionDays_SIX_YEARS,
+	2557: awslogs.RetentionDays_SEVEN_YEARS, 2922: awslogs.RetentionDays_EIGHT_YEARS, 3288: awslogs.RetentionDays_NINE_YEARS,
+	3653: awslogs.RetentionDays_TEN_YEARS,
+}
+
+// NewBackupStack defines the stack.
+func NewBackupStack(scope constructs.Construct, id string, props *BackupStackProps) (*BackupStack, error) {
+	cfg := props.Config
+	sp := props.StackProps
+	sp.TerminationProtection = jsii.Bool(cfg.TerminationProtectionEnabled())
+	if sp.Description == nil {
+		sp.Description = jsii.String("amibackup: file-system-consistent AMI backups (deployment " + cfg.Deployment + ")")
+	}
+	stack := awscdk.NewStack(scope, jsii.String(id), &sp)
+	awscdk.Tags_Of(stack).Add(jsii.String("amibackup:deployment"), jsii.String(cfg.Deployment), nil)
+	awscdk.Tags_Of(stack).Add(jsii.String("amibackup:component"), jsii.String("infrastructure"), nil)
+	s := &BackupStack{Stack: stack}
+
+	key := awskms.NewKey(stack, jsii.String("NotificationKey"), &awskms.KeyProps{
+		Description:       jsii.String("amibackup " + cfg.Deployment + ": encrypts the alarm topic and dead-letter queue"),
+		EnableKeyRotation: jsii.Bool(true),
+	})
+	for _, svc := range []string{"cloudwatch.amazonaws.com", "events.amazonaws.com", "scheduler.amazonaws.com"} {
+		key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:        jsii.String("Allow" + svc),
+			Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String(svc), nil)},
+			Actions:    jsii.Strings("kms:Decrypt", "kms:GenerateDataKey*"),
+			Resources:  jsii.Strings("*"),
+			Conditions: &map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": stack.Account()}},
+		}), nil)
+	}
+	s.key = key
+	s.Topic = awssns.NewTopic(stack, jsii.String("Alarms"), &awssns.TopicProps{
+		DisplayName: jsii.String("amibackup " + cfg.Deployment + " alarms"),
+		MasterKey:   key,
+		EnforceSSL:  jsii.Bool(true),
+	})
+	if cfg.Alarms.Email != "" {
+		s.Topic.AddSubscription(awssnssubscriptions.NewEmailSubscription(jsii.String(cfg.Alarms.Email), nil))
+	}
+	s.DLQ = awssqs.NewQueue(stack, jsii.String("DeadLetterQueue"), &awssqs.QueueProps{
+		Encryption:          awssqs.QueueEncryption_KMS,
+		EncryptionMasterKey: key,
+		EnforceSSL:          jsii.Bool(true),
+		RetentionPeriod:     awscdk.Duration_Days(jsii.Number(14)),
+	})
+	cdknag.NagSuppressions_AddResourceSuppressions(s.DLQ, &[]*cdknag.NagPackSuppression{{
+		Id:     jsii.String("AwsSolutions-SQS3"),
+		Reason: jsii.String("This queue is the dead-letter queue of the schedules and rules; a dead-letter queue needs no dead-letter queue of its own."),
+	}}, jsii.Bool(false))
+
+	var err error
+	s.Backup, err = s.function(props.Root, "backup", cfg, backupStatements(stack, cfg))
+	if err != nil {
+		return nil, err
+	}
+	s.Prune, err = s.function(props.Root, "prune", cfg, pruneStatements(stack, cfg))
+	if err != nil {
+		return nil, err
+	}
+
+	s.schedules(cfg)
+	s.manualRules()
+	s.failedImageRule(cfg)
+	s.recycleBin(cfg)
+	s.alarms(cfg)
+	s.dashboard(cfg)
+	return s, nil
+}
+
+func arn(stack awscdk.Stack, resource string) string {
+	return fmt.Sprintf("arn:%s:ec2:%s:%s:%s", *stack.Partition(), *stack.Region(), *stack.Account(), resource)
+}
+
+// imageARN: AMIs and snapshots have no account in their ARN.
+func imageARN(stack awscdk.Stack, resource string) string {
+	return fmt.Sprintf("arn:%s:ec2:%s::%s", *stack.Partition(), *stack.Region(), resource)
+}
+
+func statement(sid string, actions []string, resources []string, conditions map[string]any) awsiam.PolicyStatement {
+	p := &awsiam.PolicyStatementProps{Sid: jsii.String(sid), Actions: jsii.Strings(actions...), Resources: jsii.Strings(resources...)}
+	if conditions != nil {
+		p.Conditions = &conditions
+	}
+	return awsiam.NewPolicyStatement(p)
+}
+
+func managedBy(cfg *config.Config) map[string]any {
+	return map[string]any{"StringEquals": map[string]any{"aws:ResourceTag/" + tags.ManagedBy: cfg.Deployment}}
+}
+
+// backupStatements: CreateImage only on instances carrying a policy's
+// selection tag, and only creating images and snapshots tagged as ours;
+// CreateTags only as part of CreateImage; deprecation only on our images.
+func backupStatements(stack awscdk.Stack, cfg *config.Config) []awsiam.PolicyStatement {
+	st := []awsiam.PolicyStatement{
+		statement("DescribeNeedsWildcard", []string{"ec2:DescribeInstances", "ec2:DescribeImages"}, []string{"*"}, nil),
+		statement("CreateImageTaggedAsOurs", []string{"ec2:CreateImage"},
+			[]string{imageARN(stack, "image/*"), imageARN(stack, "snapshot/*")},
+			map[string]any{"StringEquals": map[string]any{"aws:RequestTag/" + tags.ManagedBy: cfg.Deployment}}),
+		statement("TagOnlyWhileCreatingImages", []string{"ec2:CreateTags"},
+			[]string{imageARN(stack, "image/*"), imageARN(stack, "snapshot/*")},
+			map[string]any{"StringEquals": map[string]any{"ec2:CreateAction": "CreateImage"}}),
+		statement("DeprecateOurImages", []string{"ec2:EnableImageDeprecation"}, []string{imageARN(stack, "image/*")}, managedBy(cfg)),
+	}
+	for i, p := range cfg.Policies {
+		cond := map[string]any{"Null": map[string]any{"aws:ResourceTag/" + p.Selector.TagKey: "false"}}
+		if len(p.Selector.TagValues) > 0 {
+			cond = map[string]any{"StringEquals": map[string]any{"aws:ResourceTag/" + p.Selector.TagKey: p.Selector.TagValues}}
+		}
+		st = append(st, statement(fmt.Sprintf("CreateImageOfSelectedInstances%d", i), []string{"ec2:CreateImage"},
+			[]string{arn(stack, "instance/*")}, cond))
+	}
+	return st
+}
+
+// pruneStatements: every destructive action requires our managed-by tag on
+// the resource. DeregisterImage with DeleteAssociatedSnapshots also needs
+// DeleteSnapshot on the snapshots, which carry the same tag.
+func pruneStatements(stack awscdk.Stack, cfg *config.Config) []awsiam.PolicyStatement {
+	return []awsiam.PolicyStatement{
+		statement("DescribeNeedsWildcard", []string{"ec2:DescribeImages", "ec2:DescribeSnapshots", "ec2:DescribeInstances"}, []string{"*"}, nil),
+		statement("DeleteOnlyOurImages", []string{"ec2:DeregisterImage", "ec2:EnableImageDeprecation"}, []string{imageARN(stack, "image/*")}, managedBy(cfg)),
+		statement("DeleteOnlyOurSnapshots", []string{"ec2:DeleteSnapshot"}, []string{imageARN(stack, "snapshot/*")}, managedBy(cfg)),
+	}
+}
+
+func (s *BackupStack) function(root, name string, cfg *config.Config, statements []awsiam.PolicyStatement) (awslambda.Function, error) {
+	code, err := functionCode(root, name)
+	if err != nil {
+		return nil, err
+	}
+	id := map[string]string{"backup": "Backup", "prune": "Prune", "share": "Share", "copy": "Copy"}[name]
+	logGroup := awslogs.NewLogGroup(s.Stack, jsii.String(id+"Logs"), &awslogs.LogGroupProps{
+		Retention:     retentionDays[cfg.LogRetentionDays],
+		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+	})
+	role := awsiam.NewRole(s.Stack, jsii.String(id+"Role"), &awsiam.RoleProps{
+		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("lambda.amazonaws.com"), nil),
+		Description: jsii.String("amibackup " + name + " function (" + cfg.Deployment + ")"),
+	})
+	policy := awsiam.NewPolicy(s.Stack, jsii.String(id+"Policy"), &awsiam.PolicyProps{
+		Statements: &statements,
+	})
+	policy.AddStatements(statement("WriteOwnLogs", []string{"logs:CreateLogStream", "logs:PutLogEvents"},
+		[]string{*logGroup.LogGroupArn() + ":*"}, nil))
+	policy.AttachToRole(role)
+	cdknag.NagSuppressions_AddResourceSuppressions(policy, &[]*cdknag.NagPackSuppression{{
+		Id: jsii.String("AwsSolutions-IAM5"),
+		Reason: jsii.String("EC2 Describe* actions support only Resource \"*\"; image/snapshot/instance wildcards are narrowed by " +
+			"tag conditions (aws:ResourceTag/amibackup:managed-by, aws:RequestTag, ec2:CreateAction, the policy's selection tag); " +
+			"log-stream wildcard is limited to the function's own log group."),
+	}}, jsii.Bool(false))
+	fn := awslambda.NewFunction(s.Stack, jsii.String(id), &awslambda.FunctionProps{
+		Description:  jsii.String("amibackup " + name + " (" + cfg.Deployment + ")"),
+		Runtime:      awslambda.Runtime_PROVIDED_AL2023(),
+		Architecture: awslambda.Architecture_ARM_64(),
+		Handler:      jsii.String("bootstrap"),
+		Code:         code,
+		Timeout:      awscdk.Duration_Minutes(jsii.Number(functionTimeoutMinutes)),
+		MemorySize:   jsii.Number(256),
+		Role:         role,
+		LogGroup:     logGroup,
+		Environment:  &map[string]*string{config.EnvVar: jsii.String(cfg.JSON())},
+	})
+	fn.Node().AddDependency(policy)
+	return fn, nil
+}
+
+// SchedulerInput is the input a schedule passes to the functions.
+func SchedulerInput(policy string) string {
+	m := map[string]string{"time": "<aws.scheduler.scheduled-time>"}
+	if policy != "" {
+		m["policy"] = policy
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+func (s *BackupStack) schedules(cfg *config.Config) {
+	group := awsscheduler.NewCfnScheduleGroup(s.Stack, jsii.String("Schedules"), &awsscheduler.CfnScheduleGroupProps{
+		Name: jsii.String("amibackup-" + cfg.Deployment),
+	})
+	role := awsiam.NewRole(s.Stack, jsii.String("SchedulerRole"), &awsiam.RoleProps{
+		AssumedBy: awsiam.NewServicePrincipal(jsii.String("scheduler.amazonaws.com"), &awsiam.ServicePrincipalOpts{
+			Conditions: &map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": s.Account()}},
+		}),
+		Description: jsii.String("EventBridge Scheduler invokes the amibackup functions"),
+	})
+	// Explicit statements instead of grant helpers: the helpers add
+	// version wildcards (function:*) and KMS action wildcards.
+	awsiam.NewPolicy(s.Stack, jsii.String("SchedulerPolicy"), &awsiam.PolicyProps{
+		Roles: &[]awsiam.IRole{role},
+		Statements: &[]awsiam.PolicyStatement{
+			statement("InvokeFunctions", []string{"lambda:InvokeFunction"}, []string{*s.Backup.FunctionArn(), *s.Prune.FunctionArn()}, nil),
+			statement("DeadLetters", []string{"sqs:SendMessage"}, []string{*s.DLQ.QueueArn()}, nil),
+			statement("DeadLetterEncryption", []string{"kms:GenerateDataKey", "kms:Decrypt"}, []string{*s.key.KeyArn()}, nil),
+		},
+	})
+	add := func(id, name string, sched config.Schedule, fn awslambda.Function, input string) {
+		awsscheduler.NewCfnSchedule(s.Stack, jsii.String(id), &awsscheduler.CfnScheduleProps{
+			Name:                       jsii.String(name),
+			GroupName:                  group.Ref(),
+			Description:                jsii.String("amibackup " + name),
+			ScheduleExpression:         jsii.String(sched.Expression),
+			ScheduleExpressionTimezone: jsii.String(sched.TimeZone),
+			FlexibleTimeWindow:         &awsscheduler.CfnSchedule_FlexibleTimeWindowProperty{Mode: jsii.String("OFF")},
+			State:                      jsii.String("ENABLED"),
+			Target: &awsscheduler.CfnSchedule_TargetProperty{
+				Arn:              fn.FunctionArn(),
+				RoleArn:          role.RoleArn(),
+				Input:            jsii.String(input),
+				RetryPolicy:      &awsscheduler.CfnSchedule_RetryPolicyProperty{MaximumRetryAttempts: jsii.Number(3), MaximumEventAgeInSeconds: jsii.Number(3600)},
+				DeadLetterConfig: &awsscheduler.CfnSchedule_DeadLetterConfigProperty{Arn: s.DLQ.QueueArn()},
+			},
+		})
+	}
+	for i, p := range cfg.Policies {
+		add(fmt.Sprintf("BackupSchedule%d", i), "backup-"+p.Name, p.Schedule, s.Backup, SchedulerInput(p.Name))
+	}
+	add("PruneSchedule", "prune", *cfg.Prune.Schedule, s.Prune, SchedulerInput(""))
+}
+
+// manualRules route manual requests on the default bus to the functions.
+func (s *BackupStack) manualRules() {
+	for _, r := range []struct {
+		id, detailType string
+		fn             awslambda.Function
+	}{{"BackupRequestedRule", trigger.BackupRequested, s.Backup}, {"PruneRequestedRule", trigger.PruneRequested, s.Prune}} {
+		rule := awsevents.NewRule(s.Stack, jsii.String(r.id), &awsevents.RuleProps{
+			Description:  jsii.String("amibackup manual run: source " + trigger.Source + ", detail-type " + r.detailType),
+			EventPattern: &awsevents.EventPattern{Source: jsii.Strings(trigger.Source), DetailType: jsii.Strings(r.detailType)},
+		})
+		rule.AddTarget(awseventstargets.NewLambdaFunction(r.fn, &awseventstargets.LambdaFunctionProps{
+			DeadLetterQueue: s.DLQ,
+			RetryAttempts:   jsii.Number(2),
+			MaxEventAge:     awscdk.Duration_Hours(jsii.Number(1)),
+		}))
+	}
+}
+
+// failedImageRule notifies about failed images. The event carries no
+// tags, so it fires for every failed AMI in the account; the backup's
+// ImagesFailed metric alarm covers failures the function itself sees.
+func (s *BackupStack) failedImageRule(cfg *config.Config) {
+	rule := awsevents.NewRule(s.Stack, jsii.String("FailedImageRule"), &awsevents.RuleProps{
+		Description: jsii.String("amibackup: an AMI in this account and Region failed"),
+		EventPattern: &awsevents.EventPattern{
+			Source:     jsii.Strings("aws.ec2"),
+			DetailType: jsii.Strings("EC2 AMI State Change"),
+			Detail:     &map[string]any{"State": []string{"failed"}},
+		},
+	})
+	rule.AddTarget(awseventstargets.NewSnsTopic(s.Topic, &awseventstargets.SnsTopicProps{
+		Message: awsevents.RuleTargetInput_FromText(jsii.String(fmt.Sprintf(
+			"amibackup (%s): AMI %s failed: %s. If it is an amibackup image, the next prune run deregisters it; the next backup run takes a new one.",
+			cfg.Deployment, *awsevents.EventField_FromPath(jsii.String("$.detail.ImageId")), *awsevents.EventField_FromPath(jsii.String("$.detail.ErrorMessage"))))),
+		DeadLetterQueue: s.DLQ,
+	}))
+}
+
+func (s *BackupStack) recycleBin(cfg *config.Config) {
+	if cfg.RecycleBin.Disabled {
+		return
+	}
+	for _, r := range []struct {
+		id, typ string
+		days    int
+	}{{"RecycleBinImages", "EC2_IMAGE", cfg.RecycleBin.ImageRetentionDays}, {"RecycleBinSnapshots", "EBS_SNAPSHOT", cfg.RecycleBin.SnapshotRetentionDays}} {
+		awsrbin.NewCfnRule(s.Stack, jsii.String(r.id), &awsrbin.CfnRuleProps{
+			Description:     jsii.String("amibackup " + cfg.Deployment + ": pruned backups can be restored for a while"),
+			ResourceType:    jsii.String(r.typ),
+			RetentionPeriod: &awsrbin.CfnRule_RetentionPeriodProperty{RetentionPeriodUnit: jsii.String("DAYS"), RetentionPeriodValue: jsii.Number(r.days)},
+			ResourceTags:    &[]any{&awsrbin.CfnRule_ResourceTagProperty{ResourceTagKey: jsii.String(tags.ManagedBy), ResourceTagValue: jsii.String(cfg.Deployment)}},
+		})
+	}
+}
+
+func metric(name, policy, stat string, period awscdk.Duration) awscloudwatch.Metric {
+	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
+		Namespace:     jsii.String(emf.Namespace),
+		MetricName:    jsii.String(name),
+		DimensionsMap: &map[string]*string{"Policy": jsii.String(policy)},
+		Statistic:     jsii.String(stat),
+		Period:        period,
+	})
+}
+
+func (s *BackupStack) alarm(id, description string, m awscloudwatch.IMetric, threshold float64, op awscloudwatch.ComparisonOperator, missing awscloudwatch.TreatMissingData) {
+	a := awscloudwatch.NewAlarm(s.Stack, jsii.String(id), &awscloudwatch.AlarmProps{
+		AlarmDescription:   jsii.String(description),
+		Metric:             m,
+		Threshold:          jsii.Number(threshold),
+		EvaluationPeriods:  jsii.Number(1),
+		ComparisonOperator: op,
+		TreatMissingData:   missing,
+	})
+	a.AddAlarmAction(awscloudwatchactions.NewSnsAction(s.Topic))
+}
+
+func (s *BackupStack) alarms(cfg *config.Config) {
+	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+	five := awscloudwatch.TreatMissingData_NOT_BREACHING
+	for _, f := range []struct {
+		id string
+		fn awslambda.Function
+	}{{"Backup", s.Backup}, {"Prune", s.Prune}} {
+		s.alarm(f.id+"ErrorsAlarm", "amibackup "+f.id+" function failed (see its log group and run summary)",
+			f.fn.MetricErrors(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(15)), Statistic: jsii.String("Sum")}), 1, gt, five)
+	}
+	s.alarm("DeadLetterAlarm", "amibackup: a schedule or rule could not invoke a function; messages wait in the dead-letter queue",
+		s.DLQ.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(5)), Statistic: jsii.String("Maximum")}), 1, gt, five)
+	for i, p := range cfg.Policies {
+		s.alarm(fmt.Sprintf("ImagesFailedAlarm%d", i), "amibackup policy "+p.Name+": images failed",
+			metric("ImagesFailed", p.Name, "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, five)
+		s.alarm(fmt.Sprintf("ZeroSelectedAlarm%d", i), "amibackup policy "+p.Name+": a run selected zero instances (check the tag "+p.Selector.TagKey+")",
+			metric("InstancesSelected", p.Name, "Minimum", awscdk.Duration_Hours(jsii.Number(1))), 0,
+			awscloudwatch.ComparisonOperator_LESS_THAN_OR_EQUAL_TO_THRESHOLD, five)
+	}
+	s.alarm("PruneBlockedAlarm", "amibackup: the prune blast-radius guard stopped a run; nothing was deleted",
+		metric("PruneBlocked", "all", "Maximum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, five)
+	s.alarm("PruneFailuresAlarm", "amibackup: prune could not delete some images or snapshots",
+		metric("PruneFailures", "all", "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, five)
+}
+
+func (s *BackupStack) dashboard(cfg *config.Config) {
+	d := awscloudwatch.NewDashboard(s.Stack, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
+		DashboardName: jsii.String("amibackup-" + cfg.Deployment),
+	})
+	day := awscdk.Duration_Days(jsii.Number(1))
+	var created, failed, selected, duration []awscloudwatch.IMetric
+	for _, p := range cfg.Policies {
+		created = append(created, metric("ImagesCreated", p.Name, "Sum", day))
+		failed = append(failed, metric("ImagesFailed", p.Name, "Sum", day))
+		selected = append(selected, metric("InstancesSelected", p.Name, "Maximum", day))
+		duration = append(duration, metric("BackupDuration", p.Name, "Maximum", day))
+	}
+	graph := func(title string, m []awscloudwatch.IMetric) awscloudwatch.IWidget {
+		return awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String(title), Left: &m, Width: jsii.Number(12)})
+	}
+	d.AddWidgets(graph("Instances selected", selected), graph("Images created", created))
+	d.AddWidgets(graph("Images failed", failed), graph("Backup duration (ms)", duration))
+	d.AddWidgets(graph("Images pruned", []awscloudwatch.IMetric{metric("ImagesPruned", "all", "Sum", day), metric("OrphanSnapshotsDeleted", "all", "Sum", day)}),
+		graph("Function runs and errors", []awscloudwatch.IMetric{
+			s.Backup.MetricInvocations(&awscloudwatch.MetricOptions{Period: day}), s.Backup.MetricErrors(&awscloudwatch.MetricOptions{Period: day}),
+			s.Prune.MetricInvocations(&awscloudwatch.MetricOptions{Period: day}), s.Prune.MetricErrors(&awscloudwatch.MetricOptions{Period: day}),
+		}))
+}
