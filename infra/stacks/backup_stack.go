@@ -6,6 +6,7 @@ package stacks
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
@@ -233,8 +234,13 @@ func SchedulerInput(policy string) string {
 	if policy != "" {
 		m["policy"] = policy
 	}
-	b, _ := json.Marshal(m)
-	return string(b)
+	// Without SetEscapeHTML(false), '<' and '>' become \u003c and \u003e and
+	// Scheduler would pass the placeholder through unreplaced.
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(m)
+	return strings.TrimSpace(b.String())
 }
 
 func (s *BackupStack) schedules(cfg *config.Config) {

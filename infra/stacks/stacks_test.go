@@ -1,0 +1,339 @@
+package stacks
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/tags"
+)
+
+const testConfig = `{"deployment":"prod","alarms":{"email":"ops@example.com"},"logRetentionDays":90,
+ "recycleBin":{"imageRetentionDays":10,"snapshotRetentionDays":14},
+ "policies":[
+  {"name":"nightly","selector":{"tagKey":"Backup","tagValues":["nightly"]},
+   "schedule":{"expression":"cron(0 3 * * ? *)","timeZone":"Europe/Berlin"},"retention":{"daily":7}},
+  {"name":"weekly","selector":{"tagKey":"BackupWeekly"},
+   "schedule":{"expression":"cron(30 1 ? * SUN *)","timeZone":"America/New_York"},"retention":{"weekly":8}}]}`
+
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// requireNode fails clearly when the jsii runtime cannot find Node.js.
+func requireNode(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Fatal("node is not on PATH: the Go CDK needs Node.js; run `make tools` and use `make test` (it puts Node 22 from .tools on PATH)")
+	}
+}
+
+func synth(t testing.TB, cfgJSON string) (*BackupStack, map[string]any) {
+	t.Helper()
+	requireNode(t)
+	app := awscdk.NewApp(&awscdk.AppProps{
+		Context: &map[string]any{ContextConfig: cfgJSON, ContextStack: "AmiBackupTest"},
+		Outdir:  jsii.String(t.TempDir()),
+	})
+	stack, err := Build(app, repoRoot(t))
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	tmpl := assertions.Template_FromStack(stack.Stack, nil)
+	return stack, *tmpl.ToJSON()
+}
+
+func resources(tmpl map[string]any, typ string) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	for id, r := range tmpl["Resources"].(map[string]any) {
+		r := r.(map[string]any)
+		if r["Type"] == typ {
+			props, _ := r["Properties"].(map[string]any)
+			out[id] = props
+		}
+	}
+	return out
+}
+
+func TestTemplate(t *testing.T) {
+	stack, tmpl := synth(t, testConfig)
+	template := assertions.Template_FromJSON(&tmpl, nil)
+
+	t.Run("schedules per policy with time zone, input, retries and DLQ", func(t *testing.T) {
+		for _, tc := range []struct{ name, expr, tz, input string }{
+			{"backup-nightly", "cron(0 3 * * ? *)", "Europe/Berlin", `{"policy":"nightly","time":"<aws.scheduler.scheduled-time>"}`},
+			{"backup-weekly", "cron(30 1 ? * SUN *)", "America/New_York", `{"policy":"weekly","time":"<aws.scheduler.scheduled-time>"}`},
+			{"prune", "cron(0 5 * * ? *)", "Europe/Berlin", `{"time":"<aws.scheduler.scheduled-time>"}`},
+		} {
+			template.HasResourceProperties(jsii.String("AWS::Scheduler::Schedule"), map[string]any{
+				"Name": tc.name, "ScheduleExpression": tc.expr, "ScheduleExpressionTimezone": tc.tz,
+				"FlexibleTimeWindow": map[string]any{"Mode": "OFF"},
+				"Target": assertions.Match_ObjectLike(&map[string]any{
+					"Input":            tc.input,
+					"RetryPolicy":      map[string]any{"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 3600},
+					"DeadLetterConfig": assertions.Match_ObjectLike(&map[string]any{"Arn": assertions.Match_AnyValue()}),
+				}),
+			})
+		}
+		template.ResourceCountIs(jsii.String("AWS::Scheduler::Schedule"), jsii.Number(3))
+	})
+
+	t.Run("manual-run rules", func(t *testing.T) {
+		for _, dt := range []string{"Backup Requested", "Prune Requested"} {
+			template.HasResourceProperties(jsii.String("AWS::Events::Rule"), map[string]any{
+				"EventPattern": map[string]any{"source": []string{"amibackup"}, "detail-type": []string{dt}},
+			})
+		}
+		template.HasResourceProperties(jsii.String("AWS::Events::Rule"), map[string]any{
+			"EventPattern": map[string]any{"source": []string{"aws.ec2"}, "detail-type": []string{"EC2 AMI State Change"}, "detail": map[string]any{"State": []string{"failed"}}},
+		})
+	})
+
+	t.Run("functions", func(t *testing.T) {
+		fns := resources(tmpl, "AWS::Lambda::Function")
+		if len(fns) != 2 {
+			t.Fatalf("%d functions", len(fns))
+		}
+		for id, p := range fns {
+			if p["Runtime"] != "provided.al2023" || p["Handler"] != "bootstrap" || p["Timeout"] != 900.0 ||
+				!slices.Equal(toStrings(p["Architectures"]), []string{"arm64"}) {
+				t.Errorf("%s: %v", id, p)
+			}
+			env := p["Environment"].(map[string]any)["Variables"].(map[string]any)
+			cfg, err := config.Parse([]byte(env[config.EnvVar].(string)), "")
+			if err != nil || cfg.Deployment != "prod" || len(cfg.Policies) != 2 {
+				t.Errorf("%s: AMIBACKUP_CONFIG does not parse back: %v", id, err)
+			}
+		}
+		template.ResourcePropertiesCountIs(jsii.String("AWS::Logs::LogGroup"), map[string]any{"RetentionInDays": 90}, jsii.Number(2))
+	})
+
+	t.Run("recycle bin", func(t *testing.T) {
+		for typ, days := range map[string]int{"EC2_IMAGE": 10, "EBS_SNAPSHOT": 14} {
+			template.HasResourceProperties(jsii.String("AWS::Rbin::Rule"), map[string]any{
+				"ResourceType":    typ,
+				"RetentionPeriod": map[string]any{"RetentionPeriodUnit": "DAYS", "RetentionPeriodValue": days},
+				"ResourceTags":    []any{map[string]any{"ResourceTagKey": tags.ManagedBy, "ResourceTagValue": "prod"}},
+			})
+		}
+	})
+
+	t.Run("alarms to one topic with e-mail", func(t *testing.T) {
+		// 2 function errors, DLQ, 2 per policy, prune blocked, prune failures.
+		template.ResourceCountIs(jsii.String("AWS::CloudWatch::Alarm"), jsii.Number(2+1+2*2+2))
+		template.ResourceCountIs(jsii.String("AWS::SNS::Topic"), jsii.Number(1))
+		template.HasResourceProperties(jsii.String("AWS::SNS::Subscription"), map[string]any{"Protocol": "email", "Endpoint": "ops@example.com"})
+		template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), map[string]any{
+			"MetricName": "InstancesSelected", "Namespace": "amibackup",
+			"Dimensions":         []any{map[string]any{"Name": "Policy", "Value": "weekly"}},
+			"ComparisonOperator": "LessThanOrEqualToThreshold", "Threshold": 0,
+		})
+		for id, a := range resources(tmpl, "AWS::CloudWatch::Alarm") {
+			if len(a["AlarmActions"].([]any)) != 1 {
+				t.Errorf("alarm %s has no action", id)
+			}
+		}
+	})
+
+	t.Run("least-privilege IAM", func(t *testing.T) {
+		checkIAM(t, tmpl, "prod", map[string][]string{"Backup": {"nightly"}, "BackupWeekly": nil})
+	})
+
+	if !*stack.TerminationProtection() {
+		t.Error("termination protection is off by default")
+	}
+}
+
+func toStrings(v any) []string {
+	var out []string
+	for _, x := range v.([]any) {
+		out = append(out, x.(string))
+	}
+	return out
+}
+
+var destructive = []string{"ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:EnableImageDeprecation",
+	"ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:DisableImageDeprecation"}
+
+// checkIAM fails if any destructive action is allowed without the
+// managed-by condition, CreateImage on instances lacks the selection tag,
+// CreateTags lacks ec2:CreateAction, or anything is granted with a wildcard
+// action or a managed policy.
+func checkIAM(t *testing.T, tmpl map[string]any, deployment string, selectors map[string][]string) {
+	t.Helper()
+	for _, p := range iamProblems(tmpl, deployment, selectors) {
+		t.Error(p)
+	}
+}
+
+func iamProblems(tmpl map[string]any, deployment string, selectors map[string][]string) []string {
+	var problems []string
+	fail := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	for id, r := range resources(tmpl, "AWS::IAM::Role") {
+		if mp, ok := r["ManagedPolicyArns"]; ok {
+			fail("role %s has managed policies %v", id, mp)
+		}
+	}
+	seenCreateInstance := map[string]bool{}
+	for id, p := range resources(tmpl, "AWS::IAM::Policy") {
+		for _, s := range p["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+			st := s.(map[string]any)
+			actions := asList(st["Action"])
+			cond, _ := st["Condition"].(map[string]any)
+			condJSON, _ := json.Marshal(cond)
+			for _, a := range actions {
+				if a == "*" || strings.HasSuffix(a, ":*") {
+					fail("%s: wildcard action %s", id, a)
+				}
+				if slices.Contains(destructive, a) {
+					eq, _ := cond["StringEquals"].(map[string]any)
+					if eq["aws:ResourceTag/"+tags.ManagedBy] != deployment {
+						fail("%s: %s allowed without aws:ResourceTag/%s=%s: %s", id, a, tags.ManagedBy, deployment, condJSON)
+					}
+				}
+				if a == "ec2:CreateTags" {
+					eq, _ := cond["StringEquals"].(map[string]any)
+					if eq["ec2:CreateAction"] == nil {
+						fail("%s: CreateTags without ec2:CreateAction condition", id)
+					}
+				}
+				if a == "ec2:CreateImage" {
+					res, _ := json.Marshal(st["Resource"])
+					if strings.Contains(string(res), "instance/*") {
+						matched := false
+						for key := range selectors {
+							if strings.Contains(string(condJSON), "aws:ResourceTag/"+key+`"`) {
+								seenCreateInstance[key] = true
+								matched = true
+							}
+						}
+						if !matched {
+							fail("%s: CreateImage on instances without a selection-tag condition: %s", id, condJSON)
+						}
+					} else if !strings.Contains(string(condJSON), "aws:RequestTag/"+tags.ManagedBy) {
+						fail("%s: CreateImage on images/snapshots without aws:RequestTag/%s: %s", id, tags.ManagedBy, condJSON)
+					}
+				}
+			}
+		}
+	}
+	for key := range selectors {
+		if !seenCreateInstance[key] {
+			fail("no CreateImage statement for selection tag %s", key)
+		}
+	}
+	return problems
+}
+
+func asList(v any) []string {
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []any:
+		return toStrings(x)
+	}
+	return nil
+}
+
+// TestCheckIAMCatchesMissingCondition proves the IAM check can fail.
+func TestCheckIAMCatchesMissingCondition(t *testing.T) {
+	bad := map[string]any{"Resources": map[string]any{"P": map[string]any{"Type": "AWS::IAM::Policy", "Properties": map[string]any{
+		"PolicyDocument": map[string]any{"Statement": []any{map[string]any{"Action": "ec2:DeregisterImage", "Resource": "*"}}}}}}}
+	if len(iamProblems(bad, "prod", nil)) == 0 {
+		t.Fatal("checkIAM accepted DeregisterImage without the managed-by condition")
+	}
+}
+
+func TestCdkNagClean(t *testing.T) {
+	stack, _ := synth(t, testConfig)
+	errs := assertions.Annotations_FromStack(stack.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
+	for _, e := range *errs {
+		t.Errorf("cdk-nag: %s %v", *e.Id, e.Entry.Data)
+	}
+}
+
+func TestInvalidConfigFailsSynth(t *testing.T) {
+	requireNode(t)
+	app := awscdk.NewApp(&awscdk.AppProps{Context: &map[string]any{ContextConfig: `{"policies":[{"name":"Bad Name","selector":{},"schedule":{"expression":"daily"},"retention":{}}]}`}})
+	_, err := Build(app, repoRoot(t))
+	if err == nil {
+		t.Fatal("invalid configuration synthesized")
+	}
+	for _, want := range []string{"policies[0].name", "policies[0].selector.tagKey", "policies[0].schedule.expression", "policies[0].retention"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
+	// A file path in -c works too, and reports a missing file clearly.
+	if _, err := ConfigFromContext("/nonexistent/amibackup.json", "X"); err == nil || !strings.Contains(err.Error(), "read configuration file") {
+		t.Errorf("missing file: %v", err)
+	}
+	f := filepath.Join(t.TempDir(), "c.json")
+	os.WriteFile(f, []byte(testConfig), 0o644)
+	if c, err := ConfigFromContext(f, "X"); err != nil || c.Deployment != "prod" {
+		t.Errorf("config file: %v", err)
+	}
+}
+
+// TestAssetHashStable: the same source gives the same asset (so a re-deploy
+// updates no function); a source change gives a new one.
+func TestAssetHashStable(t *testing.T) {
+	key := func() []string {
+		_, tmpl := synth(t, testConfig)
+		var keys []string
+		for _, fn := range resources(tmpl, "AWS::Lambda::Function") {
+			keys = append(keys, fn["Code"].(map[string]any)["S3Key"].(string))
+		}
+		slices.Sort(keys)
+		return keys
+	}
+	a, b := key(), key()
+	if !slices.Equal(a, b) || len(a) != 2 || a[0] == a[1] {
+		t.Fatalf("asset keys differ between identical synths: %v vs %v", a, b)
+	}
+	// A copy of the sources with one changed byte hashes differently.
+	root := repoRoot(t)
+	h1, err := SourceHash(root, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	for _, f := range []string{"go.mod", "go.sum", "functions/backup/main.go", "pkg/tags/tags.go"} {
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Dir(filepath.Join(tmp, f)), 0o755)
+		os.WriteFile(filepath.Join(tmp, f), data, 0o644)
+	}
+	c1, _ := SourceHash(tmp, "backup")
+	os.WriteFile(filepath.Join(tmp, "pkg/tags/tags.go"), []byte("package tags // changed\n"), 0o644)
+	c2, _ := SourceHash(tmp, "backup")
+	if c1 == c2 || c1 == h1 {
+		t.Fatalf("hash does not follow the sources: %s %s %s", h1, c1, c2)
+	}
+}
+
+func BenchmarkSynth(b *testing.B) {
+	for b.Loop() {
+		start := time.Now()
+		synth(b, testConfig)
+		b.ReportMetric(time.Since(start).Seconds(), "s/synth")
+	}
+}
