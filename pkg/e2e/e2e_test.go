@@ -1,0 +1,199 @@
+// Package e2e drives the built bootstrap binaries under the AWS Lambda
+// Runtime Interface Emulator against ec2sim, with the configuration taken
+// from the synthesized template, and asserts on the emulator's state.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amibackup/amibackup/pkg/ec2sim"
+	"github.com/amibackup/amibackup/pkg/localrun"
+	"github.com/amibackup/amibackup/pkg/tags"
+	"github.com/amibackup/amibackup/pkg/trigger"
+)
+
+var prepared *localrun.Prepared
+
+func TestMain(m *testing.M) {
+	root, _ := filepath.Abs("../..")
+	work, err := os.MkdirTemp("", "amibackup-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	prepared, err = localrun.Prepare(context.Background(), root, work)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: cannot prepare (run via `make test`): %v\n", err)
+		os.RemoveAll(work)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(work)
+	os.Exit(code)
+}
+
+var start = time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
+
+func harness(t *testing.T) *localrun.Harness {
+	t.Helper()
+	sim := ec2sim.New(ec2sim.Options{Start: start, ImageDelay: 20 * time.Minute})
+	h, err := prepared.Start(context.Background(), sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+func schedInput(policy string, at time.Time) []byte {
+	b, _ := json.Marshal(map[string]string{"policy": policy, "time": at.Format(time.RFC3339)})
+	if policy == "" {
+		b, _ = json.Marshal(map[string]string{"time": at.Format(time.RFC3339)})
+	}
+	return b
+}
+
+type backupSummary struct {
+	Selected int
+	Done     []struct{ ID, ImageID string }
+	Existed  []struct{ ID, ImageID string } `json:"alreadyDone"`
+	Warnings []string
+}
+
+func TestNightUnderRIE(t *testing.T) {
+	h := harness(t)
+	ctx := context.Background()
+	sel := map[string]string{"Backup": "nightly", "Name": "web"}
+	ids := h.Sim.SeedFleet("", "", 3, sel)
+	optOut := h.Sim.AddInstance(ec2sim.InstanceSpec{Tags: map[string]string{"Backup": "nightly", tags.NoReboot: "true"}})
+	other := h.Sim.AddInstance(ec2sim.InstanceSpec{Tags: map[string]string{"Backup": "weekly"}})
+	foreign, _ := h.Sim.AddImage(ec2sim.ImageSpec{Name: "golden-base", Created: start.AddDate(0, -6, 0)})
+
+	night := start.Add(time.Hour)
+	out, rep, err := h.Backup.Invoke(ctx, schedInput("nightly", night))
+	if err != nil {
+		t.Fatalf("backup: %v\n%s", err, h.Backup.Logs())
+	}
+	var s backupSummary
+	json.Unmarshal(out, &s)
+	if s.Selected != 4 || len(s.Done) != 4 {
+		t.Fatalf("summary %s", out)
+	}
+	if rep.InitMS <= 0 || rep.DurationMS <= 0 {
+		t.Errorf("no RIE report: %+v", rep)
+	}
+	// Emulator state: one image per selected instance, rebooted unless opted out, tagged.
+	images := h.Sim.Images("", "")
+	if len(images) != 5 { // 4 new + the foreign one
+		t.Fatalf("%d images", len(images))
+	}
+	for _, im := range images {
+		if im.ID == foreign {
+			continue
+		}
+		if im.Tags[tags.ManagedBy] != localrun.Stack || im.Tags[tags.Policy] != "nightly" || im.Tags[tags.Time] != "2026-11-20T03:00:00Z" {
+			t.Errorf("%s tags %v", im.ID, im.Tags)
+		}
+		wantReboot := im.InstanceID != optOut
+		if im.NoReboot == wantReboot || im.Tags[tags.Reboot] != fmt.Sprint(wantReboot) {
+			t.Errorf("%s of %s: NoReboot %v, tag %s", im.ID, im.InstanceID, im.NoReboot, im.Tags[tags.Reboot])
+		}
+		if im.InstanceID == other {
+			t.Errorf("unselected instance backed up")
+		}
+	}
+	for _, id := range ids {
+		if in, _ := h.Sim.Instance("", "", id); in.Reboots != 1 {
+			t.Errorf("%s rebooted %d times", id, in.Reboots)
+		}
+	}
+
+	// Same trigger again: nothing new.
+	out, _, err = h.Backup.Invoke(ctx, schedInput("nightly", night))
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(out, &s)
+	if len(s.Done) != 0 || len(s.Existed) != 4 || len(h.Sim.Images("", "")) != 5 {
+		t.Fatalf("retry created images: %s", out)
+	}
+
+	// A manual request for one instance.
+	ev := trigger.MarshalBackupEvent(start.Add(8*time.Hour), trigger.BackupDetail{Policy: "nightly", InstanceIDs: []string{ids[0]}})
+	if out, _, err = h.Backup.Invoke(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(out, &s)
+	if len(s.Done) != 1 || s.Done[0].ID != ids[0] {
+		t.Fatalf("manual: %s", out)
+	}
+
+	// Nine more nights, then prune with the template's retention.
+	for d := 1; d <= 9; d++ {
+		h.Sim.Advance(24 * time.Hour)
+		if _, _, err := h.Backup.Invoke(ctx, schedInput("nightly", night.AddDate(0, 0, d))); err != nil {
+			t.Fatalf("night %d: %v", d, err)
+		}
+	}
+	h.Sim.Advance(time.Hour)
+	before := len(h.Sim.Images("", ""))
+	pruneAt := night.AddDate(0, 0, 9).Add(2 * time.Hour)
+	if _, _, err := h.Prune.Invoke(ctx, []byte(`{"detail-type":"Prune Requested","source":"amibackup","time":"`+pruneAt.Format(time.RFC3339)+`","detail":{"dryRun":true}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Sim.Images("", "")) != before {
+		t.Fatal("dry run deleted images")
+	}
+	out, _, err = h.Prune.Invoke(ctx, schedInput("", pruneAt))
+	if err != nil {
+		t.Fatalf("prune: %v\n%s", err, h.Prune.Logs())
+	}
+	after := h.Sim.Images("", "")
+	// cdk.json keeps daily 7, weekly 4, monthly 3: of Nov 20-29 the 7 newest
+	// days plus Sunday Nov 22 stay; Nov 20 and 21 (and the manual image) go.
+	perInstance := map[string]int{}
+	for _, im := range after {
+		perInstance[im.InstanceID]++
+		if im.ID != foreign && (im.Tags[tags.Time] < "2026-11-22" || strings.HasPrefix(im.Tags[tags.Time], "2026-11-20")) {
+			t.Errorf("%s from %s survived", im.ID, im.Tags[tags.Time])
+		}
+	}
+	for _, id := range append(ids, optOut) {
+		if perInstance[id] != 8 {
+			t.Errorf("%s keeps %d images, want 8", id, perInstance[id])
+		}
+	}
+	if _, ok := perInstance[""]; !ok {
+		t.Error("the foreign image was deleted")
+	}
+	if len(after) != before-4*2-1 {
+		t.Errorf("%d images after prune, %d before: %s", len(after), before, out)
+	}
+}
+
+// TestBadInputUnderRIE: malformed inputs come back as function errors and
+// change nothing.
+func TestBadInputUnderRIE(t *testing.T) {
+	h := harness(t)
+	h.Sim.SeedFleet("", "", 2, map[string]string{"Backup": "nightly"})
+	for _, in := range []string{`{}`, `{"policy":"nope","time":"2026-11-20T03:00:00Z"}`, `[1,2]`,
+		`{"detail-type":"Backup Requested","source":"amibackup","time":"2026-11-20T03:00:00Z","detail":{"policy":"nightly","instanceIds":["x"]}}`} {
+		_, _, err := h.Backup.Invoke(context.Background(), []byte(in))
+		if err == nil {
+			t.Errorf("backup accepted %s", in)
+		}
+		_, _, err = h.Prune.Invoke(context.Background(), []byte(in))
+		if err == nil {
+			t.Errorf("prune accepted %s", in)
+		}
+	}
+	if c := h.Sim.Calls(); c.Total != 0 {
+		t.Fatalf("bad input reached EC2: %v", c.ByAction)
+	}
+}

@@ -1,0 +1,292 @@
+// Package localrun runs the real Lambda bootstrap binaries under the AWS
+// Lambda Runtime Interface Emulator (RIE), with the configuration taken from
+// the synthesized CloudFormation template, against an EC2 endpoint given by
+// the standard AWS_ENDPOINT_URL_EC2. The demo command and the end-to-end
+// tests share it.
+package localrun
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// BuildFlags match the stacks' bundling (infra/stacks.BuildFlags).
+var BuildFlags = []string{"-tags", "lambda.norpc", "-trimpath", "-ldflags=-s -w"}
+
+// Build compiles functions/<name> into dir/<name>/bootstrap for goarch
+// (runtime.GOARCH to run under the local RIE; the stacks deploy arm64).
+func Build(ctx context.Context, root, dir, goarch, name string) (string, error) {
+	out := filepath.Join(dir, goarch, name, "bootstrap")
+	args := append([]string{"build"}, BuildFlags...)
+	args = append(args, "-o", out, "./functions/"+name)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s for %s: %w\n%s", name, goarch, err, b)
+	}
+	return out, nil
+}
+
+// Synth runs `cdk synth` (the real CLI, reading cdk.json) into outDir and
+// returns the path of the stack's template.
+func Synth(ctx context.Context, root, outDir, stack string) (string, error) {
+	if _, err := exec.LookPath("cdk"); err != nil {
+		return "", errors.New("cdk CLI not on PATH: run `make tools` (installs Node 22 and the CDK CLI into .tools) and use the Makefile targets")
+	}
+	cmd := exec.CommandContext(ctx, "cdk", "synth", "--quiet", "--no-notices", "-o", outDir)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("cdk synth: %w\n%s", err, b)
+	}
+	return filepath.Join(outDir, stack+".template.json"), nil
+}
+
+// TemplateConfig returns the AMIBACKUP_CONFIG value of the function whose
+// logical ID starts with prefix ("Backup", "Prune") in a template.
+func TemplateConfig(templatePath, prefix string) (string, error) {
+	b, err := os.ReadFile(templatePath)
+	if err != nil {
+		return "", fmt.Errorf("read template: %w", err)
+	}
+	var t struct {
+		Resources map[string]struct {
+			Type       string
+			Properties struct {
+				Environment struct{ Variables map[string]string }
+			}
+		}
+	}
+	if err := json.Unmarshal(b, &t); err != nil {
+		return "", fmt.Errorf("parse template %s: %w", templatePath, err)
+	}
+	for id, r := range t.Resources {
+		if r.Type == "AWS::Lambda::Function" && strings.HasPrefix(id, prefix) {
+			if v, ok := r.Properties.Environment.Variables["AMIBACKUP_CONFIG"]; ok {
+				return v, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no function %s* with AMIBACKUP_CONFIG in %s", prefix, templatePath)
+}
+
+// Report is the RIE's REPORT line of one invocation.
+type Report struct {
+	InitMS, DurationMS float64
+	MemorySizeMB       int
+	// MaxRSSMB is the bootstrap process's peak resident memory, read from
+	// /proc: the RIE prints the configured size as "Max Memory Used".
+	MaxRSSMB float64
+}
+
+// Function is one bootstrap running under its own RIE.
+type Function struct {
+	Name string
+	URL  string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+	done chan struct{}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start runs bootstrap under the RIE at riePath with env added to a clean
+// environment (PATH and HOME only, so nothing leaks from the caller's AWS
+// setup). The RIE runs in its own process group; Stop kills the group.
+func Start(ctx context.Context, riePath, name, bootstrap string, env []string) (*Function, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	apiPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(riePath, "--runtime-interface-emulator-address", fmt.Sprintf("127.0.0.1:%d", port),
+		"--runtime-api-address", fmt.Sprintf("127.0.0.1:%d", apiPort), bootstrap)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
+		"AWS_LAMBDA_FUNCTION_NAME=" + name, "AWS_LAMBDA_FUNCTION_TIMEOUT=900", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256"}, env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	f := &Function{Name: name, URL: fmt.Sprintf("http://127.0.0.1:%d/2015-03-31/functions/function/invocations", port), cmd: cmd, done: make(chan struct{})}
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start RIE for %s: %w", name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 16<<20)
+		for sc.Scan() {
+			f.mu.Lock()
+			f.logs.Write(sc.Bytes())
+			f.logs.WriteByte('\n')
+			f.mu.Unlock()
+		}
+	}()
+	go func() { cmd.Wait(); pw.Close(); close(f.done) }()
+	// Wait until the RIE accepts connections.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return f, nil
+		}
+		select {
+		case <-f.done:
+			return nil, fmt.Errorf("RIE for %s exited: %s", name, f.Logs())
+		case <-ctx.Done():
+			f.Stop()
+			return nil, ctx.Err()
+		default:
+		}
+		if time.Now().After(deadline) {
+			f.Stop()
+			return nil, fmt.Errorf("RIE for %s did not listen within 10s: %s", name, f.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Logs returns everything the RIE and the function printed.
+func (f *Function) Logs() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.logs.String()
+}
+
+// PID of the RIE process (the group leader).
+func (f *Function) PID() int { return f.cmd.Process.Pid }
+
+// Stop kills the RIE and the bootstrap it started (the process group).
+func (f *Function) Stop() {
+	if f.cmd.Process == nil {
+		return
+	}
+	syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-f.done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// FunctionError is an error returned by the handler.
+type FunctionError struct {
+	Message, Type string
+}
+
+func (e *FunctionError) Error() string { return e.Type + ": " + e.Message }
+
+var reportRE = regexp.MustCompile(`REPORT RequestId: \S+\s+(?:Init Duration: ([0-9.]+) ms\s+)?Duration: ([0-9.]+) ms.*Memory Size: ([0-9]+) MB`)
+
+// Invoke sends payload and returns the handler's response. A handler error
+// comes back as *FunctionError.
+func (f *Function) Invoke(ctx context.Context, payload []byte) (json.RawMessage, Report, error) {
+	before := strings.Count(f.Logs(), "REPORT RequestId")
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.URL, bytes.NewReader(payload))
+	if err != nil {
+		return nil, Report{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, Report{}, fmt.Errorf("invoke %s: %w", f.Name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, Report{}, fmt.Errorf("invoke %s: read response: %w", f.Name, err)
+	}
+	rep := f.waitReport(before)
+	var fe struct {
+		ErrorMessage string `json:"errorMessage"`
+		ErrorType    string `json:"errorType"`
+	}
+	if json.Unmarshal(body, &fe) == nil && fe.ErrorMessage != "" {
+		return body, rep, &FunctionError{Message: fe.ErrorMessage, Type: fe.ErrorType}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return body, rep, fmt.Errorf("invoke %s: HTTP %d: %s", f.Name, resp.StatusCode, body)
+	}
+	return body, rep, nil
+}
+
+// waitReport waits briefly for the REPORT line after an invocation and
+// samples the bootstrap's peak memory.
+func (f *Function) waitReport(before int) Report {
+	var rep Report
+	for i := 0; i < 100; i++ {
+		logs := f.Logs()
+		if strings.Count(logs, "REPORT RequestId") > before {
+			ms := reportRE.FindAllStringSubmatch(logs, -1)
+			m := ms[len(ms)-1]
+			rep.InitMS, _ = strconv.ParseFloat(m[1], 64)
+			rep.DurationMS, _ = strconv.ParseFloat(m[2], 64)
+			rep.MemorySizeMB, _ = strconv.Atoi(m[3])
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rep.MaxRSSMB = peakRSS(f.cmd.Process.Pid)
+	return rep
+}
+
+// peakRSS returns the largest VmHWM (peak RSS) among the RIE's child
+// processes, i.e. the bootstrap, in MB; 0 where /proc is unavailable.
+func peakRSS(riePID int) float64 {
+	if runtime.GOOS != "linux" {
+		return 0
+	}
+	children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", riePID, riePID))
+	best := 0.0
+	for _, c := range strings.Fields(string(children)) {
+		status, err := os.ReadFile("/proc/" + c + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(line, "VmHWM:") {
+				kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+				best = max(best, kb/1024)
+			}
+		}
+	}
+	return best
+}
+
+// Env is the environment a function needs to reach the EC2 endpoint as the
+// given account and Region, through the SDK's standard variables only.
+func Env(endpoint, account, region, config string) []string {
+	return []string{
+		"AWS_ENDPOINT_URL_EC2=" + endpoint,
+		"AWS_ACCESS_KEY_ID=" + account,
+		"AWS_SECRET_ACCESS_KEY=local",
+		"AWS_REGION=" + region,
+		"AWS_EC2_METADATA_DISABLED=true",
+		"AMIBACKUP_CONFIG=" + config,
+	}
+}
