@@ -46,17 +46,17 @@ lint:
 # The whole suite: lint, unit, emulator contract (with moto when present),
 # CDK assertions + cdk-nag + cdk synth, and the RIE end-to-end tests.
 test: tools lint
-	go test -race -count=1 -timeout 40m ./pkg/...
-	go test -count=1 -timeout 40m ./functions/... ./infra/...
+	go test -count=1 -timeout 40m ./...
+	go test -race -short -count=1 -timeout 30m ./pkg/...
 
-bench:
-	go test -run '^$$' -bench . -benchtime 1x -timeout 30m ./pkg/...
+bench: tools
+	go test -run '^$$' -bench . -benchtime 1x -timeout 30m ./pkg/... ./infra/...
 
 synth: node
 	cdk synth --quiet
 
 demo: tools
-	go run ./pkg/localrun/cmd/amibackup-demo
+	go run ./pkg/localrun/cmd/amibackup-demo $(DEMO_FLAGS)
 
 clean:
 	rm -rf build cdk.out

@@ -202,7 +202,12 @@ type FunctionError struct {
 
 func (e *FunctionError) Error() string { return e.Type + ": " + e.Message }
 
-var reportRE = regexp.MustCompile(`REPORT RequestId: \S+\s+(?:Init Duration: ([0-9.]+) ms\s+)?Duration: ([0-9.]+) ms.*Memory Size: ([0-9]+) MB`)
+var (
+	reportRE = regexp.MustCompile(`REPORT RequestId: \S+\s+(?:Init Duration: ([0-9.]+) ms\s+)?Duration: ([0-9.]+) ms.*Memory Size: ([0-9]+) MB`)
+	// This RIE's REPORT line prints a near-zero Init Duration; the runtime
+	// init is measured by its "INIT REPORT(durationMs: ...)" line.
+	initRE = regexp.MustCompile(`INIT REPORT\(durationMs: ([0-9.]+)\)`)
+)
 
 // Invoke sends payload and returns the handler's response. A handler error
 // comes back as *FunctionError.
@@ -245,6 +250,9 @@ func (f *Function) waitReport(before int) Report {
 			ms := reportRE.FindAllStringSubmatch(logs, -1)
 			m := ms[len(ms)-1]
 			rep.InitMS, _ = strconv.ParseFloat(m[1], 64)
+			if im := initRE.FindStringSubmatch(logs); im != nil && before == 0 {
+				rep.InitMS, _ = strconv.ParseFloat(im[1], 64)
+			}
 			rep.DurationMS, _ = strconv.ParseFloat(m[2], 64)
 			rep.MemorySizeMB, _ = strconv.Atoi(m[3])
 			break
@@ -261,9 +269,16 @@ func peakRSS(riePID int) float64 {
 	if runtime.GOOS != "linux" {
 		return 0
 	}
-	children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", riePID, riePID))
+	// The bootstrap is started from one of the RIE's threads, so look at
+	// the children of every task.
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", riePID))
+	var children []string
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		children = append(children, strings.Fields(string(b))...)
+	}
 	best := 0.0
-	for _, c := range strings.Fields(string(children)) {
+	for _, c := range children {
 		status, err := os.ReadFile("/proc/" + c + "/status")
 		if err != nil {
 			continue
