@@ -3,11 +3,23 @@ package backup_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 )
+
+// benchScale is the emulator's time scale: AMIBACKUP_BENCH_TIMESCALE, default
+// 100. The SDK's adaptive rate limiter adapts on the real clock, so a high
+// scale understates throughput in simulated seconds; 1 is faithful but slow.
+func benchScale() float64 {
+	if v, err := strconv.ParseFloat(os.Getenv("AMIBACKUP_BENCH_TIMESCALE"), 64); err == nil && v > 0 {
+		return v
+	}
+	return 100
+}
 
 // BenchmarkBackup runs whole backups under EC2's throttling buckets
 // (CreateImage: 50 tokens, 5/s) on a time-scaled emulator and reports API
@@ -18,7 +30,7 @@ func BenchmarkBackup(b *testing.B) {
 		b.Run(fmt.Sprintf("instances=%d", n), func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
-				env := simtest.Start(b, ec2sim.Options{Throttle: true, TimeScale: 100})
+				env := simtest.Start(b, ec2sim.Options{Throttle: true, TimeScale: benchScale()})
 				env.Sim.SeedFleet("", "", n, map[string]string{"Backup": "nightly"})
 				bk := newBackuper(b, env, nil)
 				bk.Config.Policies[0].DeprecateAfter = 0
