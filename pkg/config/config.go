@@ -327,8 +327,8 @@ func (c *Config) Validate() error {
 	if !deploymentRE.MatchString(c.Deployment) {
 		add("deployment", "%q is not allowed: use 1-64 letters, digits and '-', starting with a letter or digit", c.Deployment)
 	}
-	if len(c.Policies) == 0 {
-		add("policies", "at least one policy is required")
+	if len(c.Policies) == 0 && c.Recovery == nil {
+		add("policies", "at least one policy is required (a recovery-only deployment sets recovery instead)")
 	}
 	if c.Concurrency < 1 || c.Concurrency > 50 {
 		add("concurrency", "%d is out of range: allowed 1-50 (EC2's CreateImage bucket holds 50 tokens)", c.Concurrency)

@@ -804,7 +804,9 @@ func applyPerms(cur, add, remove []string) []string {
 	return slices.DeleteFunc(cur, func(v string) bool { return slices.Contains(remove, v) })
 }
 
-func isAWSManagedKey(key string) bool { return strings.HasSuffix(key, ":alias/aws/ebs") }
+func isAWSManagedKey(key string) bool {
+	return strings.Contains(key, ":key/"+awsManagedKeyPrefix) || strings.HasSuffix(key, ":alias/aws/ebs")
+}
 
 func (s *Sim) modifyImageAttribute(c *call) *apiError {
 	im, e := ownedImage(c, c.p.get("ImageId"))

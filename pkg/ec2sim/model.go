@@ -259,10 +259,14 @@ func defaults(account, region string) (string, string) {
 	return account, region
 }
 
-// AWSManagedKey is the ARN the emulator records for the AWS-managed EBS key.
+// AWSManagedKey is the ARN of the account's AWS-managed EBS key
+// (alias/aws/ebs). Like EC2, snapshots report the key ARN, not the alias:
+// only KMS DescribeKey (KeyManager=AWS) tells it apart from a customer key.
 func AWSManagedKey(account, region string) string {
-	return fmt.Sprintf("arn:aws:kms:%s:%s:alias/aws/ebs", region, account)
+	return fmt.Sprintf("arn:aws:kms:%s:%s:key/%s%s", region, account, awsManagedKeyPrefix, account)
 }
+
+const awsManagedKeyPrefix = "aaaaaaaa-0000-4ebs-8aws-"
 
 func (s *Sim) addVolume(r *regionState, account, region string, v VolumeSpec) string {
 	if v.SizeGiB == 0 {

@@ -124,6 +124,10 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Latency > 0 {
 		time.Sleep(s.opts.Latency)
 	}
+	if strings.HasPrefix(r.Header.Get("X-Amz-Target"), "TrentService.") {
+		s.serveKMS(w, r)
+		return
+	}
 	if err := r.ParseForm(); err != nil {
 		writeError(w, "", errf("InvalidParameterValue", "cannot parse request: %v", err))
 		return

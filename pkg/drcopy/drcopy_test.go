@@ -1,0 +1,244 @@
+package drcopy_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+
+	"github.com/amibackup/amibackup/pkg/awsclient"
+	"github.com/amibackup/amibackup/pkg/backup"
+	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/drcopy"
+	"github.com/amibackup/amibackup/pkg/ec2sim"
+	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
+	"github.com/amibackup/amibackup/pkg/prune"
+	"github.com/amibackup/amibackup/pkg/share"
+	"github.com/amibackup/amibackup/pkg/tags"
+	"github.com/amibackup/amibackup/pkg/trigger"
+)
+
+const (
+	srcAcct, srcRegion = "111111111111", "eu-west-1"
+	dstAcct, dstRegion = "222222222222", "eu-central-1"
+	srcCMK             = "arn:aws:kms:eu-west-1:111111111111:key/11111111-2222-3333-4444-555555555555"
+	dstCMK             = "arn:aws:kms:eu-central-1:222222222222:key/99999999-8888-7777-6666-555555555555"
+)
+
+var (
+	quiet = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	slot  = time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
+)
+
+func parse(t *testing.T, doc string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(doc), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type world struct {
+	env    *simtest.Env
+	src    *config.Config
+	dst    *config.Config
+	sharer *share.Sharer
+	copier *drcopy.Copier
+}
+
+func newWorld(t *testing.T, opts ec2sim.Options) *world {
+	env := simtest.Start(t, opts)
+	w := &world{env: env}
+	w.src = parse(t, `{"deployment":"src","policies":[{"name":"nightly","selector":{"tagKey":"Backup"},
+	  "schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"last":3}}],"sharing":{"accountIds":["222222222222"]}}`)
+	w.dst = parse(t, `{"deployment":"dr","recovery":{"sourceAccountIds":["111111111111"],"sourceDeployment":"src",
+	  "sourceRegion":"eu-west-1","kmsKeyArn":"`+dstCMK+`","retention":{"last":1}},"prune":{"maxDeleteShare":1}}`)
+	kmsClient := kms.New(kms.Options{Region: srcRegion, BaseEndpoint: aws.String(env.URL),
+		Credentials: credentials.NewStaticCredentialsProvider(srcAcct, "s", ""), Retryer: awsclient.NewRetryer()})
+	w.sharer = &share.Sharer{EC2: env.Client(srcAcct, srcRegion), KMS: kmsClient, Config: w.src, Log: quiet}
+	w.copier = &drcopy.Copier{EC2: env.Client(dstAcct, dstRegion), Config: w.dst, Region: dstRegion, Log: quiet}
+	return w
+}
+
+func (w *world) backup(t *testing.T, at time.Time) {
+	t.Helper()
+	b := &backup.Backuper{EC2: w.env.Client(srcAcct, srcRegion), Config: w.src, Log: quiet}
+	if _, err := b.Run(context.Background(), trigger.Backup{Policy: "nightly", Slot: at, Trigger: tags.TriggerSchedule}); err != nil {
+		t.Fatal(err)
+	}
+	w.env.Sim.CompletePending()
+}
+
+func (w *world) instance(vol ec2sim.VolumeSpec) string {
+	return w.env.Sim.AddInstance(ec2sim.InstanceSpec{Account: srcAcct, Region: srcRegion, Tags: map[string]string{"Backup": "yes"}, Volumes: []ec2sim.VolumeSpec{vol}})
+}
+
+func imageOf(sim *ec2sim.Sim, account, region, instance string) ec2sim.Image {
+	for _, im := range sim.Images(account, region) {
+		if im.InstanceID == instance || im.Tags[tags.InstanceID] == instance {
+			return im
+		}
+	}
+	return ec2sim.Image{}
+}
+
+func TestShareAndCopyAcrossAccountsAndRegions(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	ctx := context.Background()
+	plain := w.instance(ec2sim.VolumeSpec{})
+	cmk := w.instance(ec2sim.VolumeSpec{Encrypted: true, KmsKeyID: srcCMK})
+	awsKey := w.instance(ec2sim.VolumeSpec{Encrypted: true})
+	w.backup(t, slot)
+
+	sum, err := w.sharer.Run(ctx, share.Request{Sweep: true, Time: slot})
+	if err == nil || len(sum.Done) != 2 || len(sum.Failed) != 1 {
+		t.Fatalf("share sweep: err %v, done %d, failed %v", err, len(sum.Done), sum.Failed)
+	}
+	if !strings.Contains(err.Error(), "customer-managed KMS key") || !strings.Contains(err.Error(), "alias/aws/ebs") {
+		t.Errorf("error does not name the fix: %v", err)
+	}
+	for _, id := range []string{plain, cmk} {
+		im := imageOf(w.env.Sim, srcAcct, srcRegion, id)
+		if !slices.Contains(im.LaunchPermissions, dstAcct) || im.Tags[tags.Share] != tags.ShareDone {
+			t.Errorf("%s: launch %v, share tag %q", id, im.LaunchPermissions, im.Tags[tags.Share])
+		}
+		for _, s := range w.env.Sim.Snapshots(srcAcct, srcRegion) {
+			if slices.Contains(im.SnapshotIDs, s.ID) && !slices.Contains(s.CreateVolumePermissions, dstAcct) {
+				t.Errorf("snapshot %s of %s not shared", s.ID, im.ID)
+			}
+		}
+	}
+	bad := imageOf(w.env.Sim, srcAcct, srcRegion, awsKey)
+	if len(bad.LaunchPermissions) != 0 || bad.Tags[tags.Share] != tags.ShareError || !strings.Contains(bad.Tags[tags.ShareMessage], "customer-managed key") {
+		t.Errorf("AWS-managed-key image: launch %v, tags %v", bad.LaunchPermissions, bad.Tags)
+	}
+
+	// Duplicate event and repeated sweep: nothing shared twice.
+	before := w.env.Sim.Calls()
+	im := imageOf(w.env.Sim, srcAcct, srcRegion, plain)
+	sum, err = w.sharer.Run(ctx, share.Request{ImageIDs: []string{im.ID}, Time: slot})
+	if err != nil || len(sum.Existed) != 1 {
+		t.Fatalf("duplicate event: %v %+v", err, sum)
+	}
+	if _, err := w.sharer.Run(ctx, share.Request{Sweep: true, Time: slot}); err != nil {
+		t.Fatalf("repeated sweep: %v", err)
+	}
+	after := w.env.Sim.Calls()
+	for _, a := range []string{"ModifyImageAttribute", "ModifySnapshotAttribute", "CreateTags"} {
+		if after.Count(a) != before.Count(a) {
+			t.Errorf("%s called again: %d -> %d", a, before.Count(a), after.Count(a))
+		}
+	}
+
+	// The recovery account copies both shareable images, once.
+	csum, err := w.copier.Run(ctx, slot.Add(time.Hour))
+	if err != nil || len(csum.Done) != 2 {
+		t.Fatalf("copy: %v, done %d %+v", err, len(csum.Done), csum)
+	}
+	copies := w.env.Sim.Images(dstAcct, dstRegion)
+	if len(copies) != 2 {
+		t.Fatalf("%d copies", len(copies))
+	}
+	for _, cp := range copies {
+		if cp.Account != dstAcct || cp.KmsKeyID != dstCMK || cp.Tags[tags.ManagedBy] != "dr" || cp.Tags[tags.Policy] != config.CopyPolicy ||
+			cp.Tags[tags.SourceAccount] != srcAcct || cp.Tags[tags.SourceRegion] != srcRegion || cp.Tags[tags.Time] != "2026-11-24T03:00:00Z" || cp.SourceImageID == "" {
+			t.Errorf("copy %+v", cp)
+		}
+	}
+	w.env.Sim.CompletePending()
+	csum, err = w.copier.Run(ctx, slot.Add(2*time.Hour))
+	if err != nil || len(csum.Done) != 0 || len(csum.Existed) != 2 || w.env.Sim.Calls().Count("CopyImage") != 2 {
+		t.Fatalf("second copy run: %v %+v, CopyImage %d", err, csum, w.env.Sim.Calls().Count("CopyImage"))
+	}
+
+	// Copies follow the recovery deployment's own retention (last 1).
+	w.backup(t, slot.AddDate(0, 0, 1))
+	if _, err := w.sharer.Run(ctx, share.Request{Sweep: true, Time: slot}); err == nil {
+		t.Fatal("the AWS-managed-key instance's new image should fail again")
+	}
+	if _, err := w.copier.Run(ctx, slot.AddDate(0, 0, 1).Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	w.env.Sim.CompletePending()
+	p := &prune.Pruner{EC2: w.env.Client(dstAcct, dstRegion), Config: w.dst, Log: quiet}
+	psum, err := p.Run(ctx, trigger.Prune{Time: slot.AddDate(0, 0, 1).Add(2 * time.Hour), Trigger: tags.TriggerSchedule})
+	if err != nil || len(psum.Done) != 2 {
+		t.Fatalf("prune copies: %v, deleted %d", err, len(psum.Done))
+	}
+	for _, cp := range w.env.Sim.Images(dstAcct, dstRegion) {
+		if cp.Tags[tags.Time] != "2026-11-25T03:00:00Z" {
+			t.Errorf("older copy %s survived", cp.ID)
+		}
+	}
+	if n := len(w.env.Sim.Images(srcAcct, srcRegion)); n != 6 {
+		t.Errorf("prune in the recovery account touched the source: %d source images", n)
+	}
+}
+
+// TestCopyRespectsInFlightLimit: 25 images to copy with copies pending for
+// a while: never more than the limit in flight, all copied over runs.
+func TestCopyRespectsInFlightLimit(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{CopyDelay: time.Hour})
+	ctx := context.Background()
+	for range 25 {
+		w.instance(ec2sim.VolumeSpec{})
+	}
+	w.backup(t, slot)
+	if _, err := w.sharer.Run(ctx, share.Request{Sweep: true, Time: slot}); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := w.copier.Run(ctx, slot)
+	if err != nil || len(sum.Done) != 20 || len(sum.Skipped) != 5 {
+		t.Fatalf("first run: %v, started %d, waiting %d", err, len(sum.Done), len(sum.Skipped))
+	}
+	sum, err = w.copier.Run(ctx, slot.Add(time.Minute))
+	if err != nil || len(sum.Done) != 0 {
+		t.Fatalf("run while 20 are in flight started %d", len(sum.Done))
+	}
+	w.env.Sim.CompletePending()
+	sum, err = w.copier.Run(ctx, slot.Add(2*time.Hour))
+	if err != nil || len(sum.Done) != 5 || len(sum.Existed) != 20 {
+		t.Fatalf("second run: %v, started %d, existing %d", err, len(sum.Done), len(sum.Existed))
+	}
+	if m := w.env.Sim.MaxInFlightCopies(dstAcct, dstRegion); m > 20 || m < 5 {
+		t.Fatalf("max in flight %d", m)
+	}
+	if n := len(w.env.Sim.Images(dstAcct, dstRegion)); n != 25 {
+		t.Fatalf("%d copies", n)
+	}
+}
+
+func TestParseShareInputs(t *testing.T) {
+	ok := []string{`{"sweep":true,"time":"2026-11-24T03:00:00Z"}`,
+		`{"version":"0","id":"1","detail-type":"EC2 AMI State Change","source":"aws.ec2","account":"1","time":"2026-11-24T03:00:00Z","region":"r","resources":[],"detail":{"RequestId":"x","ImageId":"ami-0123456789abcdef0","State":"available","ErrorMessage":""}}`}
+	for _, in := range ok {
+		if _, err := trigger.ParseShare([]byte(in)); err != nil {
+			t.Errorf("%s: %v", in, err)
+		}
+	}
+	pending, err := trigger.ParseShare([]byte(strings.Replace(ok[1], `"available"`, `"pending"`, 1)))
+	if err != nil || pending.Ignored == "" || len(pending.ImageIDs) != 0 {
+		t.Errorf("pending event: %+v %v", pending, err)
+	}
+	bad := map[string]string{
+		`{}`:                                     "input.sweep",
+		`{"sweep":true}`:                         "input.time",
+		`{"sweep":true,"time":"x","policy":"p"}`: `"policy" is not allowed`,
+		strings.Replace(ok[1], "aws.ec2", "amibackup", 1):                         "not handled",
+		strings.Replace(ok[1], "ami-0123456789abcdef0", "i-0123456789abcdef0", 1): "ImageId",
+		strings.Replace(ok[1], `"State":"available",`, ``, 1):                     "State",
+	}
+	for in, want := range bad {
+		if _, err := trigger.ParseShare([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", in, err, want)
+		}
+	}
+}
