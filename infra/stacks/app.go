@@ -48,9 +48,10 @@ func ConfigFromContext(v any, stackName string) (*config.Config, error) {
 	return config.Parse(raw, stackName)
 }
 
-// Build defines the app's stacks from its context and applies cdk-nag's
-// AwsSolutions checks.
-func Build(app awscdk.App, root string) (*BackupStack, error) {
+// Build defines the app's stacks from its context (a backup stack when
+// policies are configured, a recovery stack when recovery is) and applies
+// cdk-nag's AwsSolutions checks. It returns the first stack.
+func Build(app awscdk.App, root string) (*Stack, error) {
 	name := DefaultStack
 	if v, ok := app.Node().TryGetContext(jsii.String(ContextStack)).(string); ok && v != "" {
 		name = v
@@ -66,9 +67,25 @@ func Build(app awscdk.App, root string) (*BackupStack, error) {
 	if r := os.Getenv("CDK_DEFAULT_REGION"); r != "" {
 		env.Region = jsii.String(r)
 	}
-	stack, err := NewBackupStack(app, name, &BackupStackProps{StackProps: awscdk.StackProps{Env: env}, Config: cfg, Root: root})
-	if err != nil {
-		return nil, err
+	props := &BackupStackProps{StackProps: awscdk.StackProps{Env: env}, Config: cfg, Root: root}
+	var stack *Stack
+	if len(cfg.Policies) > 0 {
+		if stack, err = NewBackupStack(app, name, props); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Recovery != nil {
+		id := name
+		if stack != nil {
+			id = name + "Recovery"
+		}
+		rs, err := NewRecoveryStack(app, id, props)
+		if err != nil {
+			return nil, err
+		}
+		if stack == nil {
+			stack = rs
+		}
 	}
 	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
 	return stack, nil

@@ -41,14 +41,22 @@ type BackupStackProps struct {
 	Root string
 }
 
-// BackupStack is one account's and Region's amibackup installation.
-type BackupStack struct {
+// Stack is one account's and Region's amibackup installation: a backup
+// stack (backup, prune, optional share) or a recovery stack (copy, prune).
+type Stack struct {
 	awscdk.Stack
-	Backup, Prune awslambda.Function
-	Topic         awssns.Topic
-	DLQ           awssqs.Queue
-	key           awskms.Key
+	Backup, Prune, Share, Copy awslambda.Function
+	Topic                      awssns.Topic
+	DLQ                        awssqs.Queue
+	key                        awskms.Key
+	group                      awsscheduler.CfnScheduleGroup
+	schedRole                  awsiam.Role
+	schedPolicy                awsiam.Policy
+	cfg                        *config.Config
 }
+
+// BackupStack is kept as the name the issue and docs use.
+type BackupStack = Stack
 
 const functionTimeoutMinutes = 15
 
@@ -64,18 +72,48 @@ var retentionDays = map[int]awslogs.RetentionDays{
 	3653: awslogs.RetentionDays_TEN_YEARS,
 }
 
-// NewBackupStack defines the stack.
-func NewBackupStack(scope constructs.Construct, id string, props *BackupStackProps) (*BackupStack, error) {
+// NewBackupStack defines the stack that backs up this account and Region.
+func NewBackupStack(scope constructs.Construct, id string, props *BackupStackProps) (*Stack, error) {
+	cfg := props.Config
+	s := newBase(scope, id, props, "amibackup: file-system-consistent AMI backups (deployment "+cfg.Deployment+")")
+	var err error
+	if s.Backup, err = s.function(props.Root, "backup", cfg, backupStatements(s.Stack, cfg)); err != nil {
+		return nil, err
+	}
+	if s.Prune, err = s.function(props.Root, "prune", cfg, pruneStatements(s.Stack, cfg)); err != nil {
+		return nil, err
+	}
+	for i, p := range cfg.Policies {
+		s.addSchedule(fmt.Sprintf("BackupSchedule%d", i), "backup-"+p.Name, p.Schedule, s.Backup, SchedulerInput(p.Name))
+	}
+	s.addSchedule("PruneSchedule", "prune", *cfg.Prune.Schedule, s.Prune, SchedulerInput(""))
+	s.manualRules()
+	s.failedImageRule(cfg)
+	s.recycleBin(cfg)
+	s.alarms(cfg)
+	s.dashboard(cfg)
+	if cfg.Sharing != nil {
+		if err := s.sharing(props.Root, cfg); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// newBase creates the stack with what every amibackup stack has: the
+// notification key, the alarm topic, the dead-letter queue and the
+// schedule group with its role.
+func newBase(scope constructs.Construct, id string, props *BackupStackProps, description string) *Stack {
 	cfg := props.Config
 	sp := props.StackProps
 	sp.TerminationProtection = jsii.Bool(cfg.TerminationProtectionEnabled())
 	if sp.Description == nil {
-		sp.Description = jsii.String("amibackup: file-system-consistent AMI backups (deployment " + cfg.Deployment + ")")
+		sp.Description = jsii.String(description)
 	}
 	stack := awscdk.NewStack(scope, jsii.String(id), &sp)
 	awscdk.Tags_Of(stack).Add(jsii.String("amibackup:deployment"), jsii.String(cfg.Deployment), nil)
 	awscdk.Tags_Of(stack).Add(jsii.String("amibackup:component"), jsii.String("infrastructure"), nil)
-	s := &BackupStack{Stack: stack}
+	s := &Stack{Stack: stack, cfg: cfg}
 
 	key := awskms.NewKey(stack, jsii.String("NotificationKey"), &awskms.KeyProps{
 		Description:       jsii.String("amibackup " + cfg.Deployment + ": encrypts the alarm topic and dead-letter queue"),
@@ -110,23 +148,25 @@ func NewBackupStack(scope constructs.Construct, id string, props *BackupStackPro
 		Reason: jsii.String("This queue is the dead-letter queue of the schedules and rules; a dead-letter queue needs no dead-letter queue of its own."),
 	}}, jsii.Bool(false))
 
-	var err error
-	s.Backup, err = s.function(props.Root, "backup", cfg, backupStatements(stack, cfg))
-	if err != nil {
-		return nil, err
-	}
-	s.Prune, err = s.function(props.Root, "prune", cfg, pruneStatements(stack, cfg))
-	if err != nil {
-		return nil, err
-	}
-
-	s.schedules(cfg)
-	s.manualRules()
-	s.failedImageRule(cfg)
-	s.recycleBin(cfg)
-	s.alarms(cfg)
-	s.dashboard(cfg)
-	return s, nil
+	s.group = awsscheduler.NewCfnScheduleGroup(stack, jsii.String("Schedules"), &awsscheduler.CfnScheduleGroupProps{
+		Name: jsii.String("amibackup-" + cfg.Deployment),
+	})
+	s.schedRole = awsiam.NewRole(stack, jsii.String("SchedulerRole"), &awsiam.RoleProps{
+		AssumedBy: awsiam.NewServicePrincipal(jsii.String("scheduler.amazonaws.com"), &awsiam.ServicePrincipalOpts{
+			Conditions: &map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": stack.Account()}},
+		}),
+		Description: jsii.String("EventBridge Scheduler invokes the amibackup functions"),
+	})
+	// Explicit statements instead of grant helpers: the helpers add
+	// version wildcards (function:*) and KMS action wildcards.
+	s.schedPolicy = awsiam.NewPolicy(stack, jsii.String("SchedulerPolicy"), &awsiam.PolicyProps{
+		Roles: &[]awsiam.IRole{s.schedRole},
+		Statements: &[]awsiam.PolicyStatement{
+			statement("DeadLetters", []string{"sqs:SendMessage"}, []string{*s.DLQ.QueueArn()}, nil),
+			statement("DeadLetterEncryption", []string{"kms:GenerateDataKey", "kms:Decrypt"}, []string{*key.KeyArn()}, nil),
+		},
+	})
+	return s
 }
 
 func arn(stack awscdk.Stack, resource string) string {
@@ -186,7 +226,7 @@ func pruneStatements(stack awscdk.Stack, cfg *config.Config) []awsiam.PolicyStat
 	}
 }
 
-func (s *BackupStack) function(root, name string, cfg *config.Config, statements []awsiam.PolicyStatement) (awslambda.Function, error) {
+func (s *Stack) function(root, name string, cfg *config.Config, statements []awsiam.PolicyStatement) (awslambda.Function, error) {
 	code, err := functionCode(root, name)
 	if err != nil {
 		return nil, err
@@ -243,52 +283,30 @@ func SchedulerInput(policy string) string {
 	return strings.TrimSpace(b.String())
 }
 
-func (s *BackupStack) schedules(cfg *config.Config) {
-	group := awsscheduler.NewCfnScheduleGroup(s.Stack, jsii.String("Schedules"), &awsscheduler.CfnScheduleGroupProps{
-		Name: jsii.String("amibackup-" + cfg.Deployment),
-	})
-	role := awsiam.NewRole(s.Stack, jsii.String("SchedulerRole"), &awsiam.RoleProps{
-		AssumedBy: awsiam.NewServicePrincipal(jsii.String("scheduler.amazonaws.com"), &awsiam.ServicePrincipalOpts{
-			Conditions: &map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": s.Account()}},
-		}),
-		Description: jsii.String("EventBridge Scheduler invokes the amibackup functions"),
-	})
-	// Explicit statements instead of grant helpers: the helpers add
-	// version wildcards (function:*) and KMS action wildcards.
-	awsiam.NewPolicy(s.Stack, jsii.String("SchedulerPolicy"), &awsiam.PolicyProps{
-		Roles: &[]awsiam.IRole{role},
-		Statements: &[]awsiam.PolicyStatement{
-			statement("InvokeFunctions", []string{"lambda:InvokeFunction"}, []string{*s.Backup.FunctionArn(), *s.Prune.FunctionArn()}, nil),
-			statement("DeadLetters", []string{"sqs:SendMessage"}, []string{*s.DLQ.QueueArn()}, nil),
-			statement("DeadLetterEncryption", []string{"kms:GenerateDataKey", "kms:Decrypt"}, []string{*s.key.KeyArn()}, nil),
+// addSchedule adds a Scheduler schedule invoking fn with input, with a
+// retry policy and the dead-letter queue.
+func (s *Stack) addSchedule(id, name string, sched config.Schedule, fn awslambda.Function, input string) {
+	s.schedPolicy.AddStatements(statement("Invoke"+id, []string{"lambda:InvokeFunction"}, []string{*fn.FunctionArn()}, nil))
+	awsscheduler.NewCfnSchedule(s.Stack, jsii.String(id), &awsscheduler.CfnScheduleProps{
+		Name:                       jsii.String(name),
+		GroupName:                  s.group.Ref(),
+		Description:                jsii.String("amibackup " + name),
+		ScheduleExpression:         jsii.String(sched.Expression),
+		ScheduleExpressionTimezone: jsii.String(sched.TimeZone),
+		FlexibleTimeWindow:         &awsscheduler.CfnSchedule_FlexibleTimeWindowProperty{Mode: jsii.String("OFF")},
+		State:                      jsii.String("ENABLED"),
+		Target: &awsscheduler.CfnSchedule_TargetProperty{
+			Arn:              fn.FunctionArn(),
+			RoleArn:          s.schedRole.RoleArn(),
+			Input:            jsii.String(input),
+			RetryPolicy:      &awsscheduler.CfnSchedule_RetryPolicyProperty{MaximumRetryAttempts: jsii.Number(3), MaximumEventAgeInSeconds: jsii.Number(3600)},
+			DeadLetterConfig: &awsscheduler.CfnSchedule_DeadLetterConfigProperty{Arn: s.DLQ.QueueArn()},
 		},
 	})
-	add := func(id, name string, sched config.Schedule, fn awslambda.Function, input string) {
-		awsscheduler.NewCfnSchedule(s.Stack, jsii.String(id), &awsscheduler.CfnScheduleProps{
-			Name:                       jsii.String(name),
-			GroupName:                  group.Ref(),
-			Description:                jsii.String("amibackup " + name),
-			ScheduleExpression:         jsii.String(sched.Expression),
-			ScheduleExpressionTimezone: jsii.String(sched.TimeZone),
-			FlexibleTimeWindow:         &awsscheduler.CfnSchedule_FlexibleTimeWindowProperty{Mode: jsii.String("OFF")},
-			State:                      jsii.String("ENABLED"),
-			Target: &awsscheduler.CfnSchedule_TargetProperty{
-				Arn:              fn.FunctionArn(),
-				RoleArn:          role.RoleArn(),
-				Input:            jsii.String(input),
-				RetryPolicy:      &awsscheduler.CfnSchedule_RetryPolicyProperty{MaximumRetryAttempts: jsii.Number(3), MaximumEventAgeInSeconds: jsii.Number(3600)},
-				DeadLetterConfig: &awsscheduler.CfnSchedule_DeadLetterConfigProperty{Arn: s.DLQ.QueueArn()},
-			},
-		})
-	}
-	for i, p := range cfg.Policies {
-		add(fmt.Sprintf("BackupSchedule%d", i), "backup-"+p.Name, p.Schedule, s.Backup, SchedulerInput(p.Name))
-	}
-	add("PruneSchedule", "prune", *cfg.Prune.Schedule, s.Prune, SchedulerInput(""))
 }
 
 // manualRules route manual requests on the default bus to the functions.
-func (s *BackupStack) manualRules() {
+func (s *Stack) manualRules() {
 	for _, r := range []struct {
 		id, detailType string
 		fn             awslambda.Function
@@ -308,7 +326,7 @@ func (s *BackupStack) manualRules() {
 // failedImageRule notifies about failed images. The event carries no
 // tags, so it fires for every failed AMI in the account; the backup's
 // ImagesFailed metric alarm covers failures the function itself sees.
-func (s *BackupStack) failedImageRule(cfg *config.Config) {
+func (s *Stack) failedImageRule(cfg *config.Config) {
 	rule := awsevents.NewRule(s.Stack, jsii.String("FailedImageRule"), &awsevents.RuleProps{
 		Description: jsii.String("amibackup: an AMI in this account and Region failed"),
 		EventPattern: &awsevents.EventPattern{
@@ -325,7 +343,7 @@ func (s *BackupStack) failedImageRule(cfg *config.Config) {
 	}))
 }
 
-func (s *BackupStack) recycleBin(cfg *config.Config) {
+func (s *Stack) recycleBin(cfg *config.Config) {
 	if cfg.RecycleBin.Disabled {
 		return
 	}
@@ -352,7 +370,7 @@ func metric(name, policy, stat string, period awscdk.Duration) awscloudwatch.Met
 	})
 }
 
-func (s *BackupStack) alarm(id, description string, m awscloudwatch.IMetric, threshold float64, op awscloudwatch.ComparisonOperator, missing awscloudwatch.TreatMissingData) {
+func (s *Stack) alarm(id, description string, m awscloudwatch.IMetric, threshold float64, op awscloudwatch.ComparisonOperator, missing awscloudwatch.TreatMissingData) {
 	a := awscloudwatch.NewAlarm(s.Stack, jsii.String(id), &awscloudwatch.AlarmProps{
 		AlarmDescription:   jsii.String(description),
 		Metric:             m,
@@ -364,7 +382,7 @@ func (s *BackupStack) alarm(id, description string, m awscloudwatch.IMetric, thr
 	a.AddAlarmAction(awscloudwatchactions.NewSnsAction(s.Topic))
 }
 
-func (s *BackupStack) alarms(cfg *config.Config) {
+func (s *Stack) alarms(cfg *config.Config) {
 	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD
 	five := awscloudwatch.TreatMissingData_NOT_BREACHING
 	for _, f := range []struct {
@@ -389,7 +407,7 @@ func (s *BackupStack) alarms(cfg *config.Config) {
 		metric("PruneFailures", "all", "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, five)
 }
 
-func (s *BackupStack) dashboard(cfg *config.Config) {
+func (s *Stack) dashboard(cfg *config.Config) {
 	d := awscloudwatch.NewDashboard(s.Stack, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
 		DashboardName: jsii.String("amibackup-" + cfg.Deployment),
 	})

@@ -208,9 +208,12 @@ func iamProblems(tmpl map[string]any, deployment string, selectors map[string][]
 					}
 				}
 				if a == "ec2:CreateTags" {
+					// Either only while creating (CreateImage/CopyImage), or only
+					// named keys on resources we manage (the share state).
 					eq, _ := cond["StringEquals"].(map[string]any)
-					if eq["ec2:CreateAction"] == nil {
-						fail("%s: CreateTags without ec2:CreateAction condition", id)
+					keys, _ := cond["ForAllValues:StringEquals"].(map[string]any)
+					if eq["ec2:CreateAction"] == nil && (eq["aws:ResourceTag/"+tags.ManagedBy] != deployment || keys["aws:TagKeys"] == nil) {
+						fail("%s: CreateTags without ec2:CreateAction, or without managed-by and aws:TagKeys conditions", id)
 					}
 				}
 				if a == "ec2:CreateImage" {
