@@ -5,58 +5,43 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
-	"os"
+	"errors"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
-	"github.com/amibackup/amibackup/pkg/awsclient"
+	"github.com/amibackup/amibackup/pkg/coldstart"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/drcopy"
-	"github.com/amibackup/amibackup/pkg/emf"
-	"github.com/amibackup/amibackup/pkg/logging"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
+var errNotSweep = errors.New("input: the copy function takes only its Scheduler input {\"sweep\": true, \"time\": \"<aws.scheduler.scheduled-time>\"}")
+
 func main() {
-	log := logging.New(os.Stdout, slog.String("function", drcopy.Function))
-	cfg, err := config.FromEnv()
-	if err == nil && cfg.Recovery == nil {
-		log.Error("invalid configuration: the copy function needs the \"recovery\" section")
-		os.Exit(1)
-	}
-	if err != nil {
-		log.Error("invalid configuration; fix AMIBACKUP_CONFIG", "error", err.Error())
-		os.Exit(1)
-	}
-	awsCfg, err := awsclient.LoadConfig(context.Background())
-	if err != nil {
-		log.Error("load AWS configuration", "error", err.Error())
-		os.Exit(1)
-	}
-	c := &drcopy.Copier{EC2: ec2.NewFromConfig(awsCfg), Config: cfg, Region: awsCfg.Region, Metrics: emf.New(os.Stdout)}
+	env := coldstart.Must(coldstart.Init(context.Background(), drcopy.Function, func(c *config.Config) error {
+		if c.Recovery == nil {
+			return errors.New("recovery: the copy function needs the \"recovery\" section")
+		}
+		return nil
+	}))
+	client := ec2.NewFromConfig(env.AWS)
 	lambda.Start(func(ctx context.Context, raw json.RawMessage) (*runner.Summary, error) {
-		c.Log = log
+		log := env.Log
 		if lc, ok := lambdacontext.FromContext(ctx); ok {
-			c.Log = log.With("requestId", lc.AwsRequestID)
+			log = log.With("requestId", lc.AwsRequestID)
 		}
 		req, err := trigger.ParseShare(raw)
-		if err != nil || !req.Sweep {
-			if err == nil {
-				err = errNotSweep
-			}
-			c.Log.Error("rejected input; nothing was copied", "error", err.Error())
+		if err == nil && !req.Sweep {
+			err = errNotSweep
+		}
+		if err != nil {
+			log.Error("rejected input; nothing was copied", "error", err.Error())
 			return nil, err
 		}
+		c := &drcopy.Copier{EC2: client, Config: env.Config, Region: env.AWS.Region, Log: log, Metrics: env.Metrics}
 		return c.Run(ctx, req.Time)
 	})
 }
-
-type inputError string
-
-func (e inputError) Error() string { return string(e) }
-
-const errNotSweep = inputError("input: the copy function takes only its Scheduler input {\"sweep\": true, \"time\": \"<aws.scheduler.scheduled-time>\"}")

@@ -6,44 +6,30 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
-	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
-	"github.com/amibackup/amibackup/pkg/awsclient"
-	"github.com/amibackup/amibackup/pkg/config"
-	"github.com/amibackup/amibackup/pkg/emf"
-	"github.com/amibackup/amibackup/pkg/logging"
+	"github.com/amibackup/amibackup/pkg/coldstart"
 	"github.com/amibackup/amibackup/pkg/prune"
 	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
 func main() {
-	log := logging.New(os.Stdout, slog.String("function", prune.Function))
-	cfg, err := config.FromEnv()
-	if err != nil {
-		log.Error("invalid configuration; fix AMIBACKUP_CONFIG (the stack sets it from cdk.json / -c amibackup:config)", "error", err.Error())
-		os.Exit(1)
-	}
-	client, err := awsclient.NewEC2(context.Background())
-	if err != nil {
-		log.Error("create EC2 client", "error", err.Error())
-		os.Exit(1)
-	}
-	metrics := emf.New(os.Stdout)
+	env := coldstart.Must(coldstart.Init(context.Background(), prune.Function, nil))
+	client := ec2.NewFromConfig(env.AWS)
 	lambda.Start(func(ctx context.Context, raw json.RawMessage) (*prune.Summary, error) {
-		l := log
+		log := env.Log
 		if lc, ok := lambdacontext.FromContext(ctx); ok {
-			l = log.With("requestId", lc.AwsRequestID)
+			log = log.With("requestId", lc.AwsRequestID)
 		}
-		req, err := trigger.ParsePrune(raw, cfg)
+		req, err := trigger.ParsePrune(raw, env.Config)
 		if err != nil {
-			l.Error("rejected input; nothing was deleted", "error", err.Error())
+			log.Error("rejected input; nothing was deleted", "error", err.Error())
 			return nil, err
 		}
-		p := &prune.Pruner{EC2: client, Config: cfg, Log: l, Metrics: metrics}
+		p := &prune.Pruner{EC2: client, Config: env.Config, Log: log, Metrics: env.Metrics}
 		return p.Run(ctx, req)
 	})
 }

@@ -5,59 +5,43 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
-	"os"
+	"errors"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
-	"github.com/amibackup/amibackup/pkg/awsclient"
+	"github.com/amibackup/amibackup/pkg/coldstart"
 	"github.com/amibackup/amibackup/pkg/config"
-	"github.com/amibackup/amibackup/pkg/emf"
-	"github.com/amibackup/amibackup/pkg/logging"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/share"
 	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
 func main() {
-	log := logging.New(os.Stdout, slog.String("function", share.Function))
-	cfg, err := config.FromEnv()
-	if err == nil && cfg.Sharing == nil {
-		err = errSharingMissing
-	}
-	if err != nil {
-		log.Error("invalid configuration; fix AMIBACKUP_CONFIG", "error", err.Error())
-		os.Exit(1)
-	}
-	awsCfg, err := awsclient.LoadConfig(context.Background())
-	if err != nil {
-		log.Error("load AWS configuration", "error", err.Error())
-		os.Exit(1)
-	}
-	s := &share.Sharer{EC2: ec2.NewFromConfig(awsCfg), KMS: kms.NewFromConfig(awsCfg), Config: cfg, Metrics: emf.New(os.Stdout)}
+	env := coldstart.Must(coldstart.Init(context.Background(), share.Function, func(c *config.Config) error {
+		if c.Sharing == nil {
+			return errors.New("sharing: the share function needs the \"sharing\" section")
+		}
+		return nil
+	}))
+	ec2Client, kmsClient := ec2.NewFromConfig(env.AWS), kms.NewFromConfig(env.AWS)
 	lambda.Start(func(ctx context.Context, raw json.RawMessage) (*runner.Summary, error) {
-		s.Log = log
+		log := env.Log
 		if lc, ok := lambdacontext.FromContext(ctx); ok {
-			s.Log = log.With("requestId", lc.AwsRequestID)
+			log = log.With("requestId", lc.AwsRequestID)
 		}
 		req, err := trigger.ParseShare(raw)
 		if err != nil {
-			s.Log.Error("rejected input; nothing was changed", "error", err.Error())
+			log.Error("rejected input; nothing was changed", "error", err.Error())
 			return nil, err
 		}
 		if req.Ignored != "" {
-			s.Log.Info("nothing to do", "reason", req.Ignored)
-			return &runner.Summary{Function: share.Function, Deployment: cfg.Deployment}, nil
+			log.Info("nothing to do", "reason", req.Ignored)
+			return &runner.Summary{Function: share.Function, Deployment: env.Config.Deployment}, nil
 		}
+		s := &share.Sharer{EC2: ec2Client, KMS: kmsClient, Config: env.Config, Log: log, Metrics: env.Metrics}
 		return s.Run(ctx, share.Request{ImageIDs: req.ImageIDs, Sweep: req.Sweep, Time: req.Time})
 	})
 }
-
-type configError string
-
-func (e configError) Error() string { return string(e) }
-
-const errSharingMissing = configError("config: sharing: the share function needs the \"sharing\" section")

@@ -6,6 +6,7 @@ package awsclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/smithy-go"
 )
 
 // Retry settings. EC2 answers RequestLimitExceeded when a bucket is empty;
@@ -63,4 +65,14 @@ func NewEC2(ctx context.Context, optFns ...func(*config.LoadOptions) error) (*ec
 		return nil, err
 	}
 	return ec2.NewFromConfig(cfg), nil
+}
+
+// ErrorCode returns the AWS API error code of err ("InvalidAMIName.Duplicate",
+// "RequestLimitExceeded", ...), or "" when err is not an API error.
+func ErrorCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
 }

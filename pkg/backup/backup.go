@@ -6,7 +6,6 @@ package backup
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -17,8 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 
+	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
 	"github.com/amibackup/amibackup/pkg/runner"
@@ -226,7 +225,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 	if req.DryRun {
 		in.DryRun = aws.Bool(true)
 		_, err := b.EC2.CreateImage(ctx, in)
-		if code(err) == "DryRunOperation" {
+		if awsclient.ErrorCode(err) == "DryRunOperation" {
 			entry.Detail += "; dry run: CreateImage permitted, nothing created"
 			sum.AddDone(entry)
 			return
@@ -242,7 +241,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 		sum.AddDone(entry)
 		log.Info("image created", "instance", t.id, "image", entry.ImageID, "name", name, "reboot", reboot)
 		b.deprecate(ctx, log, pol, entry.ImageID, sum)
-	case code(err) == "InvalidAMIName.Duplicate":
+	case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
 		// The name is deterministic: a duplicate is this trigger's image
 		// from an earlier delivery.
 		id, lerr := b.findByName(ctx, name)
@@ -257,7 +256,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 	default:
 		entry.Detail = fmt.Errorf("create image for %s: %w", t.id, err).Error()
 		sum.AddFailed(entry)
-		log.Error("create image failed", "instance", t.id, "error", err.Error(), "code", code(err))
+		log.Error("create image failed", "instance", t.id, "error", err.Error(), "code", awsclient.ErrorCode(err))
 	}
 }
 
@@ -271,7 +270,7 @@ func (b *Backuper) deprecate(ctx context.Context, log *slog.Logger, pol *config.
 	at := DeprecationTime(b.now()(), age)
 	if _, err := b.EC2.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{ImageId: aws.String(imageID), DeprecateAt: aws.Time(at)}); err != nil {
 		log.Warn("deprecation not set yet; prune will set it once the image is available", "image", imageID, "error", err.Error())
-		sum.Warn("%s: deprecation not set (%s); prune sets it later", imageID, code(err))
+		sum.Warn("%s: deprecation not set (%s); prune sets it later", imageID, awsclient.ErrorCode(err))
 	}
 }
 
@@ -316,13 +315,4 @@ func (b *Backuper) emit(sum *runner.Summary, at time.Time) {
 	if err != nil {
 		b.Log.Error("emit metrics", "error", err.Error())
 	}
-}
-
-// code returns the EC2 error code of err, or "".
-func code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
 }

@@ -19,8 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 
+	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
 	"github.com/amibackup/amibackup/pkg/runner"
@@ -104,10 +104,10 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 			inFlight++
 			sum.AddDone(e)
 			c.Log.Info("copy started", "source", id, "copy", e.ImageID)
-		case code(err) == "InvalidAMIName.Duplicate":
+		case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
 			e.Detail = "copy exists"
 			sum.AddExisted(e)
-		case code(err) == "ResourceLimitExceeded":
+		case awsclient.ErrorCode(err) == "ResourceLimitExceeded":
 			// Someone else's copies count too: wait for the next run.
 			inFlight = r.MaxInFlight
 			e.Detail = "EC2's concurrent copy limit reached: copied by a later run"
@@ -186,12 +186,4 @@ func (c *Copier) copyInput(im types.Image, srcRegion string) *ec2.CopyImageInput
 		in.KmsKeyId = aws.String(k)
 	}
 	return in
-}
-
-func code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
 }

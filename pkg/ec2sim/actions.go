@@ -232,6 +232,16 @@ func (s *Sim) createImage(c *call) *apiError {
 	return nil
 }
 
+// selfIs replaces "self" in an owner list with the caller's account.
+func selfIs(owners []string, account string) []string {
+	for i, o := range owners {
+		if o == "self" {
+			owners[i] = account
+		}
+	}
+	return owners
+}
+
 // visible reports whether the caller can see the image at all.
 func visible(im *image, account string) bool {
 	return im.owner == account || slices.Contains(im.launchPerms, account) || slices.Contains(im.launchPerms, "all")
@@ -250,12 +260,7 @@ func (s *Sim) describeImages(c *call) *apiError {
 			return errf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", id)
 		}
 	}
-	owners := c.p.list("Owner")
-	for i, o := range owners {
-		if o == "self" {
-			owners[i] = c.account
-		}
-	}
+	owners := selfIs(c.p.list("Owner"), c.account)
 	execBy := c.p.list("ExecutableBy")
 	filters := c.p.filters()
 	var match []*image
@@ -567,12 +572,7 @@ func (s *Sim) describeSnapshots(c *call) *apiError {
 			return errf("InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", id)
 		}
 	}
-	owners := c.p.list("Owner")
-	for i, o := range owners {
-		if o == "self" {
-			owners[i] = c.account
-		}
-	}
+	owners := selfIs(c.p.list("Owner"), c.account)
 	restorable := c.p.list("RestorableBy")
 	filters := c.p.filters()
 	var match []*snapshot

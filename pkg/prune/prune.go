@@ -19,8 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 
+	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
@@ -384,7 +384,7 @@ func (p *Pruner) deleteImage(ctx context.Context, log *slog.Logger, c *candidate
 				log.Warn("snapshot of deleted image not deleted; the orphan sweep retries it", "snapshot", aws.ToString(r.SnapshotId), "code", r.ReturnCode)
 			}
 		}
-	case slices.Contains(alreadyGone, code(err)):
+	case slices.Contains(alreadyGone, awsclient.ErrorCode(err)):
 		e.Detail = "already deregistered"
 		sum.AddExisted(e)
 	default:
@@ -451,11 +451,11 @@ func (p *Pruner) sweepOrphans(ctx context.Context, log *slog.Logger, req trigger
 		id := aws.ToString(s.SnapshotId)
 		_, err := p.EC2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
 		switch {
-		case err == nil, code(err) == "InvalidSnapshot.NotFound":
+		case err == nil, awsclient.ErrorCode(err) == "InvalidSnapshot.NotFound":
 			sum.mu.Lock()
 			sum.OrphansDeleted = append(sum.OrphansDeleted, runner.Entry{ID: id, Detail: "orphaned snapshot deleted"})
 			sum.mu.Unlock()
-		case code(err) == "InvalidSnapshot.InUse":
+		case awsclient.ErrorCode(err) == "InvalidSnapshot.InUse":
 			// Someone registered an image from it: not ours to delete.
 			sum.AddSkipped(runner.Entry{ID: id, Detail: "snapshot in use by an image amibackup does not manage: kept"})
 		default:
@@ -500,12 +500,4 @@ func (p *Pruner) repairDeprecation(ctx context.Context, log *slog.Logger, plan [
 
 func hasTag(ts []types.Tag, k, v string) bool {
 	return slices.ContainsFunc(ts, func(t types.Tag) bool { return aws.ToString(t.Key) == k && aws.ToString(t.Value) == v })
-}
-
-func code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
 }

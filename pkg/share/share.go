@@ -18,8 +18,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
-	"github.com/aws/smithy-go"
 
+	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
 	"github.com/amibackup/amibackup/pkg/runner"
@@ -114,7 +114,7 @@ func (s *Sharer) candidates(ctx context.Context, req Request, sum *runner.Summar
 	for pg.HasMorePages() {
 		page, err := pg.NextPage(ctx)
 		if err != nil {
-			if code(err) == "InvalidAMIID.NotFound" {
+			if awsclient.ErrorCode(err) == "InvalidAMIID.NotFound" {
 				for _, id := range req.ImageIDs {
 					sum.AddSkipped(runner.Entry{ID: id, Detail: "image no longer exists"})
 				}
@@ -264,12 +264,4 @@ func tagMap(ts []types.Tag) map[string]string {
 		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
 	}
 	return m
-}
-
-func code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
 }

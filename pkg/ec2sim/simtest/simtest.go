@@ -3,14 +3,12 @@
 package simtest
 
 import (
-	"errors"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/smithy-go"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
@@ -46,13 +44,4 @@ func (e *Env) Client(account, region string) *ec2.Client {
 		Credentials:  credentials.NewStaticCredentialsProvider(account, "secret", ""),
 		Retryer:      awsclient.NewRetryer(),
 	})
-}
-
-// Code returns the API error code of err, or "".
-func Code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
 }

@@ -1,0 +1,54 @@
+// Package coldstart does what every function does once per execution
+// environment, before its first event: a JSON logger, the validated
+// configuration from AMIBACKUP_CONFIG and the AWS SDK configuration.
+package coldstart
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/amibackup/amibackup/pkg/awsclient"
+	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/logging"
+)
+
+// Env is what a function's handler needs.
+type Env struct {
+	Log     *slog.Logger
+	Config  *config.Config
+	AWS     aws.Config
+	Metrics *emf.Writer
+}
+
+// Init builds the Env; require checks that the configuration has the
+// sections this function needs. The logger is usable even on error.
+func Init(ctx context.Context, function string, require func(*config.Config) error) (Env, error) {
+	env := Env{Log: logging.New(os.Stdout, slog.String("function", function)), Metrics: emf.New(os.Stdout)}
+	cfg, err := config.FromEnv()
+	if err == nil && require != nil {
+		err = require(cfg)
+	}
+	if err != nil {
+		return env, fmt.Errorf("invalid configuration, fix AMIBACKUP_CONFIG (the stack sets it from cdk.json / -c amibackup:config): %w", err)
+	}
+	env.Config = cfg
+	if env.AWS, err = awsclient.LoadConfig(ctx); err != nil {
+		return env, err
+	}
+	return env, nil
+}
+
+// Must exits the process when Init failed: Lambda reports the init error
+// and no event is processed with a half-configured function.
+func Must(env Env, err error) Env {
+	if err != nil {
+		env.Log.Error("cold start failed", "error", err.Error())
+		os.Exit(1)
+	}
+	return env
+}
