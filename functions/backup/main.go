@@ -14,7 +14,6 @@ import (
 	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/coldstart"
 	"github.com/amibackup/amibackup/pkg/runner"
-	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
 func main() {
@@ -25,12 +24,7 @@ func main() {
 		if lc, ok := lambdacontext.FromContext(ctx); ok {
 			log = log.With("requestId", lc.AwsRequestID)
 		}
-		req, err := trigger.ParseBackup(raw, env.Config)
-		if err != nil {
-			log.Error("rejected input; nothing was changed", "error", err.Error())
-			return nil, err
-		}
 		b := &backup.Backuper{EC2: client, Config: env.Config, Log: log, Metrics: env.Metrics}
-		return b.Run(ctx, req)
+		return b.Handle(ctx, raw)
 	})
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/amibackup/amibackup/pkg/coldstart"
 	"github.com/amibackup/amibackup/pkg/prune"
-	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
 func main() {
@@ -24,12 +23,7 @@ func main() {
 		if lc, ok := lambdacontext.FromContext(ctx); ok {
 			log = log.With("requestId", lc.AwsRequestID)
 		}
-		req, err := trigger.ParsePrune(raw, env.Config)
-		if err != nil {
-			log.Error("rejected input; nothing was deleted", "error", err.Error())
-			return nil, err
-		}
 		p := &prune.Pruner{EC2: client, Config: env.Config, Log: log, Metrics: env.Metrics}
-		return p.Run(ctx, req)
+		return p.Handle(ctx, raw)
 	})
 }

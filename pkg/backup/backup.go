@@ -59,6 +59,17 @@ type target struct {
 	noReboot bool
 }
 
+// Handle is the function's handler without the Lambda plumbing: it parses
+// the raw trigger (rejecting bad input before any EC2 call) and runs it.
+func (b *Backuper) Handle(ctx context.Context, raw []byte) (*runner.Summary, error) {
+	req, err := trigger.ParseBackup(raw, b.Config)
+	if err != nil {
+		b.Log.Error("rejected input; nothing was changed", "error", err.Error())
+		return nil, err
+	}
+	return b.Run(ctx, req)
+}
+
 // Run backs up the instances the request selects and returns the summary;
 // the error is non-nil when any instance failed or was not reached.
 func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary, error) {

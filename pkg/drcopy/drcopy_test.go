@@ -242,3 +242,29 @@ func TestParseShareInputs(t *testing.T) {
 		}
 	}
 }
+
+// TestSameAccountOtherRegion: a recovery deployment in another Region of
+// the source account copies without any sharing.
+func TestSameAccountOtherRegion(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	for range 3 {
+		w.instance(ec2sim.VolumeSpec{Encrypted: true, KmsKeyID: srcCMK})
+	}
+	w.backup(t, slot)
+	dr := parse(t, `{"deployment":"dr-eu","recovery":{"sourceAccountIds":["111111111111"],"sourceDeployment":"src",
+	  "sourceRegion":"eu-west-1","kmsKeyArn":"arn:aws:kms:eu-central-1:111111111111:key/abc","retention":{"last":2}}}`)
+	c := &drcopy.Copier{EC2: w.env.Client(srcAcct, dstRegion), Config: dr, Region: dstRegion, Log: quiet}
+	sum, err := c.Run(context.Background(), slot)
+	if err != nil || len(sum.Done) != 3 {
+		t.Fatalf("copy: %v %+v", err, sum)
+	}
+	copies := w.env.Sim.Images(srcAcct, dstRegion)
+	if len(copies) != 3 || copies[0].SourceRegion != srcRegion || copies[0].KmsKeyID != "arn:aws:kms:eu-central-1:111111111111:key/abc" {
+		t.Fatalf("copies %+v", copies)
+	}
+	// Its own copies in the destination Region are never copied again.
+	w.env.Sim.CompletePending()
+	if sum, err := c.Run(context.Background(), slot.Add(time.Hour)); err != nil || len(sum.Done) != 0 {
+		t.Fatalf("second run: %v %+v", err, sum)
+	}
+}

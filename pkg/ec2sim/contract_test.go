@@ -161,6 +161,30 @@ func runContract(t *testing.T, tg target) {
 		}
 	})
 
+	t.Run("DescribeImages pagination over 2,500 images", func(t *testing.T) {
+		tg.motoGap(t, "moto ignores MaxResults on DescribeImages")
+		for i := range 2500 {
+			tg.sim.AddImage(ec2sim.ImageSpec{Name: fmt.Sprintf("page-%04d", i), Tags: map[string]string{"Contract": "pages"}})
+		}
+		pg := ec2.NewDescribeImagesPaginator(c, &ec2.DescribeImagesInput{Owners: []string{"self"}, MaxResults: aws.Int32(100),
+			Filters: []types.Filter{{Name: aws.String("tag:Contract"), Values: []string{"pages"}}}})
+		got, pages, names := 0, 0, map[string]bool{}
+		for pg.HasMorePages() {
+			out, err := pg.NextPage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, im := range out.Images {
+				names[aws.ToString(im.Name)] = true
+				got++
+			}
+		}
+		if got != 2500 || len(names) != 2500 || pages != 25 {
+			t.Fatalf("%d images (%d distinct) in %d pages", got, len(names), pages)
+		}
+	})
+
 	id := tg.seed(t, map[string]string{"Backup": "nightly"}, 2)
 	var imageID string
 	t.Run("CreateImage with image tags, DescribeImages", func(t *testing.T) {

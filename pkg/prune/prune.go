@@ -87,6 +87,17 @@ type candidate struct {
 	deprecate bool
 }
 
+// Handle is the function's handler without the Lambda plumbing: it parses
+// the raw trigger (rejecting bad input before any EC2 call) and runs it.
+func (p *Pruner) Handle(ctx context.Context, raw []byte) (*Summary, error) {
+	req, err := trigger.ParsePrune(raw, p.Config)
+	if err != nil {
+		p.Log.Error("rejected input; nothing was deleted", "error", err.Error())
+		return nil, err
+	}
+	return p.Run(ctx, req)
+}
+
 // Run applies retention for the request.
 func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
 	start := time.Now()
