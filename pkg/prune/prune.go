@@ -193,9 +193,17 @@ func (p *Pruner) finish(ctx context.Context, log *slog.Logger, sum *Summary, sta
 		}
 	}
 	sum.Log(ctx, log)
-	log.Info("prune plan", "kept", kept, "delete", len(sum.Plan)-kept, "plan", sum.Plan,
-		"orphansDeleted", sum.OrphansDeleted, "snapshotsNotDeleted", sum.SnapshotsNotDeleted, "blocked", sum.Blocked)
+	log.Info("prune result", "kept", kept, "delete", len(sum.Plan)-kept, "orphansDeleted", len(sum.OrphansDeleted),
+		"snapshotsNotDeleted", sum.SnapshotsNotDeleted, "blocked", sum.Blocked)
+	// The full plan goes to the log in pages: a CloudWatch Logs event holds
+	// at most 256 KiB, and a 10,000-image plan is megabytes.
+	for page := range slices.Chunk(sum.Plan, planPage) {
+		log.Info("prune plan", "entries", page)
+	}
 }
+
+// planPage entries (about 300 bytes each) keep a plan log line far below 256 KiB.
+const planPage = 200
 
 // listImages lists this deployment's images with a server-side filter on
 // the exact managed-by tag, and checks the tag again client-side: an image
