@@ -52,7 +52,6 @@ type Stack struct {
 	group                      awsscheduler.CfnScheduleGroup
 	schedRole                  awsiam.Role
 	schedPolicy                awsiam.Policy
-	cfg                        *config.Config
 }
 
 // BackupStack is kept as the name the issue and docs use.
@@ -113,7 +112,7 @@ func newBase(scope constructs.Construct, id string, props *BackupStackProps, des
 	stack := awscdk.NewStack(scope, jsii.String(id), &sp)
 	awscdk.Tags_Of(stack).Add(jsii.String("amibackup:deployment"), jsii.String(cfg.Deployment), nil)
 	awscdk.Tags_Of(stack).Add(jsii.String("amibackup:component"), jsii.String("infrastructure"), nil)
-	s := &Stack{Stack: stack, cfg: cfg}
+	s := &Stack{Stack: stack}
 
 	key := awskms.NewKey(stack, jsii.String("NotificationKey"), &awskms.KeyProps{
 		Description:       jsii.String("amibackup " + cfg.Deployment + ": encrypts the alarm topic and dead-letter queue"),
@@ -384,27 +383,27 @@ func (s *Stack) alarm(id, description string, m awscloudwatch.IMetric, threshold
 
 func (s *Stack) alarms(cfg *config.Config) {
 	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD
-	five := awscloudwatch.TreatMissingData_NOT_BREACHING
+	notRun := awscloudwatch.TreatMissingData_NOT_BREACHING
 	for _, f := range []struct {
 		id string
 		fn awslambda.Function
 	}{{"Backup", s.Backup}, {"Prune", s.Prune}} {
 		s.alarm(f.id+"ErrorsAlarm", "amibackup "+f.id+" function failed (see its log group and run summary)",
-			f.fn.MetricErrors(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(15)), Statistic: jsii.String("Sum")}), 1, gt, five)
+			f.fn.MetricErrors(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(15)), Statistic: jsii.String("Sum")}), 1, gt, notRun)
 	}
 	s.alarm("DeadLetterAlarm", "amibackup: a schedule or rule could not invoke a function; messages wait in the dead-letter queue",
-		s.DLQ.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(5)), Statistic: jsii.String("Maximum")}), 1, gt, five)
+		s.DLQ.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(5)), Statistic: jsii.String("Maximum")}), 1, gt, notRun)
 	for i, p := range cfg.Policies {
 		s.alarm(fmt.Sprintf("ImagesFailedAlarm%d", i), "amibackup policy "+p.Name+": images failed",
-			metric("ImagesFailed", p.Name, "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, five)
+			metric("ImagesFailed", p.Name, "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, notRun)
 		s.alarm(fmt.Sprintf("ZeroSelectedAlarm%d", i), "amibackup policy "+p.Name+": a run selected zero instances (check the tag "+p.Selector.TagKey+")",
 			metric("InstancesSelected", p.Name, "Minimum", awscdk.Duration_Hours(jsii.Number(1))), 0,
-			awscloudwatch.ComparisonOperator_LESS_THAN_OR_EQUAL_TO_THRESHOLD, five)
+			awscloudwatch.ComparisonOperator_LESS_THAN_OR_EQUAL_TO_THRESHOLD, notRun)
 	}
 	s.alarm("PruneBlockedAlarm", "amibackup: the prune blast-radius guard stopped a run; nothing was deleted",
-		metric("PruneBlocked", "all", "Maximum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, five)
+		metric("PruneBlocked", "all", "Maximum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, notRun)
 	s.alarm("PruneFailuresAlarm", "amibackup: prune could not delete some images or snapshots",
-		metric("PruneFailures", "all", "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, five)
+		metric("PruneFailures", "all", "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, notRun)
 }
 
 func (s *Stack) dashboard(cfg *config.Config) {
