@@ -1,4 +1,4 @@
-// Command amibackup-demo plays one simulated week of amibackup on this
+// Command amibackup-demo plays ten simulated nights of amibackup on this
 // machine: the real bootstrap binaries under the Lambda Runtime Interface
 // Emulator, configured from the synthesized CDK template, against ec2sim.
 // It needs no AWS account. Run it with `make demo`.
