@@ -149,8 +149,10 @@ func quoteList(v []string) string {
 
 // CheckInstanceIDs validates a manual run's instance subset.
 func CheckInstanceIDs(field string, ids []string) error {
-	if len(ids) > 1000 {
-		return fmt.Errorf("%s: %d IDs; at most 1000 per request", field, len(ids))
+	// The IDs become one instance-id filter, and EC2 takes at most 200
+	// values per filter.
+	if len(ids) > 200 {
+		return fmt.Errorf("%s: %d IDs; at most 200 per request (send several requests)", field, len(ids))
 	}
 	seen := map[string]bool{}
 	for i, id := range ids {
