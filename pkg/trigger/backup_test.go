@@ -1,6 +1,7 @@
 package trigger
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -88,6 +89,19 @@ func TestParseBackupRejects(t *testing.T) {
 				t.Fatalf("error %q does not contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestInstanceIDLimit(t *testing.T) {
+	ids := make([]string, 201)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("i-%08x", i)
+	}
+	if err := CheckInstanceIDs("ids", ids); err == nil || !strings.Contains(err.Error(), "at most 200") {
+		t.Fatalf("201 IDs: %v", err)
+	}
+	if err := CheckInstanceIDs("ids", ids[:200]); err != nil {
+		t.Fatalf("200 IDs: %v", err)
 	}
 }
 
