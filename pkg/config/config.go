@@ -10,9 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -182,7 +184,7 @@ func Parse(data []byte, deploymentDefault string) (*Config, error) {
 	dec.DisallowUnknownFields()
 	var c Config
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config: invalid JSON: %w (see README, section Configuration)", err)
+		return nil, decodeError(data, err)
 	}
 	if dec.More() {
 		return nil, errors.New("config: trailing data after the JSON document")
@@ -330,6 +332,11 @@ func (c *Config) Validate() error {
 	if len(c.Policies) == 0 && c.Recovery == nil {
 		add("policies", "at least one policy is required (a recovery-only deployment sets recovery instead)")
 	}
+	if len(c.Policies) > 0 && c.Recovery != nil {
+		// Both would prune the same managed-by tag on their own schedules and
+		// share one schedule group; a recovery deployment is its own stack.
+		add("recovery", "cannot be combined with policies: deploy the recovery deployment as its own stack with its own deployment name (e.g. -c amibackup:stack=AmiBackupRecovery -c amibackup:config=recovery.json)")
+	}
 	if c.Concurrency < 1 || c.Concurrency > 50 {
 		add("concurrency", "%d is out of range: allowed 1-50 (EC2's CreateImage bucket holds 50 tokens)", c.Concurrency)
 	}
@@ -342,8 +349,6 @@ func (c *Config) Validate() error {
 		f := fmt.Sprintf("policies[%d]", i)
 		if !policyNameRE.MatchString(p.Name) {
 			add(f+".name", "%q is not allowed: use 1-32 lower-case letters, digits and '-', starting with a letter or digit", p.Name)
-		} else if p.Name == CopyPolicy && c.Recovery != nil {
-			add(f+".name", "%q is reserved for the copies of a recovery deployment; choose another name", p.Name)
 		}
 		if seen[p.Name] {
 			add(f+".name", "%q is used by more than one policy; names must be unique", p.Name)
@@ -372,7 +377,7 @@ func (c *Config) Validate() error {
 			add(f+".deprecateAfter", "%s is too short: EC2 rounds deprecation times to the minute; use at least 1m", p.DeprecateAfter)
 		}
 		validateSchedule(add, f+".schedule", p.Schedule)
-		validateRetention(add, f+".retention", p.Retention, p.DeprecateAfter.D())
+		validateRetention(add, f+".retention", p.Retention)
 	}
 	if c.Prune.Schedule != nil {
 		validateSchedule(add, "prune.schedule", *c.Prune.Schedule)
@@ -451,7 +456,7 @@ func (c *Config) Validate() error {
 		if r.Schedule != nil {
 			validateSchedule(add, "recovery.schedule", *r.Schedule)
 		}
-		validateRetention(add, "recovery.retention", r.Retention, 0)
+		validateRetention(add, "recovery.retention", r.Retention)
 	}
 	return errors.Join(errs...)
 }
@@ -499,7 +504,7 @@ func validateSchedule(add addFunc, f string, s Schedule) {
 	}
 }
 
-func validateRetention(add addFunc, f string, r Retention, deprecateAfter time.Duration) {
+func validateRetention(add addFunc, f string, r Retention) {
 	for name, n := range map[string]int{"last": r.Last, "daily": r.Daily, "weekly": r.Weekly, "monthly": r.Monthly, "yearly": r.Yearly} {
 		if n < 0 || n > 10000 {
 			add(f+"."+name, "%d is out of range: allowed 0-10000", n)
@@ -514,7 +519,6 @@ func validateRetention(add addFunc, f string, r Retention, deprecateAfter time.D
 	if r.Last == 0 && r.Within == 0 && r.Daily == 0 && r.Weekly == 0 && r.Monthly == 0 && r.Yearly == 0 {
 		add(f, "keeps nothing beyond the floor: set at least one of last, within, daily, weekly, monthly, yearly (e.g. {\"daily\": 7})")
 	}
-	_ = deprecateAfter
 }
 
 // Duration is a time.Duration written as a string in JSON: Go syntax
@@ -551,6 +555,10 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 var dayWeekRE = regexp.MustCompile(`^([0-9]+)([dw])`)
 
+// maxDuration bounds every configured duration; far below time.Duration's
+// ~292 years, far above any sensible retention.
+const maxDuration = 36500 * 24 * time.Hour
+
 // ParseDuration parses Go durations extended with leading days and weeks.
 func ParseDuration(s string) (time.Duration, error) {
 	orig := s
@@ -563,14 +571,15 @@ func ParseDuration(s string) (time.Duration, error) {
 		if m == nil {
 			break
 		}
-		var n int64
-		fmt.Sscan(m[1], &n)
 		unit := 24 * time.Hour
 		if m[2] == "w" {
 			unit *= 7
 		}
-		if n > 100*365 {
-			return 0, fmt.Errorf("duration %q is too long", orig)
+		// Bound each part before multiplying so no input can overflow
+		// into a short or negative duration.
+		n, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil || n > int64(maxDuration/unit) || total+time.Duration(n)*unit > maxDuration {
+			return 0, fmt.Errorf("duration %q is too long: at most 100 years (36500d)", orig)
 		}
 		total += time.Duration(n) * unit
 		s = s[len(m[0]):]
@@ -580,7 +589,58 @@ func ParseDuration(s string) (time.Duration, error) {
 		if err != nil {
 			return 0, fmt.Errorf("duration %q is not valid: use e.g. \"14d\", \"2w\", \"36h\" or \"1d12h\"", orig)
 		}
+		if v > maxDuration-total {
+			return 0, fmt.Errorf("duration %q is too long: at most 100 years (36500d)", orig)
+		}
 		total += v
 	}
 	return total, nil
+}
+
+// durationFields are the JSON keys holding a Duration. A decode error in one
+// of them carries no field path, so decodeError walks the document to name it.
+var durationFields = map[string]bool{"deprecateAfter": true, "within": true, "orphanGrace": true}
+
+// decodeError turns a failed strict decode into field-level messages where
+// the JSON itself is well formed: every bad duration is named by its path.
+func decodeError(data []byte, err error) error {
+	var doc any
+	if json.Unmarshal(data, &doc) != nil {
+		return fmt.Errorf("config: invalid JSON: %w (see README, section Configuration)", err)
+	}
+	var errs []error
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch t := v.(type) {
+		case map[string]any:
+			for _, k := range slices.Sorted(maps.Keys(t)) {
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				if durationFields[k] {
+					s, ok := t[k].(string)
+					if !ok {
+						errs = append(errs, fmt.Errorf("config: %s: must be a string such as \"14d\" or \"36h\"", p))
+					} else if _, derr := ParseDuration(s); derr != nil {
+						errs = append(errs, fmt.Errorf("config: %s: %w", p, derr))
+					}
+					continue
+				}
+				walk(p, t[k])
+			}
+		case []any:
+			for i, e := range t {
+				walk(fmt.Sprintf("%s[%d]", path, i), e)
+			}
+		}
+	}
+	walk("", doc)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && te.Field != "" {
+		return fmt.Errorf("config: %s: JSON %s where %s is expected (see README, section Configuration)", te.Field, te.Value, te.Type)
+	}
+	return fmt.Errorf("config: %w (see README, section Configuration)", err)
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -72,7 +73,16 @@ func TestValidationMessages(t *testing.T) {
 		{"duplicate policy", `{"policies":[` + pol("a", `{"daily":1}`) + `,` + pol("a", `{"daily":1}`) + `]}`, []string{"policies[1].name", "more than one policy"}},
 		{"retention keeps nothing", `{"policies":[` + pol("a", `{}`) + `]}`, []string{"policies[0].retention: keeps nothing"}},
 		{"negative last", `{"policies":[` + pol("a", `{"last":-1,"daily":1}`) + `]}`, []string{"policies[0].retention.last"}},
-		{"bad duration", `{"policies":[` + pol("a", `{"within":"two weeks"}`) + `]}`, []string{"two weeks", "14d"}},
+		{"bad duration", `{"policies":[` + pol("a", `{"within":"two weeks"}`) + `]}`, []string{"policies[0].retention.within", "two weeks", "14d"}},
+		{"two bad durations at once", `{"policies":[` + pol("a", `{"daily":1}`) + `,` + pol("b", `{"within":7}`) + `],"prune":{"orphanGrace":"1 day"}}`,
+			[]string{"policies[1].retention.within: must be a string", "prune.orphanGrace", "1 day"}},
+		{"overflowing duration", `{"policies":[` + pol("a", `{"within":"30501w"}`) + `]}`, []string{"policies[0].retention.within", "too long"}},
+		{"wrong type", `{"policies":[{"name":"a","reboot":"yes","selector":{"tagKey":"B"},"schedule":{"expression":"rate(1 day)"},"retention":{"daily":1}}]}`,
+			[]string{"reboot", "bool"}},
+		{"too many tags", `{"policies":[{"name":"a","selector":{"tagKey":"B"},"copyTags":[` + manyKeys(45) + `],"schedule":{"expression":"rate(1 day)"},"retention":{"daily":1}}]}`,
+			[]string{"policies[0]: copyTags plus extraTags allow at most 44"}},
+		{"policies and recovery", `{"policies":[` + pol("a", `{"daily":1}`) + `],"recovery":{"sourceAccountIds":["111111111111"],"sourceDeployment":"prod","retention":{"last":3}}}`,
+			[]string{"recovery: cannot be combined with policies", "own stack"}},
 		{"bad cron", `{"policies":[{"name":"a","selector":{"tagKey":"B"},"schedule":{"expression":"0 3 * * *"},"retention":{"daily":1}}]}`,
 			[]string{"policies[0].schedule.expression", "cron("}},
 		{"cron both days", `{"policies":[{"name":"a","selector":{"tagKey":"B"},"schedule":{"expression":"cron(0 3 * * * *)"},"retention":{"daily":1}}]}`,
@@ -90,7 +100,7 @@ func TestValidationMessages(t *testing.T) {
 		{"sharing account", `{"policies":[` + pol("a", `{"daily":1}`) + `],"sharing":{"accountIds":["12345"]}}`, []string{"sharing.accountIds[0]", "12-digit"}},
 		{"sharing aws managed alias", `{"policies":[` + pol("a", `{"daily":1}`) + `],"sharing":{"accountIds":["111111111111"],"kmsKeyArn":"alias/aws/ebs"}}`,
 			[]string{"sharing.kmsKeyArn", "cannot be shared"}},
-		{"recovery", `{"policies":[` + pol("a", `{"daily":1}`) + `],"recovery":{"sourceAccountIds":[],"maxInFlight":30,"retention":{"last":3}}}`,
+		{"recovery", `{"recovery":{"sourceAccountIds":[],"maxInFlight":30,"retention":{"last":3}}}`,
 			[]string{"recovery.sourceAccountIds", "recovery.sourceDeployment", "recovery.maxInFlight"}},
 		{"email", `{"policies":[` + pol("a", `{"daily":1}`) + `],"alarms":{"email":"ops"}}`, []string{"alarms.email"}},
 	}
@@ -107,6 +117,14 @@ func TestValidationMessages(t *testing.T) {
 			}
 		})
 	}
+}
+
+func manyKeys(n int) string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%q", fmt.Sprintf("k%d", i))
+	}
+	return strings.Join(keys, ",")
 }
 
 func pol(name, retention string) string {
@@ -126,6 +144,12 @@ func TestParseDuration(t *testing.T) {
 		{"", 0, false},
 		{"d", 0, true},
 		{"14 days", 0, true},
+		{"36500d", 36500 * 24 * time.Hour, false},
+		{"36501d", 0, true},
+		{"5215w", 0, true},                    // 36505 days
+		{"99999999999999999999999d", 0, true}, // does not fit int64
+		{"36000d36000d", 0, true},             // parts add up beyond the bound
+		{"36500d1h", 0, true},
 	}
 	for _, tt := range tests {
 		got, err := ParseDuration(tt.in)
