@@ -154,6 +154,10 @@ func copyStatements(stack awscdk.Stack, cfg *config.Config, key string) []awsiam
 			[]string{fmt.Sprintf("arn:%s:ec2:%s::image/*", *stack.Partition(), srcRegion), fmt.Sprintf("arn:%s:ec2:%s::snapshot/*", *stack.Partition(), srcRegion)}, nil),
 		statement("CreateCopiesTaggedAsOurs", []string{"ec2:CopyImage"}, []string{imageARN(stack, "image/*"), imageARN(stack, "snapshot/*")},
 			map[string]any{"StringEquals": map[string]any{"aws:RequestTag/" + tags.ManagedBy: cfg.Deployment}}),
+		// A failed copy holds its source's deterministic name; the copy
+		// function deregisters it (and its snapshots) to copy again.
+		statement("RemoveOurFailedCopies", []string{"ec2:DeregisterImage"}, []string{imageARN(stack, "image/*")}, managedBy(cfg)),
+		statement("RemoveOurFailedCopySnapshots", []string{"ec2:DeleteSnapshot"}, []string{imageARN(stack, "snapshot/*")}, managedBy(cfg)),
 		statement("TagOnlyWhileCopying", []string{"ec2:CreateTags"}, []string{imageARN(stack, "image/*"), imageARN(stack, "snapshot/*")},
 			map[string]any{"StringEquals": map[string]any{"ec2:CreateAction": "CopyImage"}}),
 		// The source keys live in the source accounts and are not known

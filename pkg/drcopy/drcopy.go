@@ -3,12 +3,12 @@
 // each source image once, under a deterministic name, with at most
 // MaxInFlight copies pending so EC2's concurrent-copy limit (20 per
 // destination Region) is never hit; what does not fit waits for the next run.
+// A copy that failed is deregistered (only if it carries this deployment's
+// tags) and the source copied again.
 package drcopy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +31,7 @@ import (
 type EC2 interface {
 	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
 	CopyImage(context.Context, *ec2.CopyImageInput, ...func(*ec2.Options)) (*ec2.CopyImageOutput, error)
+	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
 }
 
 // Function is the name used in summaries and metrics.
@@ -69,8 +70,11 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 		return nil, err
 	}
 	var sources []types.Image
+	// EC2 hides deprecated AMIs of other owners unless asked: a source
+	// deprecated before its turn in the copy backlog would be skipped silently.
 	pg := ec2.NewDescribeImagesPaginator(c.EC2, &ec2.DescribeImagesInput{Owners: r.SourceAccountIDs, MaxResults: aws.Int32(1000),
-		Filters: []types.Filter{{Name: aws.String("state"), Values: []string{"available"}}, {Name: aws.String("name"), Values: []string{"amibackup-*"}}}},
+		IncludeDeprecated: aws.Bool(true),
+		Filters:           []types.Filter{{Name: aws.String("state"), Values: []string{"available"}}, {Name: aws.String("name"), Values: []string{"amibackup-*"}}}},
 	)
 	for pg.HasMorePages() {
 		page, err := pg.NextPage(ctx, func(o *ec2.Options) { o.Region = srcRegion })
@@ -87,8 +91,9 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 	for _, im := range sources {
 		id, owner := aws.ToString(im.ImageId), aws.ToString(im.OwnerId)
 		e := runner.Entry{ID: id, Name: tags.CopyName(owner, id)}
-		if cp, ok := copies[id]; ok {
-			e.ImageID = cp
+		cp, haveCopy := copies[id]
+		if haveCopy && cp.state != types.ImageStateFailed {
+			e.ImageID = cp.id
 			sum.AddExisted(e)
 			continue
 		}
@@ -96,6 +101,16 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 			e.Detail = fmt.Sprintf("%d copies in flight (limit %d): copied by a later run", inFlight, r.MaxInFlight)
 			sum.AddSkipped(e)
 			continue
+		}
+		if haveCopy {
+			// The failed copy holds the deterministic name: without removing
+			// it the source would never be copied again.
+			if err := c.deregister(ctx, cp.id); err != nil {
+				e.Detail = fmt.Errorf("remove failed copy %s of %s: %w", cp.id, id, err).Error()
+				sum.AddFailed(e)
+				continue
+			}
+			c.Log.Warn("failed copy deregistered; copying again", "source", id, "failedCopy", cp.id)
 		}
 		out, err := c.EC2.CopyImage(ctx, c.copyInput(im, srcRegion))
 		switch {
@@ -105,8 +120,7 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 			sum.AddDone(e)
 			c.Log.Info("copy started", "source", id, "copy", e.ImageID)
 		case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
-			e.Detail = "copy exists"
-			sum.AddExisted(e)
+			c.duplicate(ctx, &e, sum)
 		case awsclient.ErrorCode(err) == "ResourceLimitExceeded":
 			// Someone else's copies count too: wait for the next run.
 			inFlight = r.MaxInFlight
@@ -128,10 +142,16 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 	return sum, sum.Err()
 }
 
-// ownCopies maps source image IDs to this deployment's copies and counts
-// the copies still pending.
-func (c *Copier) ownCopies(ctx context.Context) (map[string]string, int, error) {
-	copies := map[string]string{}
+// ownCopy is one of this deployment's copies.
+type ownCopy struct {
+	id    string
+	state types.ImageState
+}
+
+// ownCopies maps source image IDs to this deployment's copies (failed ones
+// included, so they can be replaced) and counts the copies still pending.
+func (c *Copier) ownCopies(ctx context.Context) (map[string]ownCopy, int, error) {
+	copies := map[string]ownCopy{}
 	inFlight := 0
 	pg := ec2.NewDescribeImagesPaginator(c.EC2, &ec2.DescribeImagesInput{Owners: []string{"self"}, MaxResults: aws.Int32(1000),
 		Filters: []types.Filter{{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{c.Config.Deployment}},
@@ -142,10 +162,13 @@ func (c *Copier) ownCopies(ctx context.Context) (map[string]string, int, error) 
 			return nil, 0, fmt.Errorf("list existing copies: %w", err)
 		}
 		for _, im := range page.Images {
-			for _, t := range im.Tags {
-				if aws.ToString(t.Key) == tags.SourceImage {
-					copies[aws.ToString(t.Value)] = aws.ToString(im.ImageId)
-				}
+			// Checked again client-side: only an image carrying our tags may
+			// ever be deregistered as a failed copy.
+			if !c.isOurs(im) {
+				continue
+			}
+			if src := tagValue(im, tags.SourceImage); src != "" {
+				copies[src] = ownCopy{id: aws.ToString(im.ImageId), state: im.State}
 			}
 			if im.State == types.ImageStatePending {
 				inFlight++
@@ -153,6 +176,62 @@ func (c *Copier) ownCopies(ctx context.Context) (map[string]string, int, error) 
 		}
 	}
 	return copies, inFlight, nil
+}
+
+func (c *Copier) isOurs(im types.Image) bool {
+	return tagValue(im, tags.ManagedBy) == c.Config.Deployment && tagValue(im, tags.Policy) == config.CopyPolicy
+}
+
+func tagValue(im types.Image, key string) string {
+	for _, t := range im.Tags {
+		if aws.ToString(t.Key) == key {
+			return aws.ToString(t.Value)
+		}
+	}
+	return ""
+}
+
+// deregister removes one of our failed copies with its snapshots (if any).
+func (c *Copier) deregister(ctx context.Context, imageID string) error {
+	_, err := c.EC2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(imageID), DeleteAssociatedSnapshots: aws.Bool(true)})
+	if err != nil && !slices.Contains([]string{"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"}, awsclient.ErrorCode(err)) {
+		return err
+	}
+	return nil
+}
+
+// duplicate decides an InvalidAMIName.Duplicate answer: the name is taken
+// by an image the listing did not show (another run's copy, or an image
+// that is not ours). Only a live copy of this deployment counts as done.
+func (c *Copier) duplicate(ctx context.Context, e *runner.Entry, sum *runner.Summary) {
+	out, err := c.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"},
+		Filters: []types.Filter{{Name: aws.String("name"), Values: []string{e.Name}}}})
+	if err != nil {
+		e.Detail = fmt.Errorf("copy name %s is taken; look up the image holding it: %w", e.Name, err).Error()
+		sum.AddFailed(*e)
+		return
+	}
+	if len(out.Images) == 0 {
+		e.Detail = "copy name taken by an image that is gone now: copied by a later run"
+		sum.AddSkipped(*e)
+		return
+	}
+	im := out.Images[0]
+	holder := aws.ToString(im.ImageId)
+	switch {
+	case !c.isOurs(im):
+		e.Detail = fmt.Sprintf("copy name %s is taken by %s, which does not carry %s=%s and %s=%s: deregister or rename it",
+			e.Name, holder, tags.ManagedBy, c.Config.Deployment, tags.Policy, config.CopyPolicy)
+		sum.AddFailed(*e)
+	case im.State == types.ImageStateFailed:
+		e.ImageID = holder
+		e.Detail = "copy name taken by a failed copy: replaced by the next run"
+		sum.AddSkipped(*e)
+	default:
+		e.ImageID = holder
+		e.Detail = "copy exists"
+		sum.AddExisted(*e)
+	}
 }
 
 func (c *Copier) copyInput(im types.Image, srcRegion string) *ec2.CopyImageInput {
@@ -168,15 +247,16 @@ func (c *Copier) copyInput(im types.Image, srcRegion string) *ec2.CopyImageInput
 		{Key: aws.String(tags.SourceImage), Value: aws.String(id)},
 		{Key: aws.String(tags.SourceRegion), Value: aws.String(srcRegion)},
 	}
-	token := sha256.Sum256([]byte(owner + "/" + srcRegion + "/" + id))
 	in := &ec2.CopyImageInput{
 		SourceImageId: aws.String(id),
 		SourceRegion:  aws.String(srcRegion),
 		Name:          aws.String(tags.CopyName(owner, id)),
 		Description:   aws.String(fmt.Sprintf("amibackup copy of %s from account %s, %s", id, owner, srcRegion)),
 		Encrypted:     aws.Bool(true),
-		// Same source, same token: EC2 returns the first copy for a retry.
-		ClientToken: aws.String(hex.EncodeToString(token[:16])),
+		// No ClientToken: the SDK generates one per call, so its own retries
+		// stay idempotent, while a deterministic token would make EC2 answer
+		// a copy of a source whose failed copy was removed with the removed
+		// image's ID. The deterministic name prevents duplicates instead.
 		TagSpecifications: []types.TagSpecification{
 			{ResourceType: types.ResourceTypeImage, Tags: tl},
 			{ResourceType: types.ResourceTypeSnapshot, Tags: tl},

@@ -11,6 +11,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
@@ -266,5 +268,171 @@ func TestSameAccountOtherRegion(t *testing.T) {
 	w.env.Sim.CompletePending()
 	if sum, err := c.Run(context.Background(), slot.Add(time.Hour)); err != nil || len(sum.Done) != 0 {
 		t.Fatalf("second run: %v %+v", err, sum)
+	}
+}
+
+// recordingEC2 records the copy function's requests and, like EC2, hides
+// other owners' deprecated images unless IncludeDeprecated is set.
+type recordingEC2 struct {
+	drcopy.EC2
+	now      func() time.Time
+	describe []*ec2.DescribeImagesInput
+	copies   []*ec2.CopyImageInput
+}
+
+func (r *recordingEC2) DescribeImages(ctx context.Context, in *ec2.DescribeImagesInput, opts ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error) {
+	r.describe = append(r.describe, in)
+	out, err := r.EC2.DescribeImages(ctx, in, opts...)
+	if err != nil || aws.ToBool(in.IncludeDeprecated) {
+		return out, err
+	}
+	var shown []types.Image
+	for _, im := range out.Images {
+		if aws.ToString(im.OwnerId) != dstAcct && im.DeprecationTime != nil {
+			if at, _ := time.Parse(time.RFC3339, *im.DeprecationTime); !at.After(r.now()) {
+				continue
+			}
+		}
+		shown = append(shown, im)
+	}
+	out.Images = shown
+	return out, nil
+}
+
+func (r *recordingEC2) CopyImage(ctx context.Context, in *ec2.CopyImageInput, opts ...func(*ec2.Options)) (*ec2.CopyImageOutput, error) {
+	r.copies = append(r.copies, in)
+	return r.EC2.CopyImage(ctx, in, opts...)
+}
+
+func (w *world) sharedBackup(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		w.instance(ec2sim.VolumeSpec{Encrypted: true, KmsKeyID: srcCMK})
+	}
+	w.backup(t, slot)
+	if _, err := w.sharer.Run(context.Background(), share.Request{Sweep: true, Time: slot}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFailedCopyIsReplaced: a copy that ends failed is deregistered and
+// the source copied again, under the same name, with a new image.
+func TestFailedCopyIsReplaced(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	ctx := context.Background()
+	w.sharedBackup(t, 1)
+	rec := &recordingEC2{EC2: w.copier.EC2, now: w.env.Sim.Now}
+	w.copier.EC2 = rec
+	sum, err := w.copier.Run(ctx, slot)
+	if err != nil || len(sum.Done) != 1 {
+		t.Fatalf("first run: %v %+v", err, sum)
+	}
+	first := sum.Done[0].ImageID
+	w.env.Sim.CompletePending()
+	if err := w.env.Sim.SetImageState(dstAcct, dstRegion, first, "failed"); err != nil {
+		t.Fatal(err)
+	}
+
+	sum, err = w.copier.Run(ctx, slot.Add(time.Hour))
+	if err != nil || len(sum.Done) != 1 || len(sum.Existed) != 0 {
+		t.Fatalf("run after the copy failed: %v %+v", err, sum)
+	}
+	second := sum.Done[0].ImageID
+	copies := w.env.Sim.Images(dstAcct, dstRegion)
+	if second == first || len(copies) != 1 || copies[0].ID != second || copies[0].Name != sum.Done[0].Name {
+		t.Fatalf("failed copy %s not replaced: new %s, copies %+v", first, second, copies)
+	}
+	if n := w.env.Sim.Calls().Count("DeregisterImage"); n != 1 {
+		t.Errorf("DeregisterImage called %d times", n)
+	}
+	// A deterministic token would let EC2 answer with the removed copy (the
+	// SDK fills in a fresh token per call when none is given).
+	if len(rec.copies) != 2 || aws.ToString(rec.copies[0].ClientToken) == aws.ToString(rec.copies[1].ClientToken) {
+		t.Errorf("both copies of the source were requested with ClientToken %q", aws.ToString(rec.copies[0].ClientToken))
+	}
+
+	w.env.Sim.CompletePending()
+	sum, err = w.copier.Run(ctx, slot.Add(2*time.Hour))
+	if err != nil || len(sum.Existed) != 1 || len(sum.Done) != 0 || w.env.Sim.Calls().Count("CopyImage") != 2 {
+		t.Fatalf("run after the new copy completed: %v %+v", err, sum)
+	}
+}
+
+// TestFailedCopyRemovalDenied: when the failed copy cannot be removed the
+// source is reported failed and not copied (the name is still taken).
+func TestFailedCopyRemovalDenied(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	ctx := context.Background()
+	w.sharedBackup(t, 1)
+	sum, err := w.copier.Run(ctx, slot)
+	if err != nil || len(sum.Done) != 1 {
+		t.Fatalf("first run: %v %+v", err, sum)
+	}
+	w.env.Sim.CompletePending()
+	w.env.Sim.SetImageState(dstAcct, dstRegion, sum.Done[0].ImageID, "failed")
+	w.env.Sim.Inject(ec2sim.Fault{Action: "DeregisterImage", Code: "UnauthorizedOperation", Message: "denied (injected)"})
+	sum, err = w.copier.Run(ctx, slot.Add(time.Hour))
+	if err == nil || len(sum.Failed) != 1 || !strings.Contains(sum.Failed[0].Detail, "remove failed copy") {
+		t.Fatalf("want a failed entry naming the removal: %v %+v", err, sum)
+	}
+	if n := w.env.Sim.Calls().Count("CopyImage"); n != 1 {
+		t.Errorf("CopyImage called %d times; the second run must not copy", n)
+	}
+}
+
+// TestNameTakenByForeignImage: an image that is not ours holding the copy
+// name is never counted as a copy, nor deregistered, even when failed.
+func TestNameTakenByForeignImage(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	ctx := context.Background()
+	w.sharedBackup(t, 1)
+	src := w.env.Sim.Images(srcAcct, srcRegion)[0]
+	for _, tc := range []struct {
+		state string
+		tags  map[string]string
+	}{
+		{"available", nil},
+		{"failed", map[string]string{tags.ManagedBy: "someone-else", tags.Policy: config.CopyPolicy, tags.SourceImage: src.ID}},
+	} {
+		w.env.Sim.ResetCalls()
+		foreign, _ := w.env.Sim.AddImage(ec2sim.ImageSpec{Account: dstAcct, Region: dstRegion, Name: tags.CopyName(srcAcct, src.ID), State: tc.state, Tags: tc.tags})
+		sum, err := w.copier.Run(ctx, slot)
+		if err == nil || len(sum.Failed) != 1 || len(sum.Existed) != 0 || !strings.Contains(sum.Failed[0].Detail, foreign) ||
+			!strings.Contains(sum.Failed[0].Detail, "does not carry") {
+			t.Errorf("%s foreign image: %v %+v", tc.state, err, sum)
+		}
+		if n := w.env.Sim.Calls().Count("DeregisterImage"); n != 0 {
+			t.Errorf("%s foreign image: DeregisterImage called %d times", tc.state, n)
+		}
+		if _, err := w.env.Client(dstAcct, dstRegion).DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(foreign)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDeprecatedSourcesAreCopied: a source deprecated before the copy run
+// reaches it is still listed and copied.
+func TestDeprecatedSourcesAreCopied(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	ctx := context.Background()
+	w.sharedBackup(t, 2)
+	srcEC2 := w.env.Client(srcAcct, srcRegion)
+	for _, im := range w.env.Sim.Images(srcAcct, srcRegion) {
+		if _, err := srcEC2.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{ImageId: aws.String(im.ID),
+			DeprecateAt: aws.Time(w.env.Sim.Now().Add(time.Hour))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.env.Sim.Advance(2 * time.Hour)
+	rec := &recordingEC2{EC2: w.copier.EC2, now: w.env.Sim.Now}
+	w.copier.EC2 = rec
+	sum, err := w.copier.Run(ctx, slot)
+	if err != nil || len(sum.Done) != 2 {
+		t.Fatalf("deprecated sources not copied: %v %+v", err, sum)
+	}
+	for _, in := range rec.describe {
+		if !slices.Contains(in.Owners, "self") && !aws.ToBool(in.IncludeDeprecated) {
+			t.Errorf("source listing without IncludeDeprecated: %+v", in)
+		}
 	}
 }
