@@ -27,6 +27,7 @@ var actions = map[string]handler{
 	"ModifySnapshotAttribute":   (*Sim).modifySnapshotAttribute,
 	"DescribeSnapshotAttribute": (*Sim).describeSnapshotAttribute,
 	"CopyImage":                 (*Sim).copyImage,
+	"RegisterImage":             (*Sim).registerImage,
 }
 
 var (
@@ -35,6 +36,9 @@ var (
 	snapshotIDRE = regexp.MustCompile(`^snap-[0-9a-f]{8}([0-9a-f]{9})?$`)
 	amiNameRE    = regexp.MustCompile(`^[A-Za-z0-9()\[\]./\-'@_ ]{3,128}$`)
 )
+
+// amiNameMsg is EC2's message for InvalidAMIName.Malformed.
+const amiNameMsg = "AMI names must be between 3 and 128 characters long, and may contain letters, numbers, '(', ')', '.', '-', '/', '_', '[', ']', ' ', '@' and '''"
 
 func (c *call) dry() bool { return c.p.bool("DryRun") }
 
@@ -169,7 +173,7 @@ func (s *Sim) createImage(c *call) *apiError {
 		return errf("InvalidInstanceID.Malformed", "Invalid id: \"%s\"", id)
 	}
 	if !amiNameRE.MatchString(name) {
-		return errf("InvalidAMIName.Malformed", "AMI names must be between 3 and 128 characters long, and may contain letters, numbers, '(', ')', '.', '-', '/', '_', '[', ']', ' ', '@' and '''")
+		return errf("InvalidAMIName.Malformed", amiNameMsg)
 	}
 	specs := c.p.tagSpecs()
 	for rt, tags := range specs {
@@ -438,6 +442,70 @@ func (s *Sim) deregisterImage(c *call) *apiError {
 		c.out.close("item")
 	}
 	c.out.close("deleteSnapshotResultSet")
+	return nil
+}
+
+// registerImage registers an EBS-backed image from existing snapshots
+// (BlockDeviceMapping.N.Ebs.SnapshotId). It is how two AMIs come to share a
+// snapshot, which DeregisterImage and DeleteSnapshot must then respect.
+// Registering from snapshots copies nothing, so the image is available at
+// once.
+func (s *Sim) registerImage(c *call) *apiError {
+	name := c.p.get("Name")
+	if name == "" {
+		return errf("MissingParameter", "The request must contain the parameter name")
+	}
+	if !amiNameRE.MatchString(name) {
+		return errf("InvalidAMIName.Malformed", amiNameMsg)
+	}
+	specs := c.p.tagSpecs()
+	for rt, tags := range specs {
+		if rt != "image" {
+			return errf("InvalidParameterValue", "'%s' is not a valid taggable resource type for this operation.", rt)
+		}
+		if e := validateTags(tags); e != nil {
+			return e
+		}
+	}
+	var snaps, devices []string
+	for i := 1; ; i++ {
+		base := fmt.Sprintf("BlockDeviceMapping.%d.", i)
+		if !c.p.hasPrefix(base) {
+			break
+		}
+		sid := c.p.get(base + "Ebs.SnapshotId")
+		if sid == "" {
+			continue // ephemeral or empty-volume mappings carry no snapshot
+		}
+		if !snapshotIDRE.MatchString(sid) {
+			return errf("InvalidSnapshotID.Malformed", "Invalid id: \"%s\" (expecting \"snap-...\")", sid)
+		}
+		sn, ok := c.r.snapshots[sid]
+		if !ok || !snapshotVisible(sn, c.account) {
+			return errf("InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", sid)
+		}
+		dev := c.p.get(base + "DeviceName")
+		if dev == "" {
+			dev = deviceName(len(devices))
+		}
+		snaps = append(snaps, sid)
+		devices = append(devices, dev)
+	}
+	if len(snaps) == 0 {
+		return errf("InvalidParameterCombination", "The emulator registers only EBS-backed images: give BlockDeviceMapping.N.Ebs.SnapshotId")
+	}
+	for _, im := range c.r.images {
+		if im.owner == c.account && im.name == name {
+			return errf("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, im.id)
+		}
+	}
+	if c.dry() {
+		return nil
+	}
+	id, seq := s.newID("ami")
+	c.r.images[id] = &image{id: id, owner: c.account, name: name, state: "available", description: c.p.get("Description"),
+		tags: cloneOrEmpty(specs["image"]), snapshots: snaps, devices: devices, created: s.now(), seq: seq}
+	c.out.el("imageId", id)
 	return nil
 }
 

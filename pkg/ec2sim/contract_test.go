@@ -290,6 +290,49 @@ func runContract(t *testing.T, tg target) {
 		}
 	})
 
+	t.Run("snapshot shared by two AMIs survives DeregisterImage", func(t *testing.T) {
+		tg.motoGap(t, "moto's RegisterImage ignores BlockDeviceMappings and DeregisterImage ignores DeleteAssociatedSnapshots")
+		a, err := c.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(id), Name: aws.String("contract-shared-a")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(a.ImageId)}})
+		if err != nil || len(img.Images) != 1 || len(img.Images[0].BlockDeviceMappings) != 2 {
+			t.Fatalf("image A: %v %+v", err, img)
+		}
+		shared := aws.ToString(img.Images[0].BlockDeviceMappings[0].Ebs.SnapshotId)
+		own := aws.ToString(img.Images[0].BlockDeviceMappings[1].Ebs.SnapshotId)
+		b, err := c.RegisterImage(ctx, &ec2.RegisterImageInput{Name: aws.String("contract-shared-b"), RootDeviceName: aws.String("/dev/xvda"),
+			BlockDeviceMappings: []types.BlockDeviceMapping{{DeviceName: aws.String("/dev/xvda"), Ebs: &types.EbsBlockDevice{SnapshotId: aws.String(shared)}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := c.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: a.ImageId, DeleteAssociatedSnapshots: aws.Bool(true)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		codes := map[string]types.SnapshotReturnCodes{}
+		for _, r := range out.DeleteSnapshotResults {
+			codes[aws.ToString(r.SnapshotId)] = r.ReturnCode
+		}
+		if len(codes) != 2 || codes[own] != types.SnapshotReturnCodesSuccess || codes[shared] == "" || codes[shared] == types.SnapshotReturnCodesSuccess {
+			t.Fatalf("delete results %v: want success for %s and a non-success code for the shared %s", codes, own, shared)
+		}
+		snaps, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{shared}})
+		if err != nil || len(snaps.Snapshots) != 1 {
+			t.Fatalf("shared snapshot gone: %v", err)
+		}
+		if _, err := c.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(shared)}); code(err) != "InvalidSnapshot.InUse" || !strings.Contains(err.Error(), aws.ToString(b.ImageId)) {
+			t.Fatalf("delete of a snapshot image B uses: %v", err)
+		}
+		if _, err := c.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: b.ImageId}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(shared)}); err != nil {
+			t.Fatalf("delete once no AMI uses it: %v", err)
+		}
+	})
+
 	t.Run("deregister unknown image", func(t *testing.T) {
 		_, err := c.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String("ami-0123456789abcdef0")})
 		if code(err) != "InvalidAMIID.NotFound" {

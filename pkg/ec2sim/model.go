@@ -132,6 +132,12 @@ type ImageSpec struct {
 	Tags, SnapshotTags           map[string]string
 	Created                      time.Time
 	Volumes                      []VolumeSpec
+	// SnapshotIDs, when set, makes the image reuse these existing snapshots
+	// (of the same Region) instead of creating one per volume, so tests can
+	// build images that share a snapshot as RegisterImage allows. Volumes
+	// and SnapshotTags are then ignored. An unknown ID panics: it is a bug
+	// in the test's seeding, not a condition to handle.
+	SnapshotIDs []string
 }
 
 // SnapshotSpec describes a seeded snapshot.
@@ -335,7 +341,8 @@ func (s *Sim) SetInstanceState(account, region, id, state string) error {
 	return nil
 }
 
-// AddImage seeds an image with one snapshot per volume.
+// AddImage seeds an image with one snapshot per volume, or on the given
+// existing snapshots.
 func (s *Sim) AddImage(spec ImageSpec) (string, []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -359,9 +366,19 @@ func (s *Sim) AddImage(spec ImageSpec) (string, []string) {
 	if im.tags == nil {
 		im.tags = map[string]string{}
 	}
+	for i, sid := range spec.SnapshotIDs {
+		if _, ok := r.snapshots[sid]; !ok {
+			panic(fmt.Sprintf("ec2sim: AddImage: snapshot %s does not exist in %s", sid, region))
+		}
+		im.snapshots = append(im.snapshots, sid)
+		im.devices = append(im.devices, deviceName(i))
+	}
 	vols := spec.Volumes
 	if len(vols) == 0 {
 		vols = []VolumeSpec{{}}
+	}
+	if len(spec.SnapshotIDs) > 0 {
+		vols = nil
 	}
 	for i, v := range vols {
 		volID := s.addVolume(r, account, region, v)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,5 +103,30 @@ func TestSDKSmoke(t *testing.T) {
 	}
 	if len(sim.Images("", "")) != 0 {
 		t.Fatal("dry run created an image")
+	}
+}
+
+// TestSeededImagesShareSnapshot: ImageSpec.SnapshotIDs builds two images on
+// one snapshot without going through the API.
+func TestSeededImagesShareSnapshot(t *testing.T) {
+	sim := ec2sim.New(ec2sim.Options{})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	c := client(t, srv.URL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+	ctx := context.Background()
+	a, snaps := sim.AddImage(ec2sim.ImageSpec{Name: "seed-a"})
+	b, bSnaps := sim.AddImage(ec2sim.ImageSpec{Name: "seed-b", SnapshotIDs: snaps})
+	if len(bSnaps) != 1 || bSnaps[0] != snaps[0] {
+		t.Fatalf("image B snapshots %v, want %v", bSnaps, snaps)
+	}
+	out, err := c.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(a), DeleteAssociatedSnapshots: aws.Bool(true)})
+	if err != nil || len(out.DeleteSnapshotResults) != 1 || out.DeleteSnapshotResults[0].ReturnCode == types.SnapshotReturnCodesSuccess {
+		t.Fatalf("deregister A: %v %+v", err, out)
+	}
+	if _, err := c.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snaps[0])}); apiCode(err) != "InvalidSnapshot.InUse" || !strings.Contains(err.Error(), b) {
+		t.Fatalf("delete shared snapshot: %v", err)
+	}
+	if got := sim.Snapshots("", ""); len(got) != 1 {
+		t.Fatalf("snapshots %+v", got)
 	}
 }
