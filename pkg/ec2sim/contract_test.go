@@ -20,6 +20,7 @@ import (
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
+	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 )
 
 // target is one EC2 implementation the contract suite runs against: our
@@ -34,7 +35,8 @@ type target struct {
 
 func (tg target) client(account, region string) *ec2.Client {
 	return ec2.New(ec2.Options{Region: region, BaseEndpoint: aws.String(tg.url),
-		Credentials: credentials.NewStaticCredentialsProvider(account, "secret", ""), Retryer: awsclient.NewRetryer()})
+		Credentials: credentials.NewStaticCredentialsProvider(account, "secret", ""), Retryer: awsclient.NewRetryer(),
+		HTTPClient: simtest.HTTPClient()})
 }
 
 // motoGap skips a case moto is known to get wrong, saying why; EC2's

@@ -15,16 +15,19 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/amibackup/amibackup/pkg/ec2sim"
+	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 )
 
 // client returns a real EC2 client for the account and Region, pointed at
-// the emulator through the SDK's standard BaseEndpoint.
+// the emulator through the SDK's standard BaseEndpoint, with the SDK's
+// default retryer and simtest's HTTPClient (see there for why).
 func client(t testing.TB, url, account, region string) *ec2.Client {
 	t.Helper()
 	return ec2.New(ec2.Options{
 		Region:       region,
 		BaseEndpoint: aws.String(url),
 		Credentials:  credentials.NewStaticCredentialsProvider(account, "secret", ""),
+		HTTPClient:   simtest.HTTPClient(),
 	})
 }
 

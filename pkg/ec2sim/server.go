@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -173,15 +174,22 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, reqID, e)
 		return
 	}
+	writeXML(w, http.StatusOK, c.out.String())
+}
+
+// writeXML sends a complete document with its Content-Length, as EC2 does,
+// rather than chunked: clients then know where the body ends without
+// waiting for the terminating chunk.
+func writeXML(w http.ResponseWriter, status int, body string) {
 	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
-	w.Write([]byte(c.out.String()))
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	io.WriteString(w, body)
 }
 
 func writeError(w http.ResponseWriter, reqID string, e *apiError) {
-	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
-	w.WriteHeader(e.status)
-	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<Response><Errors><Error><Code>%s</Code><Message>%s</Message></Error></Errors><RequestID>%s</RequestID></Response>`,
-		html.EscapeString(e.code), html.EscapeString(e.msg), reqID)
+	writeXML(w, e.status, fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<Response><Errors><Error><Code>%s</Code><Message>%s</Message></Error></Errors><RequestID>%s</RequestID></Response>`,
+		html.EscapeString(e.code), html.EscapeString(e.msg), reqID))
 }
 
 // xmlw builds a response document.

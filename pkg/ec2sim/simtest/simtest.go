@@ -30,7 +30,8 @@ func Start(tb testing.TB, opts ec2sim.Options) *Env {
 }
 
 // Client returns a real EC2 client for the account and Region with
-// amibackup's production retryer.
+// amibackup's production retryer and the HTTPClient workaround for the
+// SDK's closed-connection race.
 func (e *Env) Client(account, region string) *ec2.Client {
 	if account == "" {
 		account = ec2sim.DefaultAccount
@@ -43,5 +44,6 @@ func (e *Env) Client(account, region string) *ec2.Client {
 		BaseEndpoint: aws.String(e.URL),
 		Credentials:  credentials.NewStaticCredentialsProvider(account, "secret", ""),
 		Retryer:      awsclient.NewRetryer(),
+		HTTPClient:   HTTPClient(),
 	})
 }
