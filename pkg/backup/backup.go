@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -54,15 +55,19 @@ type Backuper struct {
 }
 
 type target struct {
-	id       string
-	tags     map[string]string
-	noReboot bool
+	id          string
+	tags        map[string]string
+	noReboot    bool
+	badNoReboot string // a value of the opt-out tag other than "true"
 }
 
 // Handle is the function's handler without the Lambda plumbing: it parses
 // the raw trigger (rejecting bad input before any EC2 call) and runs it.
 func (b *Backuper) Handle(ctx context.Context, raw []byte) (*runner.Summary, error) {
 	req, err := trigger.ParseBackup(raw, b.Config)
+	if err == nil {
+		err = trigger.CheckNotFuture("time", req.Slot, b.now()())
+	}
 	if err != nil {
 		b.Log.Error("rejected input; nothing was changed", "error", err.Error())
 		return nil, err
@@ -153,7 +158,15 @@ func (b *Backuper) selectInstances(ctx context.Context, pol *config.Policy, req 
 				for _, tg := range in.Tags {
 					t.tags[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
 				}
-				t.noReboot = t.tags[tags.NoReboot] == "true"
+				switch v, ok := t.tags[tags.NoReboot]; {
+				case !ok:
+				case strings.EqualFold(strings.TrimSpace(v), "true"):
+					t.noReboot = true
+				default:
+					// Only "true" opts out; say so rather than silently
+					// rebooting an instance whose owner meant "yes".
+					t.badNoReboot = v
+				}
 				out = append(out, t)
 			}
 		}
@@ -211,6 +224,10 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 	if req.Reboot != nil {
 		reboot = *req.Reboot
 	}
+	if t.badNoReboot != "" && reboot {
+		log.Warn("opt-out tag ignored: only \"true\" opts out of the reboot", "instance", t.id, "tag", tags.NoReboot, "value", t.badNoReboot)
+		sum.Warn("%s: %s=%q is not \"true\": the instance was rebooted for a consistent image", t.id, tags.NoReboot, t.badNoReboot)
+	}
 	if t.noReboot && reboot {
 		reboot = false
 		log.Warn("instance opted out of the reboot: its image is crash-consistent, not file-system-consistent",
@@ -253,17 +270,28 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 		log.Info("image created", "instance", t.id, "image", entry.ImageID, "name", name, "reboot", reboot)
 		b.deprecate(ctx, log, pol, entry.ImageID, sum)
 	case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
-		// The name is deterministic: a duplicate is this trigger's image
-		// from an earlier delivery.
-		id, lerr := b.findByName(ctx, name)
+		// The name is deterministic: a duplicate is normally this
+		// trigger's image from an earlier delivery. It counts as done only
+		// if it is ours for this instance and not failed.
+		im, lerr := b.findByName(ctx, name)
 		if lerr != nil {
 			entry.Detail = fmt.Sprintf("image name %s exists but cannot be looked up: %v", name, lerr)
 			sum.AddFailed(entry)
 			return
 		}
-		entry.ImageID = id
+		entry.ImageID = aws.ToString(im.ImageId)
+		if problem := b.notThisBackup(im, pol.Name, t.id); problem != "" {
+			entry.Detail = fmt.Sprintf("image name %s is taken by %s, which %s", name, entry.ImageID, problem)
+			sum.AddFailed(entry)
+			log.Error("image name taken", "instance", t.id, "image", entry.ImageID, "name", name, "problem", problem)
+			return
+		}
 		sum.AddExisted(entry)
-		log.Info("image already exists for this trigger", "instance", t.id, "image", id, "name", name)
+		log.Info("image already exists for this trigger", "instance", t.id, "image", entry.ImageID, "name", name, "state", im.State)
+		if im.DeprecationTime == nil {
+			// The earlier delivery may have died before setting it.
+			b.deprecate(ctx, log, pol, entry.ImageID, sum)
+		}
 	default:
 		entry.Detail = fmt.Errorf("create image for %s: %w", t.id, err).Error()
 		sum.AddFailed(entry)
@@ -295,18 +323,36 @@ func DeprecationTime(created time.Time, age time.Duration) time.Time {
 	return at
 }
 
-func (b *Backuper) findByName(ctx context.Context, name string) (string, error) {
+func (b *Backuper) findByName(ctx context.Context, name string) (types.Image, error) {
 	out, err := b.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{
 		Owners:  []string{"self"},
 		Filters: []types.Filter{{Name: aws.String("name"), Values: []string{name}}},
 	})
 	if err != nil {
-		return "", fmt.Errorf("describe image %s: %w", name, err)
+		return types.Image{}, fmt.Errorf("describe image %s: %w", name, err)
 	}
 	if len(out.Images) == 0 {
-		return "", fmt.Errorf("no image named %s owned by this account", name)
+		return types.Image{}, fmt.Errorf("no image named %s owned by this account", name)
 	}
-	return aws.ToString(out.Images[0].ImageId), nil
+	return out.Images[0], nil
+}
+
+// notThisBackup says why an image holding this trigger's name is not the
+// backup it should be ("" when it is).
+func (b *Backuper) notThisBackup(im types.Image, policy, instanceID string) string {
+	t := map[string]string{}
+	for _, tg := range im.Tags {
+		t[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
+	}
+	switch {
+	case t[tags.ManagedBy] != b.Config.Deployment:
+		return fmt.Sprintf("is not managed by deployment %q (%s=%q): another deployment or a person uses this policy name in this account and Region; rename one of the policies", b.Config.Deployment, tags.ManagedBy, t[tags.ManagedBy])
+	case t[tags.Policy] != policy || t[tags.InstanceID] != instanceID:
+		return fmt.Sprintf("carries %s=%q and %s=%q", tags.Policy, t[tags.Policy], tags.InstanceID, t[tags.InstanceID])
+	case im.State == types.ImageStateFailed:
+		return "failed: prune deregisters failed images; the next trigger takes a new backup (or deregister it and re-run this one)"
+	}
+	return ""
 }
 
 func (b *Backuper) emit(sum *runner.Summary, at time.Time) {

@@ -444,3 +444,91 @@ func TestDeprecationTime(t *testing.T) {
 		}
 	}
 }
+
+// TestNameTakenIsNotAlwaysDone: a duplicate name counts as this trigger's
+// image only when the image is ours, for this instance, and not failed.
+func TestNameTakenIsNotAlwaysDone(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	sel := map[string]string{"Backup": "nightly"}
+	foreign, failed, resumed := env.Sim.AddInstance(ec2sim.InstanceSpec{Tags: sel}), env.Sim.AddInstance(ec2sim.InstanceSpec{Tags: sel}),
+		env.Sim.AddInstance(ec2sim.InstanceSpec{Tags: sel})
+	ours := func(id string) map[string]string {
+		return map[string]string{tags.ManagedBy: "prod", tags.Policy: "nightly", tags.InstanceID: id, tags.Time: tags.FormatTime(slot)}
+	}
+	other := ours(foreign)
+	other[tags.ManagedBy] = "staging"
+	foreignImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", foreign, slot), InstanceID: foreign, Tags: other})
+	failedImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", failed, slot), InstanceID: failed, Tags: ours(failed), State: "failed"})
+	// An earlier delivery created this one and died before deprecating it.
+	resumedImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", resumed, slot), InstanceID: resumed, Tags: ours(resumed), State: "pending"})
+
+	sum, err := newBackuper(t, env, nil).Run(context.Background(), scheduled("nightly"))
+	if err == nil {
+		t.Fatal("run with two unusable name clashes succeeded")
+	}
+	failedBy := map[string]string{}
+	for _, f := range sum.Failed {
+		failedBy[f.ID] = f.Detail
+	}
+	if d := failedBy[foreign]; !strings.Contains(d, foreignImg) || !strings.Contains(d, `not managed by deployment "prod"`) {
+		t.Errorf("foreign clash: %q", d)
+	}
+	if d := failedBy[failed]; !strings.Contains(d, failedImg) || !strings.Contains(d, "failed") {
+		t.Errorf("failed clash: %q", d)
+	}
+	if len(sum.Existed) != 1 || sum.Existed[0].ID != resumed || sum.Existed[0].ImageID != resumedImg || len(sum.Failed) != 2 {
+		t.Fatalf("existed %+v failed %+v", sum.Existed, sum.Failed)
+	}
+	for _, im := range env.Sim.Images("", "") {
+		if want := im.ID == resumedImg; im.DeprecationTime.IsZero() == want {
+			t.Errorf("%s: deprecation %v (only the resumed image of ours gets one)", im.ID, im.DeprecationTime)
+		}
+	}
+}
+
+// TestOptOutTagValues: "true" in any case opts out; any other value is
+// reported and the instance is rebooted as the policy says.
+func TestOptOutTagValues(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	byValue := map[string]string{}
+	for _, v := range []string{"True", " TRUE ", "yes", "false"} {
+		byValue[v] = env.Sim.AddInstance(ec2sim.InstanceSpec{Tags: map[string]string{"Backup": "nightly", tags.NoReboot: v}})
+	}
+	sum, err := newBackuper(t, env, nil).Run(context.Background(), scheduled("nightly"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	warnings := strings.Join(sum.Warnings, "\n")
+	for v, id := range byValue {
+		optOut := strings.EqualFold(strings.TrimSpace(v), "true")
+		in, _ := env.Sim.Instance("", "", id)
+		if (in.Reboots == 0) != optOut {
+			t.Errorf("%s=%q: reboots %d, want opt-out %v", tags.NoReboot, v, in.Reboots, optOut)
+		}
+		if !strings.Contains(warnings, id) {
+			t.Errorf("%s=%q: no warning for %s in %q", tags.NoReboot, v, id, warnings)
+		}
+	}
+}
+
+// TestFutureTriggerTimeRejected: a hand-made event cannot name a slot ahead
+// of the clock (prune would age every image by the difference).
+func TestFutureTriggerTimeRejected(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	env.Sim.SeedFleet("", "", 3, map[string]string{"Backup": "nightly"})
+	b := newBackuper(t, env, nil)
+	now := env.Sim.Now()
+	for _, tc := range []struct {
+		at time.Time
+		ok bool
+	}{{now.Add(4 * time.Minute), true}, {now.Add(10 * time.Minute), false}, {now.AddDate(5, 0, 0), false}} {
+		in := fmt.Sprintf(`{"policy":"nightly","time":%q}`, tc.at.UTC().Format(time.RFC3339))
+		_, err := b.Handle(context.Background(), []byte(in))
+		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), "ahead of the clock")) {
+			t.Errorf("time %v: err %v, want accepted %v", tc.at, err, tc.ok)
+		}
+	}
+	if n := len(env.Sim.Images("", "")); n != 3 {
+		t.Fatalf("%d images, want 3 from the one accepted trigger", n)
+	}
+}

@@ -33,6 +33,8 @@ func TestMalformedInputsChangeNothing(t *testing.T) {
 		{ev("Backup Requested", "amibackup", `{}`), "event.detail.policy"},
 		{ev("Backup Requested", "amibackup", `{"policy":"nightly","instanceIds":"i-01234567"}`), "event.detail"},
 		{ev("Backup Requested", "amibackup", `{"policy":"nightly","instanceIds":["i-XYZ"]}`), "instanceIds[0]"},
+		{ev("Backup Requested", "amibackup", `{"policy":"nightly","instanceIds":[]}`), "instanceIds: is an empty list"},
+		{strings.Replace(ev("Backup Requested", "amibackup", `{"policy":"nightly"}`), "2026-11-24", "2036-11-24", 1), "ahead of the clock"},
 		{ev("Backup Requested", "amibackup", `{"policy":"nightly","reboot":"yes"}`), "event.detail"},
 		{ev("Backup Requested", "amibackup", `{"policy":"nightly","force":true}`), `"force" is not allowed`},
 		{ev("Prune Requested", "amibackup", `{}`), "not handled by the backup function"},

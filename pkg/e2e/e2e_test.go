@@ -38,7 +38,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var start = time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
+// start is fixed so retention outcomes are exact (a Friday; the nights end
+// on Sunday Nov 15), and in the past, because the functions reject trigger
+// times ahead of their clock.
+var start = time.Date(2026, 11, 6, 2, 0, 0, 0, time.UTC)
 
 func harness(t *testing.T) *localrun.Harness {
 	t.Helper()
@@ -97,7 +100,7 @@ func TestNightUnderRIE(t *testing.T) {
 		if im.ID == foreign {
 			continue
 		}
-		if im.Tags[tags.ManagedBy] != localrun.Stack || im.Tags[tags.Policy] != "nightly" || im.Tags[tags.Time] != "2026-11-20T03:00:00Z" {
+		if im.Tags[tags.ManagedBy] != localrun.Stack || im.Tags[tags.Policy] != "nightly" || im.Tags[tags.Time] != "2026-11-06T03:00:00Z" {
 			t.Errorf("%s tags %v", im.ID, im.Tags)
 		}
 		wantReboot := im.InstanceID != optOut
@@ -155,12 +158,12 @@ func TestNightUnderRIE(t *testing.T) {
 		t.Fatalf("prune: %v\n%s", err, h.Prune.Logs())
 	}
 	after := h.Sim.Images("", "")
-	// cdk.json keeps daily 7, weekly 4, monthly 3: of Nov 20-29 the 7 newest
-	// days plus Sunday Nov 22 stay; Nov 20 and 21 (and the manual image) go.
+	// cdk.json keeps daily 7, weekly 4, monthly 3: of Nov 6-15 the 7 newest
+	// days plus Sunday Nov 8 stay; Nov 6 and 7 (and the manual image) go.
 	perInstance := map[string]int{}
 	for _, im := range after {
 		perInstance[im.InstanceID]++
-		if im.ID != foreign && (im.Tags[tags.Time] < "2026-11-22" || strings.HasPrefix(im.Tags[tags.Time], "2026-11-20")) {
+		if im.ID != foreign && (im.Tags[tags.Time] < "2026-11-08" || strings.HasPrefix(im.Tags[tags.Time], "2026-11-06")) {
 			t.Errorf("%s from %s survived", im.ID, im.Tags[tags.Time])
 		}
 	}
@@ -182,8 +185,8 @@ func TestNightUnderRIE(t *testing.T) {
 func TestBadInputUnderRIE(t *testing.T) {
 	h := harness(t)
 	h.Sim.SeedFleet("", "", 2, map[string]string{"Backup": "nightly"})
-	for _, in := range []string{`{}`, `{"policy":"nope","time":"2026-11-20T03:00:00Z"}`, `[1,2]`,
-		`{"detail-type":"Backup Requested","source":"amibackup","time":"2026-11-20T03:00:00Z","detail":{"policy":"nightly","instanceIds":["x"]}}`} {
+	for _, in := range []string{`{}`, `{"policy":"nope","time":"2026-11-06T03:00:00Z"}`, `[1,2]`,
+		`{"detail-type":"Backup Requested","source":"amibackup","time":"2026-11-06T03:00:00Z","detail":{"policy":"nightly","instanceIds":["x"]}}`} {
 		_, _, err := h.Backup.Invoke(context.Background(), []byte(in))
 		if err == nil {
 			t.Errorf("backup accepted %s", in)

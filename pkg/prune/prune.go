@@ -51,6 +51,8 @@ type Pruner struct {
 	Metrics *emf.Writer
 	// Margin before the context deadline (default backup.DefaultMargin).
 	Margin time.Duration
+	// Now is the clock that bounds trigger times (default time.Now).
+	Now func() time.Time
 }
 
 // PlanEntry is one image in the plan.
@@ -85,12 +87,22 @@ type candidate struct {
 	snapshots []string
 	created   time.Time
 	deprecate bool
+	// undecidable says why retention cannot decide this image (it is kept).
+	undecidable string
 }
 
 // Handle is the function's handler without the Lambda plumbing: it parses
 // the raw trigger (rejecting bad input before any EC2 call) and runs it.
 func (p *Pruner) Handle(ctx context.Context, raw []byte) (*Summary, error) {
 	req, err := trigger.ParsePrune(raw, p.Config)
+	if err == nil {
+		now := time.Now
+		if p.Now != nil {
+			now = p.Now
+		}
+		// req.Time is "now" for retention: a future time would age every image.
+		err = trigger.CheckNotFuture("time", req.Time, now())
+	}
 	if err != nil {
 		p.Log.Error("rejected input; nothing was deleted", "error", err.Error())
 		return nil, err
@@ -156,7 +168,7 @@ func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
 			sum.AddFailed(runner.Entry{ID: "orphan-sweep", Detail: err.Error()})
 		}
 		if !req.DryRun {
-			p.repairDeprecation(ctx, log, plan, req.Time, sum)
+			p.repairDeprecation(ctx, log, plan, req.Time, sum, margin)
 		}
 	}
 	p.finish(ctx, log, sum, start)
@@ -180,16 +192,24 @@ func (p *Pruner) finish(ctx context.Context, log *slog.Logger, sum *Summary, sta
 		if sum.Blocked != "" {
 			blocked = 1
 		}
-		err := p.Metrics.Emit(start, map[string]string{"Policy": policy},
-			emf.Metric{Name: "ImagesPruned", Unit: emf.Count, Value: float64(len(sum.Done))},
-			emf.Metric{Name: "ImagesKept", Unit: emf.Count, Value: float64(kept)},
-			emf.Metric{Name: "PruneFailures", Unit: emf.Count, Value: float64(len(sum.Failed) + len(sum.SnapshotsNotDeleted))},
-			emf.Metric{Name: "OrphanSnapshotsDeleted", Unit: emf.Count, Value: float64(len(sum.OrphansDeleted))},
-			emf.Metric{Name: "PruneBlocked", Unit: emf.Count, Value: blocked},
-			emf.Metric{Name: "PruneDuration", Unit: emf.Milliseconds, Value: float64(sum.DurationMS)},
-		)
-		if err != nil {
-			log.Error("emit metrics", "error", err.Error())
+		metrics := []emf.Metric{
+			{Name: "ImagesPruned", Unit: emf.Count, Value: float64(len(sum.Done))},
+			{Name: "ImagesKept", Unit: emf.Count, Value: float64(kept)},
+			{Name: "PruneFailures", Unit: emf.Count, Value: float64(len(sum.Failed) + len(sum.SnapshotsNotDeleted))},
+			{Name: "OrphanSnapshotsDeleted", Unit: emf.Count, Value: float64(len(sum.OrphansDeleted))},
+			{Name: "PruneBlocked", Unit: emf.Count, Value: blocked},
+			{Name: "PruneDuration", Unit: emf.Milliseconds, Value: float64(sum.DurationMS)},
+		}
+		// The alarms watch Policy=all; a one-policy manual run reports
+		// there too, so a blocked or failing manual prune is heard.
+		dims := []string{"all"}
+		if policy != "all" {
+			dims = append(dims, policy)
+		}
+		for _, d := range dims {
+			if err := p.Metrics.Emit(start, map[string]string{"Policy": d}, metrics...); err != nil {
+				log.Error("emit metrics", "error", err.Error())
+			}
 		}
 	}
 	sum.Log(ctx, log)
@@ -230,6 +250,13 @@ func (p *Pruner) listImages(ctx context.Context, policy string) ([]*candidate, e
 			}
 			c := &candidate{entry: PlanEntry{ImageID: aws.ToString(im.ImageId), Name: aws.ToString(im.Name),
 				InstanceID: t[tags.InstanceID], Policy: t[tags.Policy], State: string(im.State)}}
+			if !tags.ValidInstanceID(c.entry.InstanceID) {
+				// Retention groups by instance: images without a valid
+				// instance-id would pool into one history and an instance
+				// could lose its only backup. Not decidable, so kept (and
+				// its snapshots count as used by the orphan sweep).
+				c.undecidable = fmt.Sprintf("tag %s is %q, not an instance ID: kept (fix the tag to let retention decide)", tags.InstanceID, c.entry.InstanceID)
+			}
 			if ts, err := time.Parse(time.RFC3339, t[tags.Time]); err == nil {
 				c.entry.Time = ts.UTC()
 			}
@@ -299,14 +326,20 @@ var errUnknownPolicy = errors.New("unknown policy")
 func (p *Pruner) plan(cands []*candidate, live map[string]bool, req trigger.Prune, sum *Summary) ([]*candidate, error) {
 	byPolicy := map[string][]*candidate{}
 	var order []string
+	var out []*candidate
 	for _, c := range cands {
+		if c.undecidable != "" {
+			c.entry.Keep, c.entry.Reasons = true, []string{c.undecidable}
+			sum.AddSkipped(runner.Entry{ID: c.entry.ImageID, Name: c.entry.Name, Detail: c.undecidable})
+			out = append(out, c)
+			continue
+		}
 		if _, ok := byPolicy[c.entry.Policy]; !ok {
 			order = append(order, c.entry.Policy)
 		}
 		byPolicy[c.entry.Policy] = append(byPolicy[c.entry.Policy], c)
 	}
 	slices.Sort(order)
-	var out []*candidate
 	gone := map[string]bool{}
 	for _, policy := range order {
 		group := byPolicy[policy]
@@ -355,10 +388,10 @@ func guard(plan []*candidate, maxShare float64) string {
 	type hist struct{ good, goodDeleted int }
 	groups := map[string]*hist{}
 	for _, c := range plan {
-		total++
 		if c.entry.State == string(retention.Failed) {
 			continue
 		}
+		total++
 		k := c.entry.Policy + "/" + c.entry.InstanceID
 		if groups[k] == nil {
 			groups[k] = &hist{}
@@ -490,15 +523,21 @@ func (p *Pruner) sweepOrphans(ctx context.Context, log *slog.Logger, req trigger
 
 // repairDeprecation sets the deprecation time on available images whose
 // policy asks for one and that lack it (EC2 may refuse it while pending).
-func (p *Pruner) repairDeprecation(ctx context.Context, log *slog.Logger, plan []*candidate, now time.Time, sum *Summary) {
+// Turning deprecation on for a policy with a long history means thousands
+// of calls, so they run like the deletions: bounded, stopping before the
+// deadline (the next run finishes the rest).
+func (p *Pruner) repairDeprecation(ctx context.Context, log *slog.Logger, plan []*candidate, now time.Time, sum *Summary, margin time.Duration) {
+	var todo []*candidate
 	for _, c := range plan {
-		if !c.entry.Keep || !c.deprecate || c.entry.State != string(retention.Available) {
+		if !c.entry.Keep || !c.deprecate || c.undecidable != "" || c.entry.State != string(retention.Available) {
 			continue
 		}
-		pol, ok := p.Config.Policy(c.entry.Policy)
-		if !ok || pol.DeprecateAfter <= 0 {
-			continue
+		if pol, ok := p.Config.Policy(c.entry.Policy); ok && pol.DeprecateAfter > 0 {
+			todo = append(todo, c)
 		}
+	}
+	left := runner.ForEach(ctx, todo, p.Config.Concurrency, margin, func(ctx context.Context, c *candidate) {
+		pol, _ := p.Config.Policy(c.entry.Policy)
 		created := c.created
 		if created.IsZero() {
 			created = c.entry.Time
@@ -510,10 +549,15 @@ func (p *Pruner) repairDeprecation(ctx context.Context, log *slog.Logger, plan [
 		}
 		if _, err := p.EC2.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{ImageId: aws.String(c.entry.ImageID), DeprecateAt: aws.Time(at)}); err != nil {
 			sum.Warn("%s: deprecation not set: %v", c.entry.ImageID, err)
-			continue
+			return
 		}
+		sum.mu.Lock()
 		sum.DeprecationsSet = append(sum.DeprecationsSet, c.entry.ImageID)
+		sum.mu.Unlock()
 		log.Info("deprecation time set", "image", c.entry.ImageID, "at", at)
+	})
+	if len(left) > 0 {
+		sum.Warn("%d images still lack their deprecation time (deadline reached); the next run sets them", len(left))
 	}
 }
 

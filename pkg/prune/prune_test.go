@@ -470,3 +470,105 @@ func BenchmarkPrune10k(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// TestImagesWithoutInstanceIDAreKept: images of ours whose instance-id tag
+// is missing or garbled would pool into one history; they are kept and
+// reported instead.
+func TestImagesWithoutInstanceIDAreKept(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{Start: now})
+	var odd []string
+	for i, v := range []string{"", "", "web-1", "i-XYZ"} {
+		tg := map[string]string{tags.ManagedBy: "prod", tags.Policy: "nightly", tags.Time: tags.FormatTime(now.AddDate(0, 0, -i-1))}
+		if v != "" {
+			tg[tags.InstanceID] = v
+		}
+		id, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: fmt.Sprintf("amibackup-nightly-odd-%d", i), Tags: tg, SnapshotTags: tg, Created: now.AddDate(0, 0, -i-1)})
+		odd = append(odd, id)
+	}
+	c := cfg(t, `{"last":1}`)
+	c.Prune.MaxDeleteShare = 1
+	sum, err := pruner(t, env, c, nil).Run(context.Background(), req())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := imageIDs(env.Sim); len(got) != len(odd) {
+		t.Fatalf("remaining %v, want all of %v", got, odd)
+	}
+	if len(sum.Skipped) != len(odd) || !strings.Contains(sum.Skipped[0].Detail, "not an instance ID") || sum.Selected != len(odd) {
+		t.Fatalf("skipped %+v selected %d", sum.Skipped, sum.Selected)
+	}
+	if n := env.Sim.Calls().Mutating(); n != 0 {
+		t.Fatalf("%d mutating calls", n)
+	}
+}
+
+// TestFailedImagesDoNotDiluteTheGuard: the share is computed over usable
+// images, so a pile of failed images cannot hide a plan that deletes most
+// good backups.
+func TestFailedImagesDoNotDiluteTheGuard(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{Start: now})
+	instances := env.Sim.SeedFleet("", "", 2, map[string]string{"Backup": "nightly"})
+	seedHistory(env.Sim, "prod", instances, 5)
+	for i := range 10 {
+		in := instances[i%2]
+		tg := map[string]string{tags.ManagedBy: "prod", tags.Policy: "nightly", tags.InstanceID: in, tags.Time: tags.FormatTime(now.Add(-time.Duration(i+1) * time.Minute))}
+		env.Sim.AddImage(ec2sim.ImageSpec{Name: fmt.Sprintf("amibackup-nightly-failed-%d", i), State: "failed", InstanceID: in, Tags: tg, SnapshotTags: tg})
+	}
+	env.Sim.ResetCalls()
+	var metrics strings.Builder
+	p := pruner(t, env, cfg(t, `{"last":1}`), nil)
+	p.Metrics = emf.New(&metrics)
+	sum, err := p.Run(context.Background(), req())
+	if err == nil || !strings.Contains(sum.Blocked, "8 of 10 images") {
+		t.Fatalf("guard: err %v blocked %q", err, sum.Blocked)
+	}
+	if n := env.Sim.Calls().Mutating(); n != 0 {
+		t.Fatalf("blocked run made %d mutating calls", n)
+	}
+	// The alarms watch PruneBlocked under Policy=all.
+	if !strings.Contains(metrics.String(), `"Policy":"all"`) || !strings.Contains(metrics.String(), `"PruneBlocked":1`) {
+		t.Fatalf("metrics do not report the block under Policy=all: %s", metrics.String())
+	}
+}
+
+// TestOnePolicyRunReportsUnderAll: a manual prune of one policy emits its
+// metrics under that policy and under Policy=all, where the alarms look.
+func TestOnePolicyRunReportsUnderAll(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{Start: now})
+	seedHistory(env.Sim, "prod", env.Sim.SeedFleet("", "", 2, map[string]string{"Backup": "nightly"}), 4)
+	var metrics strings.Builder
+	p := pruner(t, env, cfg(t, `{"last":2}`), nil)
+	p.Metrics = emf.New(&metrics)
+	r := req()
+	r.Policy = "nightly"
+	sum, err := p.Run(context.Background(), r)
+	if err != nil || len(sum.Done) != 4 {
+		t.Fatalf("run: %v, deleted %d", err, len(sum.Done))
+	}
+	lines := strings.Split(strings.TrimSpace(metrics.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"Policy":"all"`) || !strings.Contains(lines[1], `"Policy":"nightly"`) ||
+		!strings.Contains(lines[0], `"ImagesPruned":4`) {
+		t.Fatalf("metrics: %s", metrics.String())
+	}
+}
+
+// TestFutureTimeRejected: prune treats its trigger time as "now"; a time
+// ahead of the clock is refused before any EC2 call.
+func TestFutureTimeRejected(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{Start: now})
+	seedHistory(env.Sim, "prod", env.Sim.SeedFleet("", "", 2, map[string]string{"Backup": "nightly"}), 10)
+	env.Sim.ResetCalls()
+	p := pruner(t, env, cfg(t, `{"within":"30d"}`), nil)
+	p.Now = func() time.Time { return now }
+	for _, in := range []string{
+		`{"time":"` + tags.FormatTime(now.AddDate(5, 0, 0)) + `"}`,
+		`{"detail-type":"Prune Requested","source":"amibackup","time":"` + tags.FormatTime(now.Add(time.Hour)) + `","detail":{"force":true}}`,
+	} {
+		if _, err := p.Handle(context.Background(), []byte(in)); err == nil || !strings.Contains(err.Error(), "ahead of the clock") {
+			t.Errorf("%s: err %v", in, err)
+		}
+	}
+	if c := env.Sim.Calls(); c.Total != 0 || len(env.Sim.Images("", "")) != 20 {
+		t.Fatalf("future time reached EC2: %v", c.ByAction)
+	}
+}

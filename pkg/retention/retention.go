@@ -140,8 +140,12 @@ func evaluateGroup(images []Image, r Rules, now time.Time) []Decision {
 		case im.State == Failed:
 			// Failed images are useless and hold snapshots: deleted even if a
 			// rule would keep them by time.
-		case im.State != Available:
+		case im.State == Pending:
 			ds[i].keep("pending: never deleted")
+		case im.State != Available:
+			// invalid, transient, error, disabled...: nothing to reason about,
+			// so nothing to delete.
+			ds[i].keep(fmt.Sprintf("state %s: kept (only available and failed images are decided)", im.State))
 		case im.Time.IsZero():
 			ds[i].keep("no backup time: kept")
 		case im.Time.After(now):

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,10 +18,18 @@ import (
 // It stops starting new items once the context's deadline is less than
 // margin away (or the context is done) and returns the items it never
 // started, in order, so the caller can report them; a re-run of the same
-// trigger picks them up. Items already started run to completion.
+// trigger picks them up. Items already started get a context that ends
+// half a margin before the deadline, so a call stuck in retries is cut off
+// while there is still time to log the summary and emit metrics.
 func ForEach[T any](ctx context.Context, items []T, concurrency int, margin time.Duration, fn func(context.Context, T)) (notReached []T) {
 	if concurrency < 1 {
 		concurrency = 1
+	}
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, dl.Add(-margin/2))
+		defer cancel()
 	}
 	sem := make(chan struct{}, concurrency)
 	var wg sync.WaitGroup
@@ -39,7 +48,7 @@ func ForEach[T any](ctx context.Context, items []T, concurrency int, margin time
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			fn(ctx, it)
+			fn(wctx, it)
 		}()
 	}
 	wg.Wait()
@@ -138,6 +147,18 @@ func (s *Summary) Log(ctx context.Context, log *slog.Logger) {
 		slog.String("policy", s.Policy), slog.String("trigger", s.Trigger), slog.Bool("dryRun", s.DryRun),
 		slog.Int("selected", s.Selected), slog.Int("done", len(s.Done)), slog.Int("alreadyDone", len(s.Existed)),
 		slog.Int("skipped", len(s.Skipped)), slog.Int("failed", len(s.Failed)), slog.Int("notReached", len(s.NotReached)),
-		slog.Any("failures", s.Failed), slog.Any("skips", s.Skipped), slog.Any("warnings", s.Warnings),
+		slog.Any("failures", s.Failed), slog.Any("skips", s.Skipped), slog.Any("notReachedIds", capped(s.NotReached, maxLoggedIDs)),
+		slog.Any("warnings", s.Warnings),
 		slog.Int64("durationMs", s.DurationMS))
+}
+
+// maxLoggedIDs keeps the summary line well below CloudWatch Logs' 256 KiB
+// event limit; the returned summary always holds the full lists.
+const maxLoggedIDs = 200
+
+func capped(ids []string, n int) []string {
+	if len(ids) <= n {
+		return ids
+	}
+	return append(slices.Clone(ids[:n]), fmt.Sprintf("... and %d more", len(ids)-n))
 }

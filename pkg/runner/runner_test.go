@@ -1,7 +1,11 @@
 package runner
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,5 +70,48 @@ func TestSummaryErr(t *testing.T) {
 	err := s.Err()
 	if err == nil || !strings.Contains(err.Error(), "i-2: IncorrectState") || !strings.Contains(err.Error(), "i-3") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestForEachCutsStartedWorkBeforeDeadline: work already running sees its
+// context end half a margin before the invocation's deadline, leaving time
+// for the summary.
+func TestForEachCutsStartedWorkBeforeDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	dl, _ := ctx.Deadline()
+	margin := 200 * time.Millisecond
+	var workerDL time.Time
+	var cause error
+	ForEach(ctx, []int{1}, 1, margin, func(wctx context.Context, _ int) {
+		workerDL, _ = wctx.Deadline()
+		<-wctx.Done() // a call stuck in retries
+		cause = wctx.Err()
+	})
+	if want := dl.Add(-margin / 2); !workerDL.Equal(want) {
+		t.Fatalf("worker deadline %v, want %v", workerDL, want)
+	}
+	if cause != context.DeadlineExceeded || ctx.Err() != nil {
+		t.Fatalf("worker ended with %v, invocation context %v: want the worker cut off first", cause, ctx.Err())
+	}
+}
+
+func TestSummaryLogCapsIDs(t *testing.T) {
+	var buf bytes.Buffer
+	s := &Summary{Function: "backup"}
+	for i := range 250 {
+		s.NotReached = append(s.NotReached, fmt.Sprintf("i-%08x", i))
+	}
+	s.Log(context.Background(), slog.New(slog.NewJSONHandler(&buf, nil)))
+	var line struct {
+		NotReached    int      `json:"notReached"`
+		NotReachedIDs []string `json:"notReachedIds"`
+		Level         string   `json:"level"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("summary is not one JSON line: %v: %s", err, buf.String())
+	}
+	if line.NotReached != 250 || len(line.NotReachedIDs) != 201 || line.NotReachedIDs[200] != "... and 50 more" || line.Level != "ERROR" {
+		t.Fatalf("summary line = %+v", line)
 	}
 }

@@ -53,6 +53,11 @@ func CopyName(sourceAccount, sourceImageID string) string {
 	return fmt.Sprintf("amibackup-copy-%s-%s", sourceAccount, sourceImageID)
 }
 
+var instanceIDRE = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
+
+// ValidInstanceID reports whether id has the form of an EC2 instance ID.
+func ValidInstanceID(id string) bool { return instanceIDRE.MatchString(id) }
+
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9()\[\]./\-'@_ ]{3,128}$`)
 
 // ValidImageName reports whether EC2 accepts name as an AMI name.

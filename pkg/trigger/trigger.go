@@ -9,12 +9,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/tags"
 )
 
 // Source of manual requests on the default event bus.
@@ -29,8 +29,6 @@ const (
 
 // maxEventSize guards against absurd payloads (EventBridge allows 256 KiB).
 const maxEventSize = 256 * 1024
-
-var instanceIDRE = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
 
 // Envelope is an EventBridge event as delivered to Lambda.
 type Envelope struct {
@@ -147,8 +145,28 @@ func quoteList(v []string) string {
 	return strings.Join(q, ", ")
 }
 
+// MaxClockSkew is how far ahead of the function's clock a trigger time may
+// be. Scheduler passes the scheduled time, which is never in the future; a
+// later time can only come from a hand-made event, and prune would treat it
+// as "now" and age every image by the difference.
+const MaxClockSkew = 5 * time.Minute
+
+// CheckNotFuture rejects a trigger time more than MaxClockSkew ahead of now.
+func CheckNotFuture(field string, t, now time.Time) error {
+	if t.After(now.Add(MaxClockSkew)) {
+		return fmt.Errorf("%s: %s is %s ahead of the clock (%s): a trigger time must not be in the future; put-events without a Time entry uses the current time",
+			field, tags.FormatTime(t), t.Sub(now).Round(time.Minute), tags.FormatTime(now))
+	}
+	return nil
+}
+
 // CheckInstanceIDs validates a manual run's instance subset.
 func CheckInstanceIDs(field string, ids []string) error {
+	// An explicit empty list would otherwise mean "no filter", widening a
+	// request that meant "these instances" to the whole policy.
+	if ids != nil && len(ids) == 0 {
+		return fmt.Errorf("%s: is an empty list: name at least one instance, or omit instanceIds to back up every instance of the policy", field)
+	}
 	// The IDs become one instance-id filter, and EC2 takes at most 200
 	// values per filter.
 	if len(ids) > 200 {
@@ -156,7 +174,7 @@ func CheckInstanceIDs(field string, ids []string) error {
 	}
 	seen := map[string]bool{}
 	for i, id := range ids {
-		if !instanceIDRE.MatchString(id) {
+		if !tags.ValidInstanceID(id) {
 			return fmt.Errorf("%s[%d]: %q is not an instance ID (i- followed by 8 or 17 hex digits)", field, i, id)
 		}
 		if seen[id] {

@@ -42,7 +42,10 @@ func main() {
 	}
 }
 
-var start = time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
+// start is fixed so retention outcomes are exact (a Friday; the nights end
+// on Sunday Nov 15), and in the past, because the functions reject trigger
+// times ahead of their clock.
+var start = time.Date(2026, 11, 6, 2, 0, 0, 0, time.UTC)
 
 func run(ctx context.Context) error {
 	root, err := os.Getwd()
