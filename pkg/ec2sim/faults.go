@@ -175,34 +175,48 @@ func statusFor(code string) int {
 	return http.StatusBadRequest
 }
 
-// bucket is one EC2 throttling token bucket (per account, Region and class).
+// bucket is one EC2 throttling token bucket (per account, Region and action).
 type bucket struct {
 	tokens, size, refill float64 // refill per simulated second
 	last                 time.Time
 }
 
-// bucketClass maps an action to its bucket, after the table in EC2's
-// "Request throttling" documentation.
-func bucketClass(action string, p params) (string, float64, float64) {
+// bucketFor returns the bucket a request draws from and that bucket's size
+// and refill rate per second. EC2's "Request throttling" documentation
+// evaluates each API action individually: every action has its own bucket
+// per account and Region, so exhausting DescribeImages does not throttle
+// DescribeSnapshots. The documentation's categories (mutating,
+// non-mutating, ...) only set a bucket's size and refill.
+//
+// DescribeInstances and DescribeSnapshots are listed twice there: requests
+// with neither a filter nor pagination form the smaller "unfiltered and
+// unpaginated" category. We give that shape a bucket of its own so the
+// category's size applies to exactly those requests. A request naming only
+// InstanceId.N / SnapshotId.N has no Filter and no MaxResults/NextToken, so
+// by the documentation's wording it is unfiltered and unpaginated; we keep
+// that reading (the smaller bucket, the conservative side for a client).
+func bucketFor(action string, p params) (key string, size, refill float64) {
 	switch action {
 	case "DeregisterImage", "DeleteSnapshot":
 		return action, 100, 5
-	case "CreateTags", "DeleteTags":
-		return "CreateTags", 100, 10
+	case "CreateTags":
+		return action, 100, 10
 	case "CopyImage":
 		return action, 100, 1
 	case "ModifyImageAttribute", "ModifySnapshotAttribute":
 		return action, 100, 5
 	case "DescribeInstances", "DescribeSnapshots":
 		if !p.hasPrefix("Filter.") && p.get("MaxResults") == "" && p.get("NextToken") == "" {
-			return action + ":unfiltered", 50, 10
+			return action + " (unfiltered, unpaginated)", 50, 10
 		}
-		return "non-mutating", 100, 20
+		return action, 100, 20
 	}
 	if isReadOnly(action) {
-		return "non-mutating", 100, 20
+		return action, 100, 20
 	}
-	return "mutating", 50, 5
+	// Everything else mutates, DeleteTags included: it is not in
+	// CreateTags' larger bucket class.
+	return action, 50, 5
 }
 
 // take consumes a token; false means throttled. Caller holds mu.
@@ -210,8 +224,8 @@ func (s *Sim) take(account, region, action string, p params) bool {
 	if !s.opts.Throttle {
 		return true
 	}
-	class, size, refill := bucketClass(action, p)
-	key := account + "/" + region + "/" + class
+	name, size, refill := bucketFor(action, p)
+	key := account + "/" + region + "/" + name
 	now := s.now()
 	b, ok := s.buckets[key]
 	if !ok {

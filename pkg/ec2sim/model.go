@@ -23,7 +23,7 @@ const (
 
 // Options configure a Sim.
 type Options struct {
-	// Throttle enables EC2's token buckets per account and Region.
+	// Throttle enables EC2's token buckets per account, Region and action.
 	Throttle bool
 	// TimeScale is simulated seconds per real second (0 means 1).
 	TimeScale float64
@@ -52,7 +52,7 @@ type Sim struct {
 	rng     *rand.Rand
 	nextID  uint64
 	regions map[string]*regionState // by Region name
-	buckets map[string]*bucket      // account/region/class
+	buckets map[string]*bucket      // account/region/action
 	calls   callLog
 	faults  []*faultRule
 	failIns map[string]bool
