@@ -572,3 +572,46 @@ func TestFutureTimeRejected(t *testing.T) {
 		t.Fatalf("future time reached EC2: %v", c.ByAction)
 	}
 }
+
+// TestSnapshotInUseByForeignImage: someone registered their own AMI from
+// one of our snapshots. Deleting our image reports that snapshot with
+// EC2's code, and the orphan sweep leaves it alone: it is not ours to break.
+func TestSnapshotInUseByForeignImage(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{Start: now})
+	instances := env.Sim.SeedFleet("", "", 1, map[string]string{"Backup": "nightly"})
+	hist := seedHistory(env.Sim, "prod", instances, 3)
+	oldest := hist[instances[0]][2]
+	var shared string
+	for _, im := range env.Sim.Images("", "") {
+		if im.ID == oldest {
+			shared = im.SnapshotIDs[0]
+		}
+	}
+	theirs, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: "restored-by-hand", SnapshotIDs: []string{shared}})
+	c := cfg(t, `{"last":2}`)
+	c.Prune.OrphanGrace = config.Duration(time.Hour)
+	sum, err := pruner(t, env, c, nil).Run(context.Background(), req())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Done) != 1 || sum.Done[0].ImageID != oldest {
+		t.Fatalf("deleted %+v, want %s", sum.Done, oldest)
+	}
+	if len(sum.SnapshotsNotDeleted) != 1 || sum.SnapshotsNotDeleted[0].ID != shared || sum.SnapshotsNotDeleted[0].ImageID != oldest ||
+		sum.SnapshotsNotDeleted[0].Detail == "" || sum.SnapshotsNotDeleted[0].Detail == "success" {
+		t.Fatalf("snapshots not deleted %+v, want %s with its code", sum.SnapshotsNotDeleted, shared)
+	}
+	if len(sum.OrphansDeleted) != 0 {
+		t.Fatalf("sweep deleted %+v", sum.OrphansDeleted)
+	}
+	if !slices.Contains(imageIDs(env.Sim), theirs) {
+		t.Fatal("the foreign image is gone")
+	}
+	found := false
+	for _, s := range env.Sim.Snapshots("", "") {
+		found = found || s.ID == shared
+	}
+	if !found {
+		t.Fatal("the snapshot the foreign image uses was deleted")
+	}
+}
