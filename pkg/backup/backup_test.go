@@ -149,6 +149,9 @@ func TestBackupSelectsTagsAndReboots(t *testing.T) {
 
 func checkTags(t *testing.T, what string, got, want map[string]string) {
 	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: %d tags %v, want exactly %v", what, len(got), got, want)
+	}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s: tag %s = %q, want %q", what, k, got[k], v)

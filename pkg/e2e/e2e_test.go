@@ -91,6 +91,7 @@ func TestNightUnderRIE(t *testing.T) {
 	if rep.InitMS <= 0 || rep.DurationMS <= 0 {
 		t.Errorf("no RIE report: %+v", rep)
 	}
+	checkLogs(t, h.Backup.Logs())
 	// Emulator state: one image per selected instance, rebooted unless opted out, tagged.
 	images := h.Sim.Images("", "")
 	if len(images) != 5 { // 4 new + the foreign one
@@ -198,5 +199,32 @@ func TestBadInputUnderRIE(t *testing.T) {
 	}
 	if c := h.Sim.Calls(); c.Total != 0 {
 		t.Fatalf("bad input reached EC2: %v", c.ByAction)
+	}
+}
+
+// checkLogs: the function's stdout, as CloudWatch Logs would receive it,
+// holds the run summary as one JSON line carrying the Lambda request ID, and
+// an EMF record CloudWatch turns into metrics.
+func checkLogs(t *testing.T, logs string) {
+	t.Helper()
+	var summary, emfRecord bool
+	for line := range strings.SplitSeq(logs, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(strings.TrimSpace(line)), &rec) != nil {
+			continue
+		}
+		if rec["msg"] == "run summary" {
+			id, _ := rec["requestId"].(string)
+			summary = id != "" && rec["function"] == "backup" && rec["done"] == 4.0 && rec["level"] == "WARN"
+			if !summary {
+				t.Errorf("summary line %s", line)
+			}
+		}
+		if aws, ok := rec["_aws"].(map[string]any); ok && aws["CloudWatchMetrics"] != nil && rec["ImagesCreated"] == 4.0 {
+			emfRecord = true
+		}
+	}
+	if !summary || !emfRecord {
+		t.Errorf("logs lack the summary line (%v) or the EMF record (%v):\n%s", summary, emfRecord, logs)
 	}
 }
