@@ -48,9 +48,9 @@ func ConfigFromContext(v any, stackName string) (*config.Config, error) {
 	return config.Parse(raw, stackName)
 }
 
-// Build defines the app's stacks from its context (a backup stack when
-// policies are configured, a recovery stack when recovery is) and applies
-// cdk-nag's AwsSolutions checks. It returns the first stack.
+// Build defines the app's stack from its context (a backup stack when
+// policies are configured, else a recovery stack: config.Validate rejects
+// a configuration with both) and applies cdk-nag's AwsSolutions checks.
 func Build(app awscdk.App, root string) (*Stack, error) {
 	name := DefaultStack
 	if v, ok := app.Node().TryGetContext(jsii.String(ContextStack)).(string); ok && v != "" {
@@ -70,22 +70,12 @@ func Build(app awscdk.App, root string) (*Stack, error) {
 	props := &BackupStackProps{StackProps: awscdk.StackProps{Env: env}, Config: cfg, Root: root}
 	var stack *Stack
 	if len(cfg.Policies) > 0 {
-		if stack, err = NewBackupStack(app, name, props); err != nil {
-			return nil, err
-		}
+		stack, err = NewBackupStack(app, name, props)
+	} else {
+		stack, err = NewRecoveryStack(app, name, props)
 	}
-	if cfg.Recovery != nil {
-		id := name
-		if stack != nil {
-			id = name + "Recovery"
-		}
-		rs, err := NewRecoveryStack(app, id, props)
-		if err != nil {
-			return nil, err
-		}
-		if stack == nil {
-			stack = rs
-		}
+	if err != nil {
+		return nil, err
 	}
 	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
 	return stack, nil

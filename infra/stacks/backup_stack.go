@@ -76,10 +76,10 @@ func NewBackupStack(scope constructs.Construct, id string, props *BackupStackPro
 	cfg := props.Config
 	s := newBase(scope, id, props, "amibackup: file-system-consistent AMI backups (deployment "+cfg.Deployment+")")
 	var err error
-	if s.Backup, err = s.function(props.Root, "backup", cfg, backupStatements(s.Stack, cfg)); err != nil {
+	if s.Backup, err = s.function(props.Root, "backup", cfg, backupStatements(s.Stack, cfg), backupWildcards(s.Stack)); err != nil {
 		return nil, err
 	}
-	if s.Prune, err = s.function(props.Root, "prune", cfg, pruneStatements(s.Stack, cfg)); err != nil {
+	if s.Prune, err = s.function(props.Root, "prune", cfg, pruneStatements(s.Stack, cfg), pruneWildcards(s.Stack)); err != nil {
 		return nil, err
 	}
 	for i, p := range cfg.Policies {
@@ -87,15 +87,15 @@ func NewBackupStack(scope constructs.Construct, id string, props *BackupStackPro
 	}
 	s.addSchedule("PruneSchedule", "prune", *cfg.Prune.Schedule, s.Prune, SchedulerInput(""))
 	s.manualRules()
-	s.failedImageRule(cfg)
+	s.failedImageRule(cfg, "the next backup run takes a new one")
 	s.recycleBin(cfg)
 	s.alarms(cfg)
-	s.dashboard(cfg)
 	if cfg.Sharing != nil {
 		if err := s.sharing(props.Root, cfg); err != nil {
 			return nil, err
 		}
 	}
+	s.dashboard(cfg, s.backupWidgets(cfg)...)
 	return s, nil
 }
 
@@ -185,6 +185,13 @@ func statement(sid string, actions []string, resources []string, conditions map[
 	return awsiam.NewPolicyStatement(p)
 }
 
+// denyStatement: an explicit deny no allow statement can override.
+func denyStatement(sid string, actions []string, resources []string, conditions map[string]any) awsiam.PolicyStatement {
+	st := statement(sid, actions, resources, conditions)
+	st.SetEffect(awsiam.Effect_DENY)
+	return st
+}
+
 func managedBy(cfg *config.Config) map[string]any {
 	return map[string]any{"StringEquals": map[string]any{"aws:ResourceTag/" + tags.ManagedBy: cfg.Deployment}}
 }
@@ -225,7 +232,66 @@ func pruneStatements(stack awscdk.Stack, cfg *config.Config) []awsiam.PolicyStat
 	}
 }
 
-func (s *Stack) function(root, name string, cfg *config.Config, statements []awsiam.PolicyStatement) (awslambda.Function, error) {
+// wildcard is a wildcard resource that cdk-nag's AwsSolutions-IAM5 reports
+// and amibackup accepts, with why. Each is suppressed by its exact finding,
+// so any other wildcard added later still fails the cdk-nag check.
+type wildcard struct{ resource, reason string }
+
+const describeReason = "EC2 Describe* actions support only Resource \"*\"; they read metadata and change nothing."
+
+func backupWildcards(stack awscdk.Stack) []wildcard {
+	return []wildcard{
+		{"*", describeReason},
+		{imageARN(stack, "image/*"), "CreateImage only creating images tagged with this deployment's managed-by tag (aws:RequestTag), CreateTags only as part of CreateImage (ec2:CreateAction), EnableImageDeprecation only on images with the managed-by tag; image IDs are not known in advance."},
+		{imageARN(stack, "snapshot/*"), "CreateImage only creating snapshots tagged with this deployment's managed-by tag (aws:RequestTag), CreateTags only as part of CreateImage (ec2:CreateAction); snapshot IDs are not known in advance."},
+		{arn(stack, "instance/*"), "CreateImage only on instances carrying a policy's selection tag (aws:ResourceTag condition per policy); the instances are chosen by tag, not by ID."},
+	}
+}
+
+func pruneWildcards(stack awscdk.Stack) []wildcard {
+	return []wildcard{
+		{"*", describeReason},
+		{imageARN(stack, "image/*"), "DeregisterImage and EnableImageDeprecation only on images carrying this deployment's managed-by tag (aws:ResourceTag)."},
+		{imageARN(stack, "snapshot/*"), "DeleteSnapshot only on snapshots carrying this deployment's managed-by tag (aws:ResourceTag)."},
+	}
+}
+
+// nagFinding spells a resource the way cdk-nag reports it: pseudo-parameter
+// tokens as <AWS::Partition>, <AWS::Region> and <AWS::AccountId>.
+func nagFinding(stack awscdk.Stack, resource string) string {
+	var pairs []string
+	for _, p := range []struct {
+		token *string
+		name  string
+	}{{stack.Partition(), "AWS::Partition"}, {stack.Region(), "AWS::Region"}, {stack.Account(), "AWS::AccountId"}} {
+		// A concrete Region or account (from the environment) stays as it is.
+		if *awscdk.Token_IsUnresolved(p.token) {
+			pairs = append(pairs, *p.token, "<"+p.name+">")
+		}
+	}
+	return "Resource::" + strings.NewReplacer(pairs...).Replace(resource)
+}
+
+// maxConfigEnvBytes keeps AMIBACKUP_CONFIG below Lambda's 4 KB limit on
+// all environment variables of a function together (names included), with
+// room for the variables Lambda adds no further.
+const maxConfigEnvBytes = 3800
+
+func checkConfigSize(cfg *config.Config, function string) error {
+	if n := len(config.EnvVar) + len(cfg.JSON()); n > maxConfigEnvBytes {
+		return fmt.Errorf("configuration of deployment %q is too large for the %s function: %s would be %d bytes, over the %d-byte budget "+
+			"(Lambda allows 4 KB of environment variables per function); shorten it, e.g. fewer or shorter policies, account IDs or ARNs",
+			cfg.Deployment, function, config.EnvVar, n, maxConfigEnvBytes)
+	}
+	return nil
+}
+
+func (s *Stack) function(root, name string, cfg *config.Config, statements []awsiam.PolicyStatement, wildcards []wildcard) (awslambda.Function, error) {
+	// Checked before bundling: a too large configuration would otherwise
+	// fail only at deploy time, in CloudFormation.
+	if err := checkConfigSize(cfg, name); err != nil {
+		return nil, err
+	}
 	code, err := functionCode(root, name)
 	if err != nil {
 		return nil, err
@@ -245,12 +311,16 @@ func (s *Stack) function(root, name string, cfg *config.Config, statements []aws
 	policy.AddStatements(statement("WriteOwnLogs", []string{"logs:CreateLogStream", "logs:PutLogEvents"},
 		[]string{*logGroup.LogGroupArn() + ":*"}, nil))
 	policy.AttachToRole(role)
-	cdknag.NagSuppressions_AddResourceSuppressions(policy, &[]*cdknag.NagPackSuppression{{
-		Id: jsii.String("AwsSolutions-IAM5"),
-		Reason: jsii.String("EC2 Describe* actions support only Resource \"*\"; image/snapshot/instance wildcards are narrowed by " +
-			"tag conditions (aws:ResourceTag/amibackup:managed-by, aws:RequestTag, ec2:CreateAction, the policy's selection tag); " +
-			"log-stream wildcard is limited to the function's own log group."),
-	}}, jsii.Bool(false))
+	suppressions := []*cdknag.NagPackSuppression{{
+		Id:        jsii.String("AwsSolutions-IAM5"),
+		AppliesTo: &[]any{&cdknag.RegexAppliesTo{Regex: jsii.String(`/^Resource::<` + id + `Logs[0-9A-F]{8}\.Arn>:\*$/g`)}},
+		Reason:    jsii.String("Log streams are created at run time; the wildcard is limited to the function's own log group."),
+	}}
+	for _, w := range wildcards {
+		suppressions = append(suppressions, &cdknag.NagPackSuppression{Id: jsii.String("AwsSolutions-IAM5"),
+			AppliesTo: &[]any{nagFinding(s.Stack, w.resource)}, Reason: jsii.String(w.reason)})
+	}
+	cdknag.NagSuppressions_AddResourceSuppressions(policy, &suppressions, jsii.Bool(false))
 	fn := awslambda.NewFunction(s.Stack, jsii.String(id), &awslambda.FunctionProps{
 		Description:  jsii.String("amibackup " + name + " (" + cfg.Deployment + ")"),
 		Runtime:      awslambda.Runtime_PROVIDED_AL2023(),
@@ -323,9 +393,10 @@ func (s *Stack) manualRules() {
 }
 
 // failedImageRule notifies about failed images. The event carries no
-// tags, so it fires for every failed AMI in the account; the backup's
-// ImagesFailed metric alarm covers failures the function itself sees.
-func (s *Stack) failedImageRule(cfg *config.Config) {
+// tags, so it fires for every failed AMI in the account; the functions'
+// failure metrics cover what they see themselves. next says what happens
+// to a failed image of this deployment besides prune deregistering it.
+func (s *Stack) failedImageRule(cfg *config.Config, next string) {
 	rule := awsevents.NewRule(s.Stack, jsii.String("FailedImageRule"), &awsevents.RuleProps{
 		Description: jsii.String("amibackup: an AMI in this account and Region failed"),
 		EventPattern: &awsevents.EventPattern{
@@ -336,8 +407,8 @@ func (s *Stack) failedImageRule(cfg *config.Config) {
 	})
 	rule.AddTarget(awseventstargets.NewSnsTopic(s.Topic, &awseventstargets.SnsTopicProps{
 		Message: awsevents.RuleTargetInput_FromText(jsii.String(fmt.Sprintf(
-			"amibackup (%s): AMI %s failed: %s. If it is an amibackup image, the next prune run deregisters it; the next backup run takes a new one.",
-			cfg.Deployment, *awsevents.EventField_FromPath(jsii.String("$.detail.ImageId")), *awsevents.EventField_FromPath(jsii.String("$.detail.ErrorMessage"))))),
+			"amibackup (%s): AMI %s failed: %s. If it is an amibackup image, the next prune run deregisters it; %s.",
+			cfg.Deployment, *awsevents.EventField_FromPath(jsii.String("$.detail.ImageId")), *awsevents.EventField_FromPath(jsii.String("$.detail.ErrorMessage")), next))),
 		DeadLetterQueue: s.DLQ,
 	}))
 }
@@ -381,18 +452,36 @@ func (s *Stack) alarm(id, description string, m awscloudwatch.IMetric, threshold
 	a.AddAlarmAction(awscloudwatchactions.NewSnsAction(s.Topic))
 }
 
-func (s *Stack) alarms(cfg *config.Config) {
+// functionAlarms alarm on errors of the functions and on messages in the
+// dead-letter queue.
+func (s *Stack) functionAlarms(fns map[string]awslambda.Function) {
 	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD
 	notRun := awscloudwatch.TreatMissingData_NOT_BREACHING
-	for _, f := range []struct {
-		id string
-		fn awslambda.Function
-	}{{"Backup", s.Backup}, {"Prune", s.Prune}} {
-		s.alarm(f.id+"ErrorsAlarm", "amibackup "+f.id+" function failed (see its log group and run summary)",
-			f.fn.MetricErrors(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(15)), Statistic: jsii.String("Sum")}), 1, gt, notRun)
+	for _, id := range []string{"Backup", "Share", "Copy", "Prune"} {
+		if fn := fns[id]; fn != nil {
+			s.alarm(id+"ErrorsAlarm", "amibackup "+strings.ToLower(id)+" function failed (see its log group and run summary)",
+				fn.MetricErrors(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(15)), Statistic: jsii.String("Sum")}), 1, gt, notRun)
+		}
 	}
 	s.alarm("DeadLetterAlarm", "amibackup: a schedule or rule could not invoke a function; messages wait in the dead-letter queue",
 		s.DLQ.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(5)), Statistic: jsii.String("Maximum")}), 1, gt, notRun)
+}
+
+// pruneAlarms: a blocked prune deletes nothing and a failing one leaves
+// images and snapshots behind; both stacks prune.
+func (s *Stack) pruneAlarms() {
+	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+	notRun := awscloudwatch.TreatMissingData_NOT_BREACHING
+	s.alarm("PruneBlockedAlarm", "amibackup: the prune blast-radius guard stopped a run; nothing was deleted",
+		metric("PruneBlocked", "all", "Maximum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, notRun)
+	s.alarm("PruneFailuresAlarm", "amibackup: prune could not delete some images or snapshots",
+		metric("PruneFailures", "all", "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, notRun)
+}
+
+func (s *Stack) alarms(cfg *config.Config) {
+	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+	notRun := awscloudwatch.TreatMissingData_NOT_BREACHING
+	s.functionAlarms(map[string]awslambda.Function{"Backup": s.Backup, "Prune": s.Prune})
 	for i, p := range cfg.Policies {
 		s.alarm(fmt.Sprintf("ImagesFailedAlarm%d", i), "amibackup policy "+p.Name+": images failed",
 			metric("ImagesFailed", p.Name, "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, notRun)
@@ -400,16 +489,16 @@ func (s *Stack) alarms(cfg *config.Config) {
 			metric("InstancesSelected", p.Name, "Minimum", awscdk.Duration_Hours(jsii.Number(1))), 0,
 			awscloudwatch.ComparisonOperator_LESS_THAN_OR_EQUAL_TO_THRESHOLD, notRun)
 	}
-	s.alarm("PruneBlockedAlarm", "amibackup: the prune blast-radius guard stopped a run; nothing was deleted",
-		metric("PruneBlocked", "all", "Maximum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, notRun)
-	s.alarm("PruneFailuresAlarm", "amibackup: prune could not delete some images or snapshots",
-		metric("PruneFailures", "all", "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, notRun)
+	s.pruneAlarms()
 }
 
-func (s *Stack) dashboard(cfg *config.Config) {
-	d := awscloudwatch.NewDashboard(s.Stack, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
-		DashboardName: jsii.String("amibackup-" + cfg.Deployment),
-	})
+func graph(title string, m ...awscloudwatch.IMetric) awscloudwatch.IWidget {
+	return awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String(title), Left: &m, Width: jsii.Number(12)})
+}
+
+// backupWidgets are the backup stack's rows: per-policy selection,
+// images, failures and duration.
+func (s *Stack) backupWidgets(cfg *config.Config) [][]awscloudwatch.IWidget {
 	day := awscdk.Duration_Days(jsii.Number(1))
 	var created, failed, selected, duration []awscloudwatch.IMetric
 	for _, p := range cfg.Policies {
@@ -418,14 +507,28 @@ func (s *Stack) dashboard(cfg *config.Config) {
 		selected = append(selected, metric("InstancesSelected", p.Name, "Maximum", day))
 		duration = append(duration, metric("BackupDuration", p.Name, "Maximum", day))
 	}
-	graph := func(title string, m []awscloudwatch.IMetric) awscloudwatch.IWidget {
-		return awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String(title), Left: &m, Width: jsii.Number(12)})
+	return [][]awscloudwatch.IWidget{
+		{graph("Instances selected", selected...), graph("Images created", created...)},
+		{graph("Images failed", failed...), graph("Backup duration (ms)", duration...)},
 	}
-	d.AddWidgets(graph("Instances selected", selected), graph("Images created", created))
-	d.AddWidgets(graph("Images failed", failed), graph("Backup duration (ms)", duration))
-	d.AddWidgets(graph("Images pruned", []awscloudwatch.IMetric{metric("ImagesPruned", "all", "Sum", day), metric("OrphanSnapshotsDeleted", "all", "Sum", day)}),
-		graph("Function runs and errors", []awscloudwatch.IMetric{
-			s.Backup.MetricInvocations(&awscloudwatch.MetricOptions{Period: day}), s.Backup.MetricErrors(&awscloudwatch.MetricOptions{Period: day}),
-			s.Prune.MetricInvocations(&awscloudwatch.MetricOptions{Period: day}), s.Prune.MetricErrors(&awscloudwatch.MetricOptions{Period: day}),
-		}))
+}
+
+// dashboard adds the deployment's dashboard: the stack's own rows, then
+// what every stack has: prune results and each function's runs and errors.
+func (s *Stack) dashboard(cfg *config.Config, rows ...[]awscloudwatch.IWidget) {
+	d := awscloudwatch.NewDashboard(s.Stack, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
+		DashboardName: jsii.String("amibackup-" + cfg.Deployment),
+	})
+	for _, r := range rows {
+		d.AddWidgets(r...)
+	}
+	day := awscdk.Duration_Days(jsii.Number(1))
+	var runs []awscloudwatch.IMetric
+	for _, fn := range []awslambda.Function{s.Backup, s.Share, s.Copy, s.Prune} {
+		if fn != nil {
+			runs = append(runs, fn.MetricInvocations(&awscloudwatch.MetricOptions{Period: day}), fn.MetricErrors(&awscloudwatch.MetricOptions{Period: day}))
+		}
+	}
+	d.AddWidgets(graph("Images pruned", metric("ImagesPruned", "all", "Sum", day), metric("OrphanSnapshotsDeleted", "all", "Sum", day)),
+		graph("Function runs and errors", runs...))
 }

@@ -2,6 +2,7 @@ package stacks
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
@@ -9,6 +10,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 
@@ -20,6 +22,13 @@ import (
 // SweepInput is the Scheduler input of the share sweep and the copy runs.
 const SweepInput = `{"sweep":true,"time":"<aws.scheduler.scheduled-time>"}`
 
+// keyUseActions are what another account needs on a key to launch or copy
+// an image whose snapshots use it (AWS: "Share an AMI with specific AWS
+// accounts"); kms:CreateGrant is granted apart, for AWS resources only.
+var keyUseActions = []string{"kms:Decrypt", "kms:DescribeKey", "kms:ReEncryptFrom", "kms:GenerateDataKeyWithoutPlaintext"}
+
+var grantForAWSResource = map[string]any{"Bool": map[string]any{"kms:GrantIsForAWSResource": "true"}}
+
 // sharing adds the share function, its event rule and fallback sweep, and
 // optionally a customer-managed key the target accounts may use.
 func (s *Stack) sharing(root string, cfg *config.Config) error {
@@ -30,22 +39,8 @@ func (s *Stack) sharing(root string, cfg *config.Config) error {
 			EnableKeyRotation: jsii.Bool(true),
 			Alias:             jsii.String("alias/amibackup-" + cfg.Deployment),
 		})
-		for i, a := range sh.AccountIDs {
-			// What another account needs to launch or copy an image whose
-			// snapshots use this key (AWS: "Share an AMI with specific AWS accounts").
-			key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-				Sid:        jsii.String(fmt.Sprintf("TargetAccountUse%d", i)),
-				Principals: &[]awsiam.IPrincipal{awsiam.NewAccountPrincipal(jsii.String(a))},
-				Actions:    jsii.Strings("kms:Decrypt", "kms:DescribeKey", "kms:ReEncryptFrom", "kms:GenerateDataKeyWithoutPlaintext"),
-				Resources:  jsii.Strings("*"),
-			}), nil)
-			key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-				Sid:        jsii.String(fmt.Sprintf("TargetAccountGrants%d", i)),
-				Principals: &[]awsiam.IPrincipal{awsiam.NewAccountPrincipal(jsii.String(a))},
-				Actions:    jsii.Strings("kms:CreateGrant"),
-				Resources:  jsii.Strings("*"),
-				Conditions: &map[string]any{"Bool": map[string]any{"kms:GrantIsForAWSResource": "true"}},
-			}), nil)
+		for _, st := range sharedKeyStatements(sh) {
+			key.AddToResourcePolicy(st, nil)
 		}
 		awscdk.NewCfnOutput(s.Stack, jsii.String("SharedBackupKeyArn"), &awscdk.CfnOutputProps{
 			Value:       key.KeyArn(),
@@ -53,7 +48,7 @@ func (s *Stack) sharing(root string, cfg *config.Config) error {
 		})
 	}
 	var err error
-	s.Share, err = s.function(root, "share", cfg, shareStatements(s.Stack, cfg))
+	s.Share, err = s.function(root, "share", cfg, shareStatements(s.Stack, cfg), shareWildcards(s.Stack))
 	if err != nil {
 		return err
 	}
@@ -75,22 +70,100 @@ func (s *Stack) sharing(root string, cfg *config.Config) error {
 	return nil
 }
 
-// shareStatements: attribute changes and share-state tags only on our images.
+// sharedKeyStatements let the target accounts, and the accounts of the
+// target organizations and OUs, use the created key through EC2. An
+// organization or OU can launch the shared images; copying them also
+// needs create-volume permission on the snapshots, which EC2 grants only
+// per account (sharing.accountIds).
+func sharedKeyStatements(sh *config.Sharing) []awsiam.PolicyStatement {
+	var out []awsiam.PolicyStatement
+	add := func(useSid, grantsSid string, principal awsiam.IPrincipal, cond map[string]any) {
+		use := &awsiam.PolicyStatementProps{Sid: jsii.String(useSid), Principals: &[]awsiam.IPrincipal{principal},
+			Actions: jsii.Strings(keyUseActions...), Resources: jsii.Strings("*")}
+		grantCond := map[string]any{"Bool": grantForAWSResource["Bool"]}
+		if cond != nil {
+			use.Conditions = &cond
+			for k, v := range cond {
+				grantCond[k] = v
+			}
+		}
+		out = append(out, awsiam.NewPolicyStatement(use), awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{Sid: jsii.String(grantsSid),
+			Principals: &[]awsiam.IPrincipal{principal}, Actions: jsii.Strings("kms:CreateGrant"), Resources: jsii.Strings("*"), Conditions: &grantCond}))
+	}
+	for i, a := range sh.AccountIDs {
+		add(fmt.Sprintf("TargetAccountUse%d", i), fmt.Sprintf("TargetAccountGrants%d", i), awsiam.NewAccountPrincipal(jsii.String(a)), nil)
+	}
+	// Principal "*" narrowed to the organizations: the key policy cannot
+	// name accounts that join them later.
+	if ids := orgIDs(sh.OrganizationARNs); len(ids) > 0 {
+		add("TargetOrganizationsUse", "TargetOrganizationsGrants", awsiam.NewAnyPrincipal(), map[string]any{"StringEquals": map[string]any{"aws:PrincipalOrgID": ids}})
+	}
+	if paths := ouPaths(sh.OrganizationalUnitARNs); len(paths) > 0 {
+		add("TargetOUsUse", "TargetOUsGrants", awsiam.NewAnyPrincipal(), map[string]any{"ForAnyValue:StringLike": map[string]any{"aws:PrincipalOrgPaths": paths}})
+	}
+	return out
+}
+
+// orgIDs: arn:aws:organizations::<management account>:organization/o-xxxxxxxxxx -> o-xxxxxxxxxx.
+func orgIDs(arns []string) []string {
+	var out []string
+	for _, a := range arns {
+		out = append(out, a[strings.LastIndex(a, "/")+1:])
+	}
+	return out
+}
+
+// ouPaths: arn:aws:organizations::<account>:ou/o-xxx/ou-yyy -> o-xxx/*/ou-yyy/*,
+// which matches the OU (at any depth, under any root) and its child OUs.
+func ouPaths(arns []string) []string {
+	var out []string
+	for _, a := range arns {
+		parts := strings.Split(a[strings.Index(a, ":ou/")+len(":ou/"):], "/")
+		out = append(out, parts[0]+"/*/"+parts[len(parts)-1]+"/*")
+	}
+	return out
+}
+
+// shareStatements: attribute changes and share-state tags only on our
+// images and snapshots; snapshots only to the configured accounts and
+// never public. EC2 has no request condition keys for an image's launch
+// permissions (ModifyImageAttribute), so the image statement is limited by
+// the managed-by tag only; see README, section IAM.
 func shareStatements(stack awscdk.Stack, cfg *config.Config) []awsiam.PolicyStatement {
-	return []awsiam.PolicyStatement{
+	st := []awsiam.PolicyStatement{
 		statement("DescribeNeedsWildcard", []string{"ec2:DescribeImages", "ec2:DescribeSnapshots", "kms:DescribeKey"}, []string{"*"}, nil),
 		statement("ShareOnlyOurImages", []string{"ec2:ModifyImageAttribute"}, []string{imageARN(stack, "image/*")}, managedBy(cfg)),
-		statement("ShareOnlyOurSnapshots", []string{"ec2:ModifySnapshotAttribute"}, []string{imageARN(stack, "snapshot/*")}, managedBy(cfg)),
 		statement("RecordShareState", []string{"ec2:CreateTags"}, []string{imageARN(stack, "image/*")}, map[string]any{
 			"StringEquals":              map[string]any{"aws:ResourceTag/" + tags.ManagedBy: cfg.Deployment},
 			"ForAllValues:StringEquals": map[string]any{"aws:TagKeys": []string{tags.Share, tags.ShareMessage}},
 		}),
+		denyStatement("NeverMakeSnapshotsPublic", []string{"ec2:ModifySnapshotAttribute"}, []string{"*"},
+			map[string]any{"StringEquals": map[string]any{"ec2:Add/group": "all"}}),
+	}
+	if ids := cfg.Sharing.AccountIDs; len(ids) > 0 {
+		// Null=false: a request adding no account (a removal, or only a
+		// group) does not match.
+		st = append(st, statement("ShareOurSnapshotsWithTargetAccounts", []string{"ec2:ModifySnapshotAttribute"}, []string{imageARN(stack, "snapshot/*")}, map[string]any{
+			"StringEquals":              map[string]any{"aws:ResourceTag/" + tags.ManagedBy: cfg.Deployment},
+			"ForAllValues:StringEquals": map[string]any{"ec2:Add/userId": ids},
+			"Null":                      map[string]any{"ec2:Add/userId": "false"},
+		}))
+	}
+	return st
+}
+
+func shareWildcards(stack awscdk.Stack) []wildcard {
+	return []wildcard{
+		{"*", "EC2 Describe* actions support only Resource \"*\"; kms:DescribeKey reads the metadata of whatever key a backup's snapshots use, which is not known at deploy time."},
+		{imageARN(stack, "image/*"), "ModifyImageAttribute and CreateTags (share-state tag keys only) only on images carrying this deployment's managed-by tag (aws:ResourceTag)."},
+		{imageARN(stack, "snapshot/*"), "ModifySnapshotAttribute only on snapshots carrying this deployment's managed-by tag and only adding the configured account IDs (ec2:Add/userId); adding group all is denied."},
 	}
 }
 
 // NewRecoveryStack defines the recovery account's stack: the copy function
 // and its schedule, the prune function for the copies, a key for the copies
-// (unless one is configured), alarms and the Recycle Bin rules.
+// (unless one is configured), the failed-image rule, alarms, the dashboard
+// and the Recycle Bin rules.
 func NewRecoveryStack(scope constructs.Construct, id string, props *BackupStackProps) (*Stack, error) {
 	cfg := props.Config
 	r := cfg.Recovery
@@ -111,47 +184,61 @@ func NewRecoveryStack(scope constructs.Construct, id string, props *BackupStackP
 		cfg = &withKey
 	}
 	var err error
-	if s.Copy, err = s.function(props.Root, "copy", cfg, copyStatements(s.Stack, cfg, copyKey)); err != nil {
+	if s.Copy, err = s.function(props.Root, "copy", cfg, copyStatements(s.Stack, cfg, copyKey), copyWildcards(s.Stack, cfg)); err != nil {
 		return nil, err
 	}
-	if s.Prune, err = s.function(props.Root, "prune", cfg, pruneStatements(s.Stack, cfg)); err != nil {
+	if s.Prune, err = s.function(props.Root, "prune", cfg, pruneStatements(s.Stack, cfg), pruneWildcards(s.Stack)); err != nil {
 		return nil, err
 	}
 	s.addSchedule("CopySchedule", "copy", *r.Schedule, s.Copy, SweepInput)
 	s.addSchedule("PruneSchedule", "prune", *cfg.Prune.Schedule, s.Prune, SchedulerInput(""))
+	s.failedImageRule(cfg, "the next copy run copies its source again")
 	s.recycleBin(cfg)
-	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD
-	none := awscloudwatch.TreatMissingData_NOT_BREACHING
-	for _, f := range []struct {
-		id string
-		fn interface {
-			MetricErrors(*awscloudwatch.MetricOptions) awscloudwatch.Metric
-		}
-	}{{"Copy", s.Copy}, {"Prune", s.Prune}} {
-		s.alarm(f.id+"ErrorsAlarm", "amibackup recovery "+f.id+" function failed",
-			f.fn.MetricErrors(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(15)), Statistic: jsii.String("Sum")}), 1, gt, none)
-	}
-	s.alarm("DeadLetterAlarm", "amibackup recovery: a schedule could not invoke a function",
-		s.DLQ.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(5)), Statistic: jsii.String("Maximum")}), 1, gt, none)
+	s.functionAlarms(map[string]awslambda.Function{"Copy": s.Copy, "Prune": s.Prune})
 	s.alarm("CopyFailuresAlarm", "amibackup recovery: copies failed",
-		metric("CopyFailures", config.CopyPolicy, "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, none)
-	s.alarm("PruneBlockedAlarm", "amibackup recovery: the prune blast-radius guard stopped a run",
-		metric("PruneBlocked", "all", "Maximum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, none)
+		metric("CopyFailures", config.CopyPolicy, "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1,
+		awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD, awscloudwatch.TreatMissingData_NOT_BREACHING)
+	s.pruneAlarms()
+	day := awscdk.Duration_Days(jsii.Number(1))
+	s.dashboard(cfg, []awscloudwatch.IWidget{
+		graph("Copies started and waiting", metric("CopiesStarted", config.CopyPolicy, "Sum", day), metric("CopiesWaiting", config.CopyPolicy, "Maximum", day)),
+		graph("Copy failures", metric("CopyFailures", config.CopyPolicy, "Sum", day)),
+	})
 	return s, nil
 }
 
-// copyStatements: CopyImage reads the shared source images and creates
-// images and snapshots tagged as ours; KMS use only through EC2.
+func sourceRegion(stack awscdk.Stack, r *config.Recovery) string {
+	if r.SourceRegion != "" {
+		return r.SourceRegion
+	}
+	return *stack.Region()
+}
+
+// sourceKeys are the KMS keys of the source accounts in the source Region;
+// which keys their volumes use is not known here.
+func sourceKeys(stack awscdk.Stack, r *config.Recovery) []string {
+	var out []string
+	for _, a := range r.SourceAccountIDs {
+		out = append(out, fmt.Sprintf("arn:%s:kms:%s:%s:key/*", *stack.Partition(), sourceRegion(stack, r), a))
+	}
+	return out
+}
+
+// copyStatements: CopyImage reads only the source accounts' images and
+// creates images and snapshots tagged as ours; KMS use only through EC2
+// and grants only for AWS resources; failed copies of ours may be removed.
 func copyStatements(stack awscdk.Stack, cfg *config.Config, key string) []awsiam.PolicyStatement {
 	r := cfg.Recovery
-	srcRegion := r.SourceRegion
-	if srcRegion == "" {
-		srcRegion = *stack.Region()
-	}
+	srcRegion := sourceRegion(stack, r)
+	viaEC2 := map[string]any{"kms:ViaService": []string{
+		fmt.Sprintf("ec2.%s.amazonaws.com", *stack.Region()), fmt.Sprintf("ec2.%s.amazonaws.com", srcRegion)}}
 	return []awsiam.PolicyStatement{
 		statement("DescribeNeedsWildcard", []string{"ec2:DescribeImages"}, []string{"*"}, nil),
+		// ec2:Owner: without it this statement would also cover the new
+		// copy (same Region) and bypass the request-tag condition below.
 		statement("ReadSharedSources", []string{"ec2:CopyImage"},
-			[]string{fmt.Sprintf("arn:%s:ec2:%s::image/*", *stack.Partition(), srcRegion), fmt.Sprintf("arn:%s:ec2:%s::snapshot/*", *stack.Partition(), srcRegion)}, nil),
+			[]string{fmt.Sprintf("arn:%s:ec2:%s::image/*", *stack.Partition(), srcRegion), fmt.Sprintf("arn:%s:ec2:%s::snapshot/*", *stack.Partition(), srcRegion)},
+			map[string]any{"StringEquals": map[string]any{"ec2:Owner": r.SourceAccountIDs}}),
 		statement("CreateCopiesTaggedAsOurs", []string{"ec2:CopyImage"}, []string{imageARN(stack, "image/*"), imageARN(stack, "snapshot/*")},
 			map[string]any{"StringEquals": map[string]any{"aws:RequestTag/" + tags.ManagedBy: cfg.Deployment}}),
 		// A failed copy holds its source's deterministic name; the copy
@@ -160,11 +247,27 @@ func copyStatements(stack awscdk.Stack, cfg *config.Config, key string) []awsiam
 		statement("RemoveOurFailedCopySnapshots", []string{"ec2:DeleteSnapshot"}, []string{imageARN(stack, "snapshot/*")}, managedBy(cfg)),
 		statement("TagOnlyWhileCopying", []string{"ec2:CreateTags"}, []string{imageARN(stack, "image/*"), imageARN(stack, "snapshot/*")},
 			map[string]any{"StringEquals": map[string]any{"ec2:CreateAction": "CopyImage"}}),
-		// The source keys live in the source accounts and are not known
-		// here; kms:ViaService limits their use to EC2 in these Regions.
-		statement("UseKeysThroughEC2", []string{"kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKeyWithoutPlaintext"},
-			[]string{"*"}, map[string]any{"StringEquals": map[string]any{"kms:ViaService": []string{
-				fmt.Sprintf("ec2.%s.amazonaws.com", *stack.Region()), fmt.Sprintf("ec2.%s.amazonaws.com", srcRegion)}}}),
-		statement("UseCopyKey", []string{"kms:Encrypt", "kms:GenerateDataKeyWithoutPlaintext", "kms:CreateGrant", "kms:DescribeKey", "kms:ReEncryptTo"}, []string{key}, nil),
+		statement("UseSourceKeysThroughEC2", []string{"kms:Decrypt", "kms:DescribeKey", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKeyWithoutPlaintext"},
+			sourceKeys(stack, r), map[string]any{"StringEquals": viaEC2}),
+		statement("GrantSourceKeysToEC2", []string{"kms:CreateGrant"}, sourceKeys(stack, r),
+			map[string]any{"StringEquals": viaEC2, "Bool": grantForAWSResource["Bool"]}),
+		statement("UseCopyKey", []string{"kms:Encrypt", "kms:GenerateDataKeyWithoutPlaintext", "kms:DescribeKey", "kms:ReEncryptTo"}, []string{key}, nil),
+		statement("GrantCopyKeyToEC2", []string{"kms:CreateGrant"}, []string{key}, grantForAWSResource),
 	}
+}
+
+func copyWildcards(stack awscdk.Stack, cfg *config.Config) []wildcard {
+	r := cfg.Recovery
+	srcRegion := sourceRegion(stack, r)
+	w := []wildcard{
+		{"*", describeReason},
+		{fmt.Sprintf("arn:%s:ec2:%s::image/*", *stack.Partition(), srcRegion), "CopyImage reads only images owned by the source accounts (ec2:Owner); which images they share is not known in advance."},
+		{fmt.Sprintf("arn:%s:ec2:%s::snapshot/*", *stack.Partition(), srcRegion), "CopyImage reads only snapshots owned by the source accounts (ec2:Owner)."},
+		{imageARN(stack, "image/*"), "CopyImage only creating images tagged with this deployment's managed-by tag (aws:RequestTag), CreateTags only as part of CopyImage (ec2:CreateAction), DeregisterImage only on images carrying the managed-by tag."},
+		{imageARN(stack, "snapshot/*"), "CopyImage only creating snapshots tagged with this deployment's managed-by tag (aws:RequestTag), CreateTags only as part of CopyImage (ec2:CreateAction), DeleteSnapshot only on snapshots carrying the managed-by tag."},
+	}
+	for _, k := range sourceKeys(stack, r) {
+		w = append(w, wildcard{k, "The source account's volume keys are not known here: use only through EC2 (kms:ViaService), grants only for AWS resources (kms:GrantIsForAWSResource)."})
+	}
+	return w
 }

@@ -153,7 +153,29 @@ func TestTemplate(t *testing.T) {
 
 	t.Run("least-privilege IAM", func(t *testing.T) {
 		checkIAM(t, tmpl, "prod", map[string][]string{"Backup": {"nightly"}, "BackupWeekly": nil})
+		sts := statements(tmpl, "AWS::IAM::Policy")
+		for sel, sid := range map[string]string{"Backup": "CreateImageOfSelectedInstances0", "BackupWeekly": "CreateImageOfSelectedInstances1"} {
+			s := bySid(t, sts, sid)[0]
+			if !slices.Equal(s.Actions, []string{"ec2:CreateImage"}) || !slices.Equal(s.Resources, []string{"arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*"}) {
+				t.Errorf("%s %+v", sid, s)
+			}
+			if sel == "Backup" && !slices.Equal(cond(s, "StringEquals", "aws:ResourceTag/Backup"), []string{"nightly"}) ||
+				sel == "BackupWeekly" && !slices.Equal(cond(s, "Null", "aws:ResourceTag/BackupWeekly"), []string{"false"}) {
+				t.Errorf("%s condition %v", sid, s.Condition)
+			}
+		}
+		for _, s := range bySid(t, sts, "WriteOwnLogs") {
+			if len(s.Resources) != 1 || !strings.HasSuffix(s.Resources[0], ".Arn>:*") {
+				t.Errorf("log statement %s: %v", s.Policy, s.Resources)
+			}
+		}
 	})
+
+	t.Run("scheduler role invokes only the scheduled functions", func(t *testing.T) { checkSchedulerInvokes(t, tmpl) })
+	t.Run("dashboard", func(t *testing.T) {
+		checkDashboard(t, tmpl, "prod", "InstancesSelected", "ImagesCreated", "ImagesFailed", "BackupDuration", "ImagesPruned")
+	})
+	t.Run("stack tags", func(t *testing.T) { checkStackTags(t, tmpl, "prod") })
 
 	if !*stack.TerminationProtection() {
 		t.Error("termination protection is off by default")
@@ -194,6 +216,9 @@ func iamProblems(tmpl map[string]any, deployment string, selectors map[string][]
 	for id, p := range resources(tmpl, "AWS::IAM::Policy") {
 		for _, s := range p["PolicyDocument"].(map[string]any)["Statement"].([]any) {
 			st := s.(map[string]any)
+			if st["Effect"] == "Deny" {
+				continue // a Deny only narrows
+			}
 			actions := asList(st["Action"])
 			cond, _ := st["Condition"].(map[string]any)
 			condJSON, _ := json.Marshal(cond)
@@ -243,6 +268,104 @@ func iamProblems(tmpl map[string]any, deployment string, selectors map[string][]
 	}
 	return problems
 }
+
+// stmt is one IAM statement with its resources flattened the way cdk-nag
+// spells them (arn:<AWS::Partition>:ec2:<AWS::Region>::image/*).
+type stmt struct {
+	Policy, Sid, Effect string
+	Actions, Resources  []string
+	Condition           map[string]any
+	Principal           any
+}
+
+// statements returns the statements of every IAM policy (and, for
+// typ AWS::KMS::Key, every key policy) in the template.
+func statements(tmpl map[string]any, typ string) []stmt {
+	var out []stmt
+	docKey := map[string]string{"AWS::IAM::Policy": "PolicyDocument", "AWS::KMS::Key": "KeyPolicy", "AWS::IAM::Role": "AssumeRolePolicyDocument"}[typ]
+	for id, p := range resources(tmpl, typ) {
+		doc, _ := p[docKey].(map[string]any)
+		list, _ := doc["Statement"].([]any)
+		for _, s := range list {
+			st := s.(map[string]any)
+			x := stmt{Policy: id, Effect: fmt.Sprint(st["Effect"]), Principal: st["Principal"]}
+			x.Sid, _ = st["Sid"].(string)
+			x.Actions = asList(st["Action"])
+			x.Condition, _ = st["Condition"].(map[string]any)
+			rs, ok := st["Resource"].([]any)
+			if !ok {
+				rs = []any{st["Resource"]}
+			}
+			for _, r := range rs {
+				x.Resources = append(x.Resources, flatten(r))
+			}
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// flatten mirrors cdk-nag's flattenCfnReference.
+func flatten(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case map[string]any:
+		if j, ok := x["Fn::Join"].([]any); ok {
+			var parts []string
+			for _, p := range j[1].([]any) {
+				parts = append(parts, flatten(p))
+			}
+			return strings.Join(parts, j[0].(string))
+		}
+		if g, ok := x["Fn::GetAtt"].([]any); ok {
+			return "<" + flatten(g[0]) + "." + flatten(g[1]) + ">"
+		}
+		if r, ok := x["Ref"]; ok {
+			return "<" + flatten(r) + ">"
+		}
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// bySid returns the statements with the Sid; it fails the test if there are none.
+func bySid(t *testing.T, sts []stmt, sid string) []stmt {
+	t.Helper()
+	var out []stmt
+	for _, s := range sts {
+		if s.Sid == sid {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no statement %s", sid)
+	}
+	return out
+}
+
+// cond returns a condition's values for operator and key, flattened (nil when absent).
+func cond(s stmt, op, key string) []string {
+	m, _ := s.Condition[op].(map[string]any)
+	v, ok := m[key]
+	if !ok {
+		return nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		list = []any{v}
+	}
+	var out []string
+	for _, x := range list {
+		out = append(out, flatten(x))
+	}
+	return out
+}
+
+// hasAction: s allows action (no wildcards are allowed, so exact match).
+func hasAction(s stmt, action string) bool { return slices.Contains(s.Actions, action) }
 
 func asList(v any) []string {
 	switch x := v.(type) {

@@ -1,0 +1,263 @@
+package stacks
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/tags"
+)
+
+// checkSchedulerInvokes: the scheduler role may invoke exactly the
+// functions its schedules target, each by its ARN, and is assumable only
+// by EventBridge Scheduler of this account.
+func checkSchedulerInvokes(t *testing.T, tmpl map[string]any) {
+	t.Helper()
+	targets := map[string]bool{}
+	for _, sc := range resources(tmpl, "AWS::Scheduler::Schedule") {
+		targets[flatten(sc["Target"].(map[string]any)["Arn"])] = true
+	}
+	invoked := map[string]bool{}
+	for _, s := range statements(tmpl, "AWS::IAM::Policy") {
+		if !hasAction(s, "lambda:InvokeFunction") {
+			continue
+		}
+		if !strings.HasPrefix(s.Policy, "SchedulerPolicy") || s.Effect != "Allow" || len(s.Actions) != 1 || len(s.Resources) != 1 || s.Condition != nil {
+			t.Errorf("lambda:InvokeFunction statement %s in %s: %+v", s.Sid, s.Policy, s)
+			continue
+		}
+		if !strings.HasSuffix(s.Resources[0], ".Arn>") {
+			t.Errorf("%s invokes %s, not one function's ARN", s.Sid, s.Resources[0])
+		}
+		invoked[s.Resources[0]] = true
+	}
+	if len(targets) == 0 || !mapsEqual(targets, invoked) {
+		t.Errorf("schedules target %v, the scheduler role may invoke %v", targets, invoked)
+	}
+	found := false
+	for _, s := range statements(tmpl, "AWS::IAM::Role") {
+		if p, _ := s.Principal.(map[string]any); p["Service"] == "scheduler.amazonaws.com" {
+			found = true
+			if len(cond(s, "StringEquals", "aws:SourceAccount")) != 1 {
+				t.Errorf("scheduler trust without aws:SourceAccount: %+v", s.Condition)
+			}
+		}
+	}
+	if !found {
+		t.Error("no role trusts scheduler.amazonaws.com")
+	}
+}
+
+func mapsEqual(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// checkDashboard: one dashboard named after the deployment showing the
+// metrics and every function's runs.
+func checkDashboard(t *testing.T, tmpl map[string]any, deployment string, metrics ...string) {
+	t.Helper()
+	ds := resources(tmpl, "AWS::CloudWatch::Dashboard")
+	if len(ds) != 1 {
+		t.Fatalf("%d dashboards", len(ds))
+	}
+	for _, d := range ds {
+		if d["DashboardName"] != "amibackup-"+deployment {
+			t.Errorf("dashboard name %v", d["DashboardName"])
+		}
+		body := flatten(d["DashboardBody"])
+		for _, m := range metrics {
+			if !strings.Contains(body, `"`+m+`"`) {
+				t.Errorf("dashboard does not show %s", m)
+			}
+		}
+		for id := range resources(tmpl, "AWS::Lambda::Function") {
+			if !strings.Contains(body, "<"+id+">") {
+				t.Errorf("dashboard does not show function %s", id)
+			}
+		}
+	}
+}
+
+// checkStackTags: the stack's tags reach the taggable resources.
+func checkStackTags(t *testing.T, tmpl map[string]any, deployment string) {
+	t.Helper()
+	for _, typ := range []string{"AWS::Lambda::Function", "AWS::IAM::Role", "AWS::SQS::Queue", "AWS::SNS::Topic", "AWS::KMS::Key", "AWS::Logs::LogGroup"} {
+		rs := resources(tmpl, typ)
+		if len(rs) == 0 {
+			t.Errorf("no %s", typ)
+		}
+		for id, r := range rs {
+			got := map[string]any{}
+			list, _ := r["Tags"].([]any)
+			for _, tg := range list {
+				tg := tg.(map[string]any)
+				got[tg["Key"].(string)] = tg["Value"]
+			}
+			if got["amibackup:deployment"] != deployment || got["amibackup:component"] != "infrastructure" {
+				t.Errorf("%s %s tags %v", typ, id, got)
+			}
+		}
+	}
+}
+
+// checkGrants: every kms:CreateGrant, in roles and key policies, is only
+// for AWS resources; no KMS action but DescribeKey on every key.
+func checkGrants(t *testing.T, tmpl map[string]any) {
+	t.Helper()
+	n := 0
+	for _, s := range append(statements(tmpl, "AWS::IAM::Policy"), statements(tmpl, "AWS::KMS::Key")...) {
+		if s.Effect != "Allow" {
+			continue
+		}
+		if hasAction(s, "kms:CreateGrant") {
+			n++
+			if !slices.Equal(cond(s, "Bool", "kms:GrantIsForAWSResource"), []string{"true"}) {
+				t.Errorf("%s %s: kms:CreateGrant without kms:GrantIsForAWSResource: %v", s.Policy, s.Sid, s.Condition)
+			}
+		}
+		if s.Principal != nil {
+			continue // key policies: Resource "*" is the key itself
+		}
+		for _, a := range s.Actions {
+			if strings.HasPrefix(a, "kms:") && a != "kms:DescribeKey" && slices.Contains(s.Resources, "*") {
+				t.Errorf("%s %s: %s on every key", s.Policy, s.Sid, a)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no kms:CreateGrant statement checked")
+	}
+}
+
+// checkShareRole: snapshots only to the configured accounts, never public;
+// images and tags only on our images.
+func checkShareRole(t *testing.T, tmpl map[string]any, deployment string, accounts []string) {
+	t.Helper()
+	sts := statements(tmpl, "AWS::IAM::Policy")
+	snap := bySid(t, sts, "ShareOurSnapshotsWithTargetAccounts")[0]
+	if !slices.Equal(snap.Actions, []string{"ec2:ModifySnapshotAttribute"}) || !slices.Equal(snap.Resources, []string{"arn:<AWS::Partition>:ec2:<AWS::Region>::snapshot/*"}) ||
+		!slices.Equal(cond(snap, "ForAllValues:StringEquals", "ec2:Add/userId"), accounts) ||
+		!slices.Equal(cond(snap, "Null", "ec2:Add/userId"), []string{"false"}) ||
+		!slices.Equal(cond(snap, "StringEquals", "aws:ResourceTag/"+tags.ManagedBy), []string{deployment}) {
+		t.Errorf("snapshot sharing statement %+v", snap)
+	}
+	deny := bySid(t, sts, "NeverMakeSnapshotsPublic")[0]
+	if deny.Effect != "Deny" || !hasAction(deny, "ec2:ModifySnapshotAttribute") || !slices.Equal(cond(deny, "StringEquals", "ec2:Add/group"), []string{"all"}) {
+		t.Errorf("public-snapshot deny %+v", deny)
+	}
+	img := bySid(t, sts, "ShareOnlyOurImages")[0]
+	if !slices.Equal(img.Actions, []string{"ec2:ModifyImageAttribute"}) || !slices.Equal(img.Resources, []string{"arn:<AWS::Partition>:ec2:<AWS::Region>::image/*"}) ||
+		!slices.Equal(cond(img, "StringEquals", "aws:ResourceTag/"+tags.ManagedBy), []string{deployment}) {
+		t.Errorf("image sharing statement %+v", img)
+	}
+	// Nothing else may change attributes.
+	for _, s := range sts {
+		if s.Effect == "Allow" && (hasAction(s, "ec2:ModifySnapshotAttribute") || hasAction(s, "ec2:ModifyImageAttribute")) &&
+			s.Sid != "ShareOurSnapshotsWithTargetAccounts" && s.Sid != "ShareOnlyOurImages" {
+			t.Errorf("attribute change also allowed by %s %s", s.Policy, s.Sid)
+		}
+	}
+}
+
+// checkCopyRole: per statement, what the copy role may do.
+func checkCopyRole(t *testing.T, tmpl map[string]any, deployment, srcRegion string, sources []string) {
+	t.Helper()
+	sts := statements(tmpl, "AWS::IAM::Policy")
+	read := bySid(t, sts, "ReadSharedSources")[0]
+	if !slices.Equal(read.Actions, []string{"ec2:CopyImage"}) ||
+		!slices.Equal(read.Resources, []string{"arn:<AWS::Partition>:ec2:" + srcRegion + "::image/*", "arn:<AWS::Partition>:ec2:" + srcRegion + "::snapshot/*"}) ||
+		!slices.Equal(cond(read, "StringEquals", "ec2:Owner"), sources) {
+		t.Errorf("ReadSharedSources %+v", read)
+	}
+	for _, s := range sts {
+		if s.Effect == "Allow" && hasAction(s, "ec2:CopyImage") && cond(s, "StringEquals", "ec2:Owner") == nil &&
+			!slices.Equal(cond(s, "StringEquals", "aws:RequestTag/"+tags.ManagedBy), []string{deployment}) {
+			t.Errorf("CopyImage without ec2:Owner or the request-tag condition: %s %+v", s.Sid, s)
+		}
+	}
+	var keys []string
+	for _, a := range sources {
+		keys = append(keys, "arn:<AWS::Partition>:kms:"+srcRegion+":"+a+":key/*")
+	}
+	for _, sid := range []string{"UseSourceKeysThroughEC2", "GrantSourceKeysToEC2"} {
+		s := bySid(t, sts, sid)[0]
+		if !slices.Equal(s.Resources, keys) || !slices.Contains(cond(s, "StringEquals", "kms:ViaService"), "ec2."+srcRegion+".amazonaws.com") {
+			t.Errorf("%s %+v", sid, s)
+		}
+	}
+	for sid, action := range map[string]string{"RemoveOurFailedCopies": "ec2:DeregisterImage", "RemoveOurFailedCopySnapshots": "ec2:DeleteSnapshot"} {
+		s := bySid(t, sts, sid)[0]
+		if !slices.Equal(s.Actions, []string{action}) || !slices.Equal(cond(s, "StringEquals", "aws:ResourceTag/"+tags.ManagedBy), []string{deployment}) {
+			t.Errorf("%s %+v", sid, s)
+		}
+	}
+}
+
+func TestConfigSizeLimit(t *testing.T) {
+	var ids []string
+	for i := range 300 {
+		ids = append(ids, fmt.Sprintf("%012d", 200000000000+i))
+	}
+	idsJSON, _ := json.Marshal(ids)
+	big := `{"deployment":"huge","policies":[{"name":"nightly","selector":{"tagKey":"Backup"},"schedule":{"expression":"cron(0 3 * * ? *)"},
+	  "retention":{"daily":7}}],"sharing":{"accountIds":` + string(idsJSON) + `}}`
+	cfg, err := config.Parse([]byte(big), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = checkConfigSize(cfg, "share")
+	if err == nil || !strings.Contains(err.Error(), `deployment "huge"`) || !strings.Contains(err.Error(), config.EnvVar) || !strings.Contains(err.Error(), "4 KB") {
+		t.Fatalf("too large configuration: %v", err)
+	}
+	small, _ := config.Parse([]byte(testConfig), "")
+	if err := checkConfigSize(small, "backup"); err != nil {
+		t.Fatalf("test configuration rejected: %v", err)
+	}
+	// Synth fails with that error, before bundling anything.
+	requireNode(t)
+	app := awscdk.NewApp(&awscdk.AppProps{Context: &map[string]any{ContextConfig: big}, Outdir: jsii.String(t.TempDir())})
+	if _, err := Build(app, repoRoot(t)); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("Build: %v", err)
+	}
+}
+
+// TestNagFlagsNewWildcard: the IAM5 suppressions name their findings, so a
+// wildcard nobody accepted still fails cdk-nag.
+func TestNagFlagsNewWildcard(t *testing.T) {
+	requireNode(t)
+	cfg, err := config.Parse([]byte(recoveryConfig), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(t.TempDir())})
+	s := newBase(app, "NagProbe", &BackupStackProps{Config: cfg, Root: repoRoot(t)}, "probe")
+	extra := statement("NewWildcard", []string{"ec2:DeleteVolume"}, []string{arn(s.Stack, "volume/*")}, managedBy(cfg))
+	if _, err := s.function(repoRoot(t), "prune", cfg, append(pruneStatements(s.Stack, cfg), extra), pruneWildcards(s.Stack)); err != nil {
+		t.Fatal(err)
+	}
+	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
+	errs := assertions.Annotations_FromStack(s.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-IAM5")))
+	var flagged []string
+	for _, e := range *errs {
+		flagged = append(flagged, fmt.Sprint(e.Entry.Data))
+	}
+	if len(flagged) != 1 || !strings.Contains(flagged[0], "volume/*") {
+		t.Fatalf("want exactly the new volume wildcard flagged, got %v", flagged)
+	}
+}
