@@ -200,14 +200,21 @@ func (s *Sim) createImage(c *call) *apiError {
 		}
 	}
 	for _, vid := range in.volumes {
-		pending := 0
+		// EBS counts snapshots still pending and those left incomplete in
+		// the error state against the per-volume concurrency limit (AWS
+		// knowledge center, "ConcurrentSnapshotLimitExceeded"). That code
+		// is documented for CreateSnapshot; for CreateImage AWS documents
+		// only the message ("Image creation throttled due to maximum number
+		// of concurrent snapshots on an EBS volume"), so we keep the code
+		// amibackup has always been tested against.
+		inFlight := 0
 		for _, sn := range c.r.snapshots {
-			if sn.volumeID == vid && s.snapshotState(c.r, sn) == "pending" {
-				pending++
+			if st := s.snapshotState(c.r, sn); sn.volumeID == vid && (st == "pending" || st == "error") {
+				inFlight++
 			}
 		}
-		if pending >= snapshotLimit(c.r.volumes[vid].spec) {
-			return errf("SnapshotCreationPerVolumeRateExceeded", "Image creation throttled due to maximum number of concurrent snapshots for volume %s", vid)
+		if inFlight >= snapshotLimit(c.r.volumes[vid].spec) {
+			return errf("SnapshotCreationPerVolumeRateExceeded", "Image creation throttled due to maximum number of concurrent snapshots on an EBS volume (%s)", vid)
 		}
 	}
 	now := s.now()
@@ -420,6 +427,19 @@ func (s *Sim) deregisterImage(c *call) *apiError {
 	}
 	if c.dry() {
 		return nil
+	}
+	// The snapshots outlive the image in the state it left them: a failed
+	// image's snapshots stay in error (and keep counting against the
+	// volume's concurrency limit); a pending image's are treated as
+	// completing now.
+	for _, sid := range im.snapshots {
+		if sn, ok := c.r.snapshots[sid]; ok && sn.imageID == im.id {
+			sn.finalState = s.snapshotState(c.r, sn)
+			if sn.finalState == "pending" {
+				sn.finalState = "completed"
+			}
+			sn.imageID = ""
+		}
 	}
 	delete(c.r.images, im.id)
 	c.out.el("return", "true")

@@ -104,6 +104,7 @@ type snapshot struct {
 	kmsKeyID                         string
 	cvPerms                          []string
 	imageID                          string // image whose creation made it pending
+	finalState                       string // state once that image is gone ("" is completed)
 	seq                              uint64
 }
 
@@ -147,6 +148,9 @@ type SnapshotSpec struct {
 	Created                                time.Time
 	Encrypted                              bool
 	KmsKeyID                               string
+	// State is completed by default; pending or error seed a snapshot that
+	// stays so and counts against its volume's concurrent-snapshot limit.
+	State string
 }
 
 // Image is a copy of an image's state for tests.
@@ -419,7 +423,7 @@ func (s *Sim) AddSnapshot(spec SnapshotSpec) string {
 		vol = "vol-ffffffff"
 	}
 	r.snapshots[id] = &snapshot{id: id, owner: account, volumeID: vol, description: spec.Description, sizeGiB: 8,
-		tags: cloneOrEmpty(spec.Tags), start: created.UTC(), encrypted: spec.Encrypted, kmsKeyID: key, seq: seq}
+		tags: cloneOrEmpty(spec.Tags), start: created.UTC(), encrypted: spec.Encrypted, kmsKeyID: key, finalState: spec.State, seq: seq}
 	return id
 }
 
@@ -537,6 +541,9 @@ func (s *Sim) snapshotCopy(region string, r *regionState, sn *snapshot) Snapshot
 // it is pending, error when it failed.
 func (s *Sim) snapshotState(r *regionState, sn *snapshot) string {
 	if sn.imageID == "" {
+		if sn.finalState != "" {
+			return sn.finalState
+		}
 		return "completed"
 	}
 	im, ok := r.images[sn.imageID]
