@@ -331,7 +331,12 @@ func (s *Stack) function(root, name string, cfg *config.Config, statements []aws
 		MemorySize:   jsii.Number(256),
 		Role:         role,
 		LogGroup:     logGroup,
-		Environment:  &map[string]*string{config.EnvVar: jsii.String(cfg.JSON())},
+		// JSON log format makes Lambda's own START/END/REPORT lines
+		// structured too; the functions already write slog JSON lines.
+		LoggingFormat:         awslambda.LoggingFormat_JSON,
+		ApplicationLogLevelV2: awslambda.ApplicationLogLevel_INFO,
+		SystemLogLevelV2:      awslambda.SystemLogLevel_INFO,
+		Environment:           &map[string]*string{config.EnvVar: jsii.String(cfg.JSON())},
 	})
 	fn.Node().AddDependency(policy)
 	return fn, nil

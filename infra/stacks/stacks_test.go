@@ -115,6 +115,9 @@ func TestTemplate(t *testing.T) {
 				!slices.Equal(toStrings(p["Architectures"]), []string{"arm64"}) {
 				t.Errorf("%s: %v", id, p)
 			}
+			if lc, _ := p["LoggingConfig"].(map[string]any); lc["LogFormat"] != "JSON" || lc["ApplicationLogLevel"] != "INFO" || lc["LogGroup"] == nil {
+				t.Errorf("%s: logging config %v, want JSON format, INFO, own log group", id, p["LoggingConfig"])
+			}
 			env := p["Environment"].(map[string]any)["Variables"].(map[string]any)
 			cfg, err := config.Parse([]byte(env[config.EnvVar].(string)), "")
 			if err != nil || cfg.Deployment != "prod" || len(cfg.Policies) != 2 {
