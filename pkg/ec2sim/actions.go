@@ -253,9 +253,46 @@ func selfIs(owners []string, account string) []string {
 	return owners
 }
 
-// visible reports whether the caller can see the image at all.
-func visible(im *image, account string) bool {
-	return im.owner == account || slices.Contains(im.launchPerms, account) || slices.Contains(im.launchPerms, "all")
+// visible reports whether the caller can see the image at all: it owns it,
+// or holds a launch permission.
+func (s *Sim) visible(im *image, account string) bool {
+	return im.owner == account || slices.Contains(im.launchPerms, "all") || s.granted(im, account)
+}
+
+// granted reports whether a launch permission names the account itself,
+// its organization, or an OU on its path (a permission for an OU covers
+// the OUs nested below it, as in AWS Organizations).
+func (s *Sim) granted(im *image, account string) bool {
+	m, inOrg := s.orgs[account]
+	for _, p := range im.launchPerms {
+		switch {
+		case p == account:
+			return true
+		case !inOrg:
+		case orgARNRE.MatchString(p):
+			if orgOf(p) == m.OrgID {
+				return true
+			}
+		case ouARNRE.MatchString(p):
+			org, ou := ouOf(p)
+			if org == m.OrgID && slices.Contains(m.OUPath, ou) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// orgOf returns the organization ID of an organization ARN.
+func orgOf(arn string) string { return arn[strings.LastIndex(arn, "/")+1:] }
+
+// ouOf returns the organization and OU IDs of an OU ARN
+// (arn:aws:organizations::<management account>:ou/o-.../ou-...). The
+// management account in the ARN is not checked: the seeded membership
+// names only the organization.
+func ouOf(arn string) (org, ou string) {
+	parts := strings.Split(arn, "/")
+	return parts[len(parts)-2], parts[len(parts)-1]
 }
 
 func (s *Sim) describeImages(c *call) *apiError {
@@ -267,7 +304,7 @@ func (s *Sim) describeImages(c *call) *apiError {
 		if !imageIDRE.MatchString(id) {
 			return errf("InvalidAMIID.Malformed", "Invalid id: \"%s\" (expecting \"ami-...\")", id)
 		}
-		if im, ok := c.r.images[id]; !ok || !visible(im, c.account) {
+		if im, ok := c.r.images[id]; !ok || !s.visible(im, c.account) {
 			return errf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", id)
 		}
 	}
@@ -276,13 +313,13 @@ func (s *Sim) describeImages(c *call) *apiError {
 	filters := c.p.filters()
 	var match []*image
 	for _, im := range sortedImages(c.r) {
-		if !visible(im, c.account) || (len(ids) > 0 && !slices.Contains(ids, im.id)) {
+		if !s.visible(im, c.account) || (len(ids) > 0 && !slices.Contains(ids, im.id)) {
 			continue
 		}
 		if len(owners) > 0 && !slices.Contains(owners, im.owner) {
 			continue
 		}
-		if len(execBy) > 0 && !executableBy(im, execBy, c.account) {
+		if len(execBy) > 0 && !s.executableBy(im, execBy, c.account) {
 			continue
 		}
 		s.refresh(im)
@@ -308,12 +345,15 @@ func (s *Sim) describeImages(c *call) *apiError {
 	return nil
 }
 
-func executableBy(im *image, execBy []string, account string) bool {
+// executableBy implements ExecutableBy.N: images with a launch permission
+// for one of the principals (self is the caller; all means public),
+// directly or through the principal's organization or OU.
+func (s *Sim) executableBy(im *image, execBy []string, account string) bool {
 	for _, e := range execBy {
 		if e == "self" {
 			e = account
 		}
-		if slices.Contains(im.launchPerms, e) || (e == "all" && slices.Contains(im.launchPerms, "all")) {
+		if (e == "all" && slices.Contains(im.launchPerms, "all")) || (e != "all" && s.granted(im, e)) {
 			return true
 		}
 	}
@@ -403,7 +443,7 @@ func (s *Sim) writeImage(x *xmlw, r *regionState, im *image, account string) {
 }
 
 // ownedImage finds an image the caller owns, with EC2's error codes.
-func ownedImage(c *call, id string) (*image, *apiError) {
+func (s *Sim) ownedImage(c *call, id string) (*image, *apiError) {
 	if id == "" {
 		return nil, errf("MissingParameter", "The request must contain the parameter imageId")
 	}
@@ -411,7 +451,7 @@ func ownedImage(c *call, id string) (*image, *apiError) {
 		return nil, errf("InvalidAMIID.Malformed", "Invalid id: \"%s\" (expecting \"ami-...\")", id)
 	}
 	im, ok := c.r.images[id]
-	if !ok || !visible(im, c.account) {
+	if !ok || !s.visible(im, c.account) {
 		return nil, errf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", id)
 	}
 	if im.owner != c.account {
@@ -421,7 +461,7 @@ func ownedImage(c *call, id string) (*image, *apiError) {
 }
 
 func (s *Sim) deregisterImage(c *call) *apiError {
-	im, e := ownedImage(c, c.p.get("ImageId"))
+	im, e := s.ownedImage(c, c.p.get("ImageId"))
 	if e != nil {
 		return e
 	}
@@ -787,7 +827,7 @@ func (s *Sim) deleteSnapshot(c *call) *apiError {
 }
 
 func (s *Sim) enableImageDeprecation(c *call) *apiError {
-	im, e := ownedImage(c, c.p.get("ImageId"))
+	im, e := s.ownedImage(c, c.p.get("ImageId"))
 	if e != nil {
 		return e
 	}
@@ -812,7 +852,7 @@ func (s *Sim) enableImageDeprecation(c *call) *apiError {
 }
 
 func (s *Sim) disableImageDeprecation(c *call) *apiError {
-	im, e := ownedImage(c, c.p.get("ImageId"))
+	im, e := s.ownedImage(c, c.p.get("ImageId"))
 	if e != nil || c.dry() {
 		return e
 	}
@@ -872,8 +912,21 @@ func permissionChanges(p params, prefix string) (add, remove []string, e *apiErr
 			return nil, nil, errf("InvalidUserID.Malformed", "User ID '%s' is not valid", v)
 		}
 	}
-	flat = append(flat, p.list("OrganizationArn")...)
-	flat = append(flat, p.list("OrganizationalUnitArn")...)
+	for _, v := range p.list("OrganizationArn") {
+		if !orgARNRE.MatchString(v) {
+			return nil, nil, errf("InvalidParameterValue", "Organization ARN '%s' is not valid", v)
+		}
+		flat = append(flat, v)
+	}
+	for _, v := range p.list("OrganizationalUnitArn") {
+		if !ouARNRE.MatchString(v) {
+			return nil, nil, errf("InvalidParameterValue", "Organizational unit ARN '%s' is not valid", v)
+		}
+		flat = append(flat, v)
+	}
+	if slices.Contains(p.list("UserGroup"), "all") {
+		flat = append(flat, "all")
+	}
 	switch p.get("OperationType") {
 	case "add":
 		add = append(add, flat...)
@@ -897,7 +950,7 @@ func isAWSManagedKey(key string) bool {
 }
 
 func (s *Sim) modifyImageAttribute(c *call) *apiError {
-	im, e := ownedImage(c, c.p.get("ImageId"))
+	im, e := s.ownedImage(c, c.p.get("ImageId"))
 	if e != nil {
 		return e
 	}
@@ -1022,7 +1075,7 @@ func (s *Sim) copyImage(c *call) *apiError {
 	}
 	sr := s.region(srcRegion)
 	src, ok := sr.images[srcID]
-	if !ok || !visible(src, c.account) {
+	if !ok || !s.visible(src, c.account) {
 		return errf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", srcID)
 	}
 	s.refresh(src)

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -271,6 +272,122 @@ func runContract(t *testing.T, tg target) {
 		out, err := c.DescribeImageAttribute(ctx, &ec2.DescribeImageAttributeInput{ImageId: aws.String(imageID), Attribute: types.ImageAttributeNameLaunchPermission})
 		if err != nil || len(out.LaunchPermissions) != 1 || aws.ToString(out.LaunchPermissions[0].UserId) != "111111111111" {
 			t.Fatalf("launch permissions: %v %+v", err, out)
+		}
+	})
+
+	t.Run("organization and OU launch permissions", func(t *testing.T) {
+		owner := ec2sim.DefaultAccount
+		const (
+			nested   = "333333333333" // in the organization, in a child of the shared OU
+			sibling  = "444444444444" // in the organization, in another OU
+			outsider = "555555555555"
+			org      = "o-abc123def4"
+		)
+		orgARN := "arn:aws:organizations::" + owner + ":organization/" + org
+		ouARN := "arn:aws:organizations::" + owner + ":ou/" + org + "/ou-ab12-11111111"
+		if tg.sim != nil {
+			tg.sim.SetOrganization(nested, ec2sim.Membership{OrgID: org, OUPath: []string{"ou-ab12-11111111", "ou-ab12-22222222"}})
+			tg.sim.SetOrganization(sibling, ec2sim.Membership{OrgID: org, OUPath: []string{"ou-ab12-33333333"}})
+		}
+		out, err := c.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(id), Name: aws.String("contract-org")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := aws.ToString(out.ImageId)
+		if tg.sim != nil {
+			tg.sim.CompletePending()
+			// Share the storage with the nested account up front, so its
+			// CopyImage depends on the AMI's launch permission alone.
+			desc, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{img}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, bdm := range desc.Images[0].BlockDeviceMappings {
+				if _, err := c.ModifySnapshotAttribute(ctx, &ec2.ModifySnapshotAttributeInput{SnapshotId: bdm.Ebs.SnapshotId, Attribute: types.SnapshotAttributeNameCreateVolumePermission,
+					CreateVolumePermission: &types.CreateVolumePermissionModifications{Add: []types.CreateVolumePermission{{UserId: aws.String(nested)}}}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		user := types.LaunchPermission{UserId: aws.String(outsider)}
+		orgPerm := types.LaunchPermission{OrganizationArn: aws.String(orgARN)}
+		ouPerm := types.LaunchPermission{OrganizationalUnitArn: aws.String(ouARN)}
+		for i, step := range []struct {
+			name        string
+			add, remove []types.LaunchPermission
+			attr        []string
+			sees        map[string]bool
+		}{
+			{"add UserId", []types.LaunchPermission{user}, nil, []string{"user:" + outsider},
+				map[string]bool{nested: false, sibling: false, outsider: true}},
+			{"add OrganizationalUnitArn", []types.LaunchPermission{ouPerm}, nil, []string{"ou:" + ouARN, "user:" + outsider},
+				map[string]bool{nested: true, sibling: false, outsider: true}},
+			{"add OrganizationArn", []types.LaunchPermission{orgPerm}, nil, []string{"org:" + orgARN, "ou:" + ouARN, "user:" + outsider},
+				map[string]bool{nested: true, sibling: true, outsider: true}},
+			{"remove UserId", nil, []types.LaunchPermission{user}, []string{"org:" + orgARN, "ou:" + ouARN},
+				map[string]bool{nested: true, sibling: true, outsider: false}},
+			{"remove OrganizationArn", nil, []types.LaunchPermission{orgPerm}, []string{"ou:" + ouARN},
+				map[string]bool{nested: true, sibling: false, outsider: false}},
+			{"remove OrganizationalUnitArn", nil, []types.LaunchPermission{ouPerm}, nil,
+				map[string]bool{nested: false, sibling: false, outsider: false}},
+		} {
+			if _, err := c.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{ImageId: aws.String(img),
+				LaunchPermission: &types.LaunchPermissionModifications{Add: step.add, Remove: step.remove}}); err != nil {
+				t.Fatalf("%s: %v", step.name, err)
+			}
+			attr, err := c.DescribeImageAttribute(ctx, &ec2.DescribeImageAttributeInput{ImageId: aws.String(img), Attribute: types.ImageAttributeNameLaunchPermission})
+			if err != nil {
+				t.Fatalf("%s: %v", step.name, err)
+			}
+			var got []string
+			for _, lp := range attr.LaunchPermissions {
+				switch {
+				case lp.UserId != nil:
+					got = append(got, "user:"+aws.ToString(lp.UserId))
+				case lp.OrganizationArn != nil:
+					got = append(got, "org:"+aws.ToString(lp.OrganizationArn))
+				case lp.OrganizationalUnitArn != nil:
+					got = append(got, "ou:"+aws.ToString(lp.OrganizationalUnitArn))
+				default:
+					got = append(got, "group:"+string(lp.Group))
+				}
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, step.attr) {
+				t.Fatalf("%s: launch permissions %v, want %v", step.name, got, step.attr)
+			}
+			if tg.sim == nil {
+				continue // moto cannot place accounts in an organization; visibility is checked on ec2sim
+			}
+			for account, want := range step.sees {
+				ac := tg.client(account, ec2sim.DefaultRegion)
+				execBy, err := ac.DescribeImages(ctx, &ec2.DescribeImagesInput{ExecutableUsers: []string{"self"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				byOwner, err := ac.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{owner}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, byIDErr := ac.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{img}})
+				has := func(ims []types.Image) bool {
+					return slices.ContainsFunc(ims, func(im types.Image) bool { return aws.ToString(im.ImageId) == img })
+				}
+				if has(execBy.Images) != want || has(byOwner.Images) != want || (byIDErr == nil) != want {
+					t.Errorf("%s: account %s sees the image: ExecutableUsers=self %v, Owners %v, ImageIds %v; want %v",
+						step.name, account, has(execBy.Images), has(byOwner.Images), byIDErr == nil, want)
+				}
+				if account != nested {
+					continue
+				}
+				_, err = ac.CopyImage(ctx, &ec2.CopyImageInput{SourceImageId: aws.String(img), SourceRegion: aws.String(ec2sim.DefaultRegion), Name: aws.String(fmt.Sprintf("org-copy-%d", i))})
+				if want && err != nil {
+					t.Errorf("%s: CopyImage by the nested OU's account: %v", step.name, err)
+				}
+				if !want && code(err) != "InvalidAMIID.NotFound" {
+					t.Errorf("%s: CopyImage without permission: %v, want InvalidAMIID.NotFound", step.name, err)
+				}
+			}
 		}
 	})
 

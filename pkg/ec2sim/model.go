@@ -57,6 +57,17 @@ type Sim struct {
 	faults  []*faultRule
 	failIns map[string]bool
 	reqSeq  uint64
+	orgs    map[string]Membership // by account
+}
+
+// Membership places an account in an AWS Organization for launch
+// permissions granted to an OrganizationArn or OrganizationalUnitArn.
+type Membership struct {
+	// OrgID is the organization ("o-" and 10-32 characters).
+	OrgID string
+	// OUPath lists the OU IDs ("ou-...") from the root down to the
+	// account's OU; a permission for any of them covers the account.
+	OUPath []string
 }
 
 type regionState struct {
@@ -204,7 +215,21 @@ func New(opts Options) *Sim {
 		buckets: map[string]*bucket{},
 		calls:   newCallLog(),
 		failIns: map[string]bool{},
+		orgs:    map[string]Membership{},
 	}
+}
+
+// SetOrganization makes the account a member of an organization, in the
+// OU path given (root first). An empty OrgID removes the membership.
+func (s *Sim) SetOrganization(account string, m Membership) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m.OrgID == "" {
+		delete(s.orgs, account)
+		return
+	}
+	m.OUPath = slices.Clone(m.OUPath)
+	s.orgs[account] = m
 }
 
 // Now is the simulated clock.
