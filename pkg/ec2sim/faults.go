@@ -3,6 +3,7 @@ package ec2sim
 import (
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -90,7 +91,10 @@ type Fault struct {
 	Nth int
 	// Times limits how many calls fail when Nth is 0 (0: unlimited).
 	Times int
-	// InstanceID and ImageID restrict the fault to calls naming them.
+	// InstanceID and ImageID restrict the fault to calls naming them, as a
+	// single parameter (InstanceId, ImageId, SourceImageId) or in a list
+	// (InstanceId.N, ImageId.N, ResourceId.N), so batched calls such as
+	// DescribeInstances by IDs or CreateTags can fail for one resource.
 	InstanceID, ImageID string
 	// Code and Message of the EC2 error (default InternalError).
 	Code, Message string
@@ -134,10 +138,10 @@ func (s *Sim) matchFault(action string, p params) *apiError {
 		if f.Action != action {
 			continue
 		}
-		if f.InstanceID != "" && p.get("InstanceId") != f.InstanceID {
+		if f.InstanceID != "" && !p.names(f.InstanceID, "InstanceId", "InstanceId.", "ResourceId.") {
 			continue
 		}
-		if f.ImageID != "" && p.get("ImageId") != f.ImageID && p.get("SourceImageId") != f.ImageID {
+		if f.ImageID != "" && !p.names(f.ImageID, "ImageId", "SourceImageId", "ImageId.", "ResourceId.") {
 			continue
 		}
 		f.seen++
@@ -239,4 +243,20 @@ func (s *Sim) take(account, region, action string, p params) bool {
 	}
 	b.tokens--
 	return true
+}
+
+// names reports whether the request names id in one of the keys: a key
+// ending in "." is a list (InstanceId.1, InstanceId.2, ...), any other a
+// single parameter.
+func (p params) names(id string, keys ...string) bool {
+	for _, k := range keys {
+		if strings.HasSuffix(k, ".") {
+			if slices.Contains(p.list(strings.TrimSuffix(k, ".")), id) {
+				return true
+			}
+		} else if p.get(k) == id {
+			return true
+		}
+	}
+	return false
 }

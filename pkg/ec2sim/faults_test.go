@@ -1,0 +1,83 @@
+package ec2sim_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amibackup/amibackup/pkg/ec2sim"
+)
+
+// TestFaultsMatchListParameters: a fault for one instance or image fires
+// when the resource is named in a list (InstanceId.N, ImageId.N,
+// ResourceId.N), and only then.
+func TestFaultsMatchListParameters(t *testing.T) {
+	ctx := context.Background()
+	tag := []types.Tag{{Key: aws.String("k"), Value: aws.String("v")}}
+	for _, tc := range []struct {
+		name  string
+		fault func(in, other, img string) ec2sim.Fault
+		call  func(c *ec2.Client, in, other, img string, hit bool) error
+	}{
+		{"DescribeInstances InstanceId.N",
+			func(in, _, _ string) ec2sim.Fault { return ec2sim.Fault{Action: "DescribeInstances", InstanceID: in, Code: "Unavailable"} },
+			func(c *ec2.Client, in, other, _ string, hit bool) error {
+				ids := []string{other}
+				if hit {
+					ids = append(ids, in)
+				}
+				_, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: ids})
+				return err
+			}},
+		{"CreateTags ResourceId.N for an instance",
+			func(in, _, _ string) ec2sim.Fault { return ec2sim.Fault{Action: "CreateTags", InstanceID: in, Code: "Unavailable"} },
+			func(c *ec2.Client, in, other, _ string, hit bool) error {
+				ids := []string{other}
+				if hit {
+					ids = []string{other, in}
+				}
+				_, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: ids, Tags: tag})
+				return err
+			}},
+		{"DeleteTags ResourceId.N for an image",
+			func(_, _, img string) ec2sim.Fault { return ec2sim.Fault{Action: "DeleteTags", ImageID: img, Code: "Unavailable"} },
+			func(c *ec2.Client, _, other, img string, hit bool) error {
+				ids := []string{other}
+				if hit {
+					ids = []string{other, img}
+				}
+				_, err := c.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: ids, Tags: []types.Tag{{Key: aws.String("k")}}})
+				return err
+			}},
+		{"DescribeImages ImageId.N",
+			func(_, _, img string) ec2sim.Fault { return ec2sim.Fault{Action: "DescribeImages", ImageID: img, Code: "Unavailable"} },
+			func(c *ec2.Client, _, _, img string, hit bool) error {
+				in := &ec2.DescribeImagesInput{Owners: []string{"self"}}
+				if hit {
+					in.ImageIds = []string{img}
+				}
+				_, err := c.DescribeImages(ctx, in)
+				return err
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := ec2sim.New(ec2sim.Options{})
+			srv := httptest.NewServer(sim)
+			defer srv.Close()
+			c := noRetryClient(srv.URL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+			in, other := sim.AddInstance(ec2sim.InstanceSpec{}), sim.AddInstance(ec2sim.InstanceSpec{})
+			img, _ := sim.AddImage(ec2sim.ImageSpec{Name: "faulty"})
+			sim.Inject(tc.fault(in, other, img))
+			if err := tc.call(c, in, other, img, false); err != nil {
+				t.Fatalf("call not naming the resource: %v", err)
+			}
+			if err := tc.call(c, in, other, img, true); code(err) != "Unavailable" {
+				t.Fatalf("call naming the resource in a list: %v, want the injected Unavailable", err)
+			}
+		})
+	}
+}
