@@ -24,7 +24,9 @@ func TestFaultsMatchListParameters(t *testing.T) {
 		call  func(c *ec2.Client, in, other, img string, hit bool) error
 	}{
 		{"DescribeInstances InstanceId.N",
-			func(in, _, _ string) ec2sim.Fault { return ec2sim.Fault{Action: "DescribeInstances", InstanceID: in, Code: "Unavailable"} },
+			func(in, _, _ string) ec2sim.Fault {
+				return ec2sim.Fault{Action: "DescribeInstances", InstanceID: in, Code: "Unavailable"}
+			},
 			func(c *ec2.Client, in, other, _ string, hit bool) error {
 				ids := []string{other}
 				if hit {
@@ -34,7 +36,9 @@ func TestFaultsMatchListParameters(t *testing.T) {
 				return err
 			}},
 		{"CreateTags ResourceId.N for an instance",
-			func(in, _, _ string) ec2sim.Fault { return ec2sim.Fault{Action: "CreateTags", InstanceID: in, Code: "Unavailable"} },
+			func(in, _, _ string) ec2sim.Fault {
+				return ec2sim.Fault{Action: "CreateTags", InstanceID: in, Code: "Unavailable"}
+			},
 			func(c *ec2.Client, in, other, _ string, hit bool) error {
 				ids := []string{other}
 				if hit {
@@ -44,7 +48,9 @@ func TestFaultsMatchListParameters(t *testing.T) {
 				return err
 			}},
 		{"DeleteTags ResourceId.N for an image",
-			func(_, _, img string) ec2sim.Fault { return ec2sim.Fault{Action: "DeleteTags", ImageID: img, Code: "Unavailable"} },
+			func(_, _, img string) ec2sim.Fault {
+				return ec2sim.Fault{Action: "DeleteTags", ImageID: img, Code: "Unavailable"}
+			},
 			func(c *ec2.Client, _, other, img string, hit bool) error {
 				ids := []string{other}
 				if hit {
@@ -54,7 +60,9 @@ func TestFaultsMatchListParameters(t *testing.T) {
 				return err
 			}},
 		{"DescribeImages ImageId.N",
-			func(_, _, img string) ec2sim.Fault { return ec2sim.Fault{Action: "DescribeImages", ImageID: img, Code: "Unavailable"} },
+			func(_, _, img string) ec2sim.Fault {
+				return ec2sim.Fault{Action: "DescribeImages", ImageID: img, Code: "Unavailable"}
+			},
 			func(c *ec2.Client, _, _, img string, hit bool) error {
 				in := &ec2.DescribeImagesInput{Owners: []string{"self"}}
 				if hit {
