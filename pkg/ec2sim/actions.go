@@ -322,6 +322,12 @@ func (s *Sim) describeImages(c *call) *apiError {
 		if len(execBy) > 0 && !s.executableBy(im, execBy, c.account) {
 			continue
 		}
+		// Deprecated images are hidden from the accounts they are shared
+		// with unless asked for by ID or with IncludeDeprecated; owners
+		// always see their own.
+		if im.owner != c.account && len(ids) == 0 && !c.p.bool("IncludeDeprecated") && s.deprecated(im) {
+			continue
+		}
 		s.refresh(im)
 		ok, e := imageMatches(im, filters, c.account)
 		if e != nil {
@@ -345,19 +351,31 @@ func (s *Sim) describeImages(c *call) *apiError {
 	return nil
 }
 
-// executableBy implements ExecutableBy.N: images with a launch permission
-// for one of the principals (self is the caller; all means public),
-// directly or through the principal's organization or OU.
+// executableBy implements ExecutableBy.N as documented: for self (or the
+// caller's own account ID) images shared with the caller directly or with
+// its organization or OU; for another account ID only images shared with
+// that account itself, not with its organization or OU; all means public.
 func (s *Sim) executableBy(im *image, execBy []string, account string) bool {
 	for _, e := range execBy {
-		if e == "self" {
-			e = account
-		}
-		if (e == "all" && slices.Contains(im.launchPerms, "all")) || (e != "all" && s.granted(im, e)) {
+		switch {
+		case e == "self" || e == account:
+			if s.granted(im, account) {
+				return true
+			}
+		case e == "all":
+			if slices.Contains(im.launchPerms, "all") {
+				return true
+			}
+		case slices.Contains(im.launchPerms, e):
 			return true
 		}
 	}
 	return false
+}
+
+// deprecated reports whether the image's deprecation time has passed.
+func (s *Sim) deprecated(im *image) bool {
+	return !im.deprecation.IsZero() && !s.now().Before(im.deprecation)
 }
 
 // imageTags are the tags the caller sees: EC2 does not show an image's tags

@@ -377,6 +377,15 @@ func runContract(t *testing.T, tg target) {
 					t.Errorf("%s: account %s sees the image: ExecutableUsers=self %v, Owners %v, ImageIds %v; want %v",
 						step.name, account, has(execBy.Images), has(byOwner.Images), byIDErr == nil, want)
 				}
+				// Asked by another account, ExecutableUsers=<account> lists
+				// only direct shares, not those to its organization or OU.
+				direct, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{ExecutableUsers: []string{account}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if wantDirect := slices.Contains(step.attr, "user:"+account); has(direct.Images) != wantDirect {
+					t.Errorf("%s: owner's ExecutableUsers=%s lists the image: %v, want %v", step.name, account, has(direct.Images), wantDirect)
+				}
 				if account != nested {
 					continue
 				}
