@@ -234,9 +234,11 @@ func (s *Sim) createImage(c *call) *apiError {
 	}
 	c.r.images[imageID] = im
 	s.refresh(im)
+	// Without NoReboot EC2 shuts a running instance down for the snapshot
+	// and starts it again; a stopped instance is imaged as it is.
 	if im.noReboot {
 		in.noRebootImages++
-	} else {
+	} else if in.state == "running" {
 		in.reboots++
 	}
 	c.out.el("imageId", imageID)
@@ -730,7 +732,7 @@ func (s *Sim) describeSnapshots(c *call) *apiError {
 			continue
 		}
 		if len(restorable) > 0 && !slices.ContainsFunc(restorable, func(a string) bool {
-			return (a == "self" && (sn.owner == c.account || slices.Contains(sn.cvPerms, c.account))) || slices.Contains(sn.cvPerms, a)
+			return (a == "self" && (sn.owner == c.account || slices.Contains(sn.cvPerms, c.account) || slices.Contains(sn.cvPerms, "all"))) || slices.Contains(sn.cvPerms, a)
 		}) {
 			continue
 		}
@@ -754,7 +756,7 @@ func (s *Sim) describeSnapshots(c *call) *apiError {
 		x.el("volumeId", sn.volumeID)
 		x.el("status", s.snapshotState(c.r, sn))
 		x.el("startTime", ts(sn.start))
-		x.el("progress", "100%")
+		x.el("progress", s.snapshotProgress(c.r, sn))
 		x.el("ownerId", sn.owner)
 		x.el("volumeSize", fmt.Sprint(sn.sizeGiB))
 		x.el("description", sn.description)
@@ -771,8 +773,24 @@ func (s *Sim) describeSnapshots(c *call) *apiError {
 	return nil
 }
 
+// snapshotVisible: owned, shared with the account, or public (group all).
 func snapshotVisible(sn *snapshot, account string) bool {
-	return sn.owner == account || slices.Contains(sn.cvPerms, account)
+	return sn.owner == account || slices.Contains(sn.cvPerms, account) || slices.Contains(sn.cvPerms, "all")
+}
+
+// snapshotProgress is DescribeSnapshots' progress: a pending snapshot
+// reports how far its image's creation has come (never 100% before it
+// completes), a finished one 100%.
+func (s *Sim) snapshotProgress(r *regionState, sn *snapshot) string {
+	if s.snapshotState(r, sn) != "pending" {
+		return "100%"
+	}
+	im, ok := r.images[sn.imageID]
+	if !ok || !im.readyAt.After(sn.start) {
+		return "0%" // seeded pending snapshots have no end in sight
+	}
+	done := float64(s.now().Sub(sn.start)) / float64(im.readyAt.Sub(sn.start))
+	return fmt.Sprintf("%d%%", min(99, max(0, int(done*100))))
 }
 
 func (s *Sim) snapshotMatches(c *call, sn *snapshot, filters []filter) (bool, *apiError) {
@@ -853,7 +871,9 @@ func (s *Sim) enableImageDeprecation(c *call) *apiError {
 	if err != nil {
 		return errf("InvalidParameterValue", "Invalid value '%s' for DeprecateAt", c.p.get("DeprecateAt"))
 	}
-	at = at.UTC().Truncate(time.Minute)
+	// "If you specify a value for seconds, Amazon EC2 rounds the seconds to
+	// the nearest minute" (EnableImageDeprecation API reference).
+	at = at.UTC().Round(time.Minute)
 	now := s.now()
 	if at.Before(now.Truncate(time.Minute)) {
 		return errf("InvalidParameterValue", "The deprecation time must be in the future.")
@@ -1062,7 +1082,11 @@ func (s *Sim) describeSnapshotAttribute(c *call) *apiError {
 	c.out.open("createVolumePermission")
 	for _, v := range sn.cvPerms {
 		c.out.open("item")
-		c.out.el("userId", v)
+		if v == "all" {
+			c.out.el("group", "all")
+		} else {
+			c.out.el("userId", v)
+		}
 		c.out.close("item")
 	}
 	c.out.close("createVolumePermission")
@@ -1111,7 +1135,7 @@ func (s *Sim) copyImage(c *call) *apiError {
 			return errf("InvalidSnapshot.NotFound", "The snapshot '%s' of %s does not exist.", sid, srcID)
 		}
 		if src.owner != c.account {
-			if !slices.Contains(sn.cvPerms, c.account) {
+			if !snapshotVisible(sn, c.account) {
 				return errf("AuthFailure", "You do not have permission to access the storage of snapshot %s of image %s.", sid, srcID)
 			}
 			if isAWSManagedKey(sn.kmsKeyID) {

@@ -191,7 +191,8 @@ type Snapshot struct {
 type Instance struct {
 	ID, Account, Region, State string
 	Tags                       map[string]string
-	// Reboots counts CreateImage calls with NoReboot=false.
+	// Reboots counts CreateImage calls with NoReboot=false on the
+	// running instance (a stopped one is not rebooted).
 	Reboots int
 	// NoRebootImages counts CreateImage calls with NoReboot=true.
 	NoRebootImages int
