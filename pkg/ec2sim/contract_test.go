@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
@@ -35,9 +36,17 @@ type target struct {
 }
 
 func (tg target) client(account, region string) *ec2.Client {
-	return ec2.New(ec2.Options{Region: region, BaseEndpoint: aws.String(tg.url),
+	o := ec2.Options{Region: region, BaseEndpoint: aws.String(tg.url),
 		Credentials: credentials.NewStaticCredentialsProvider(account, "secret", ""), Retryer: awsclient.NewRetryer(),
-		HTTPClient: simtest.HTTPClient()})
+		HTTPClient: simtest.HTTPClient()}
+	if tg.sim == nil {
+		// ec2sim takes the account from a 12-digit access key; moto 5.2.1
+		// maps access keys to accounts only for IAM users it created, but
+		// reads the account from this header, so the multi-account cases
+		// run against moto too.
+		o.APIOptions = append(o.APIOptions, smithyhttp.SetHeaderValue("x-moto-account-id", account))
+	}
+	return ec2.New(o)
 }
 
 // motoGap skips a case moto is known to get wrong, saying why; EC2's
@@ -357,7 +366,10 @@ func runContract(t *testing.T, tg target) {
 				t.Fatalf("%s: launch permissions %v, want %v", step.name, got, step.attr)
 			}
 			if tg.sim == nil {
-				continue // moto cannot place accounts in an organization; visibility is checked on ec2sim
+				// moto keeps each account's images in its own backend, so
+				// even a direct UserId share is invisible to the other
+				// account; visibility is checked on ec2sim only.
+				continue
 			}
 			for account, want := range step.sees {
 				ac := tg.client(account, ec2sim.DefaultRegion)
@@ -488,7 +500,6 @@ func runContract(t *testing.T, tg target) {
 	})
 
 	t.Run("two accounts are isolated", func(t *testing.T) {
-		tg.motoGap(t, "moto's account is not derived from the access key")
 		other := tg.client("222222222222", ec2sim.DefaultRegion)
 		out, err := other.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}})
 		if err != nil || len(out.Images) != 0 {
