@@ -50,6 +50,7 @@ func NewRetryer() aws.Retryer {
 func LoadConfig(ctx context.Context, optFns ...func(*config.LoadOptions) error) (aws.Config, error) {
 	opts := append([]func(*config.LoadOptions) error{
 		config.WithRetryer(NewRetryer),
+		config.WithHTTPClient(HTTPClient()),
 	}, optFns...)
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
