@@ -277,8 +277,17 @@ func nagFinding(stack awscdk.Stack, resource string) string {
 // room for the variables Lambda adds no further.
 const maxConfigEnvBytes = 3800
 
+// maxKeyARNBytes is the longest KMS key ARN a created key can resolve to
+// (arn:aws-us-gov:kms:<region>:<account>:key/<uuid>); until deploy it is a
+// short CDK token in the document.
+const maxKeyARNBytes = 90
+
 func checkConfigSize(cfg *config.Config, function string) error {
-	if n := len(config.EnvVar) + len(cfg.JSON()); n > maxConfigEnvBytes {
+	n := len(config.EnvVar) + len(cfg.JSON())
+	if r := cfg.Recovery; r != nil && *awscdk.Token_IsUnresolved(jsii.String(r.KMSKeyARN)) {
+		n += max(0, maxKeyARNBytes-len(r.KMSKeyARN))
+	}
+	if n > maxConfigEnvBytes {
 		return fmt.Errorf("configuration of deployment %q is too large for the %s function: %s would be %d bytes, over the %d-byte budget "+
 			"(Lambda allows 4 KB of environment variables per function); shorten it, e.g. fewer or shorter policies, account IDs or ARNs",
 			cfg.Deployment, function, config.EnvVar, n, maxConfigEnvBytes)

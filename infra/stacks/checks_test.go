@@ -261,3 +261,34 @@ func TestNagFlagsNewWildcard(t *testing.T) {
 		t.Fatalf("want exactly the new volume wildcard flagged, got %v", flagged)
 	}
 }
+
+// TestConfigSizeCountsResolvedKeyARN: a key the stack creates is a short
+// token at synth and a full ARN at deploy; the budget counts the ARN.
+func TestConfigSizeCountsResolvedKeyARN(t *testing.T) {
+	requireNode(t)
+	token := *awscdk.Fn_Ref(jsii.String("CopyKey"))
+	for n := 1; n < 400; n++ {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("%012d", 300000000000+i)
+		}
+		idsJSON, _ := json.Marshal(ids)
+		cfg, err := config.Parse([]byte(`{"deployment":"dr","recovery":{"sourceAccountIds":`+string(idsJSON)+`,"sourceDeployment":"prod","retention":{"last":3}}}`), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Recovery.KMSKeyARN = token
+		raw := len(config.EnvVar) + len(cfg.JSON())
+		if raw <= maxConfigEnvBytes-60 {
+			continue
+		}
+		if raw > maxConfigEnvBytes {
+			t.Fatalf("no account count puts the document just under the budget (raw %d)", raw)
+		}
+		if err := checkConfigSize(cfg, "copy"); err == nil {
+			t.Fatalf("%d bytes with a %d-byte token accepted; the resolved ARN would exceed the budget", raw, len(token))
+		}
+		return
+	}
+	t.Fatal("budget never reached")
+}

@@ -234,8 +234,12 @@ func copyStatements(stack awscdk.Stack, cfg *config.Config, key string) []awsiam
 		fmt.Sprintf("ec2.%s.amazonaws.com", *stack.Region()), fmt.Sprintf("ec2.%s.amazonaws.com", srcRegion)}}
 	return []awsiam.PolicyStatement{
 		statement("DescribeNeedsWildcard", []string{"ec2:DescribeImages"}, []string{"*"}, nil),
-		// ec2:Owner: without it this statement would also cover the new
-		// copy (same Region) and bypass the request-tag condition below.
+		// ec2:Owner limits the sources to the source accounts when they
+		// are in another Region. In the same Region the source ARNs match
+		// CreateCopiesTaggedAsOurs too (aws:RequestTag applies to every
+		// resource of the request), so there IAM cannot limit the sources:
+		// the function's Owners filter does, and only images shared with
+		// this account (or public) are readable at all.
 		statement("ReadSharedSources", []string{"ec2:CopyImage"},
 			[]string{fmt.Sprintf("arn:%s:ec2:%s::image/*", *stack.Partition(), srcRegion), fmt.Sprintf("arn:%s:ec2:%s::snapshot/*", *stack.Partition(), srcRegion)},
 			map[string]any{"StringEquals": map[string]any{"ec2:Owner": r.SourceAccountIDs}}),
@@ -261,8 +265,8 @@ func copyWildcards(stack awscdk.Stack, cfg *config.Config) []wildcard {
 	srcRegion := sourceRegion(stack, r)
 	w := []wildcard{
 		{"*", describeReason},
-		{fmt.Sprintf("arn:%s:ec2:%s::image/*", *stack.Partition(), srcRegion), "CopyImage reads only images owned by the source accounts (ec2:Owner); which images they share is not known in advance."},
-		{fmt.Sprintf("arn:%s:ec2:%s::snapshot/*", *stack.Partition(), srcRegion), "CopyImage reads only snapshots owned by the source accounts (ec2:Owner)."},
+		{fmt.Sprintf("arn:%s:ec2:%s::image/*", *stack.Partition(), srcRegion), "CopyImage reads the images the source accounts share (ec2:Owner when the source Region differs); which images they share is not known in advance."},
+		{fmt.Sprintf("arn:%s:ec2:%s::snapshot/*", *stack.Partition(), srcRegion), "CopyImage reads the source accounts' snapshots (ec2:Owner when the source Region differs)."},
 		{imageARN(stack, "image/*"), "CopyImage only creating images tagged with this deployment's managed-by tag (aws:RequestTag), CreateTags only as part of CopyImage (ec2:CreateAction), DeregisterImage only on images carrying the managed-by tag."},
 		{imageARN(stack, "snapshot/*"), "CopyImage only creating snapshots tagged with this deployment's managed-by tag (aws:RequestTag), CreateTags only as part of CopyImage (ec2:CreateAction), DeleteSnapshot only on snapshots carrying the managed-by tag."},
 	}

@@ -163,8 +163,8 @@ func (b *Backuper) selectInstances(ctx context.Context, pol *config.Policy, req 
 				case strings.EqualFold(strings.TrimSpace(v), "true"):
 					t.noReboot = true
 				default:
-					// Only "true" opts out; say so rather than silently
-					// rebooting an instance whose owner meant "yes".
+					// Only "true" (any case) opts out; say so rather than
+					// silently rebooting an instance whose owner meant "yes".
 					t.badNoReboot = v
 				}
 				out = append(out, t)
@@ -225,7 +225,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 		reboot = *req.Reboot
 	}
 	if t.badNoReboot != "" && reboot {
-		log.Warn("opt-out tag ignored: only \"true\" opts out of the reboot", "instance", t.id, "tag", tags.NoReboot, "value", t.badNoReboot)
+		log.Warn("opt-out tag ignored: only \"true\" (any case) opts out of the reboot", "instance", t.id, "tag", tags.NoReboot, "value", t.badNoReboot)
 		sum.Warn("%s: %s=%q is not \"true\": the instance was rebooted for a consistent image", t.id, tags.NoReboot, t.badNoReboot)
 	}
 	if t.noReboot && reboot {
@@ -268,7 +268,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 		entry.ImageID = aws.ToString(out.ImageId)
 		sum.AddDone(entry)
 		log.Info("image created", "instance", t.id, "image", entry.ImageID, "name", name, "reboot", reboot)
-		b.deprecate(ctx, log, pol, entry.ImageID, sum)
+		b.deprecate(ctx, log, pol, entry.ImageID, b.now()(), sum)
 	case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
 		// The name is deterministic: a duplicate is normally this
 		// trigger's image from an earlier delivery. It counts as done only
@@ -289,8 +289,13 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 		sum.AddExisted(entry)
 		log.Info("image already exists for this trigger", "instance", t.id, "image", entry.ImageID, "name", name, "state", im.State)
 		if im.DeprecationTime == nil {
-			// The earlier delivery may have died before setting it.
-			b.deprecate(ctx, log, pol, entry.ImageID, sum)
+			// The earlier delivery may have died before setting it; the age
+			// counts from the image's creation, not from this retry.
+			created, perr := time.Parse(time.RFC3339, aws.ToString(im.CreationDate))
+			if perr != nil {
+				created = b.now()()
+			}
+			b.deprecate(ctx, log, pol, entry.ImageID, created, sum)
 		}
 	default:
 		entry.Detail = fmt.Errorf("create image for %s: %w", t.id, err).Error()
@@ -301,20 +306,21 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 
 // deprecate sets the image's deprecation time. EC2 may refuse while the
 // image is pending; prune sets it later on available images that lack it.
-func (b *Backuper) deprecate(ctx context.Context, log *slog.Logger, pol *config.Policy, imageID string, sum *runner.Summary) {
+func (b *Backuper) deprecate(ctx context.Context, log *slog.Logger, pol *config.Policy, imageID string, created time.Time, sum *runner.Summary) {
 	age := pol.DeprecateAfter.D()
 	if age <= 0 {
 		return
 	}
-	at := DeprecationTime(b.now()(), age)
+	at := DeprecationTime(created, age)
 	if _, err := b.EC2.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{ImageId: aws.String(imageID), DeprecateAt: aws.Time(at)}); err != nil {
 		log.Warn("deprecation not set yet; prune will set it once the image is available", "image", imageID, "error", err.Error())
 		sum.Warn("%s: deprecation not set (%s); prune sets it later", imageID, awsclient.ErrorCode(err))
 	}
 }
 
-// DeprecationTime is creation plus age, rounded up to the minute as EC2
-// stores it.
+// DeprecationTime is creation plus age, rounded up to a whole minute so
+// EC2 (which rounds to the nearest minute) stores it unchanged and never
+// earlier than asked.
 func DeprecationTime(created time.Time, age time.Duration) time.Time {
 	at := created.UTC().Add(age)
 	if r := at.Truncate(time.Minute); !r.Equal(at) {

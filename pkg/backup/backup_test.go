@@ -465,7 +465,9 @@ func TestNameTakenIsNotAlwaysDone(t *testing.T) {
 	foreignImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", foreign, slot), InstanceID: foreign, Tags: other})
 	failedImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", failed, slot), InstanceID: failed, Tags: ours(failed), State: "failed"})
 	// An earlier delivery created this one and died before deprecating it.
-	resumedImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", resumed, slot), InstanceID: resumed, Tags: ours(resumed), State: "pending"})
+	created := slot.Add(90 * time.Second)
+	resumedImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", resumed, slot), InstanceID: resumed, Tags: ours(resumed),
+		State: "pending", Created: created})
 
 	sum, err := newBackuper(t, env, nil).Run(context.Background(), scheduled("nightly"))
 	if err == nil {
@@ -487,6 +489,10 @@ func TestNameTakenIsNotAlwaysDone(t *testing.T) {
 	for _, im := range env.Sim.Images("", "") {
 		if want := im.ID == resumedImg; im.DeprecationTime.IsZero() == want {
 			t.Errorf("%s: deprecation %v (only the resumed image of ours gets one)", im.ID, im.DeprecationTime)
+		}
+		// 30d from its creation (rounded up to the minute), not from this retry.
+		if want := created.Add(30*24*time.Hour + 30*time.Second); im.ID == resumedImg && !im.DeprecationTime.Equal(want) {
+			t.Errorf("resumed image deprecates at %v, want %v", im.DeprecationTime, want)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -23,6 +24,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/retention"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 )
@@ -88,6 +90,10 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 		}
 	}
 	sum.Selected = len(sources)
+	expired, err := c.expired(sources, copies, at)
+	if err != nil {
+		return nil, err
+	}
 	for _, im := range sources {
 		id, owner := aws.ToString(im.ImageId), aws.ToString(im.OwnerId)
 		e := runner.Entry{ID: id, Name: tags.CopyName(owner, id)}
@@ -95,6 +101,13 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 		if haveCopy && cp.state != types.ImageStateFailed {
 			e.ImageID = cp.id
 			sum.AddExisted(e)
+			continue
+		}
+		if why, ok := expired[id]; ok {
+			// The recovery prune would delete this copy at once, and the
+			// next copy run would copy it again: never start that loop.
+			e.Detail = "not copied: recovery.retention would not keep it (" + why + ")"
+			sum.AddSkipped(e)
 			continue
 		}
 		if inFlight >= r.MaxInFlight {
@@ -144,8 +157,47 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 
 // ownCopy is one of this deployment's copies.
 type ownCopy struct {
-	id    string
-	state types.ImageState
+	id, instance string
+	state        types.ImageState
+	slot         time.Time
+}
+
+// expired returns the uncopied sources (by image ID, with the reason) that
+// recovery.retention would delete as soon as they were copied: retention is
+// evaluated over the existing copies plus every uncopied source, exactly as
+// the recovery prune will see them once copied.
+func (c *Copier) expired(sources []types.Image, copies map[string]ownCopy, at time.Time) (map[string]string, error) {
+	rules, err := retention.RulesFromConfig(c.Config.Recovery.Retention, config.DefaultTimeZone)
+	if err != nil {
+		return nil, fmt.Errorf("copy: recovery.retention: %w", err)
+	}
+	var images []retention.Image
+	for _, cp := range copies {
+		if cp.state != types.ImageStateFailed && tags.ValidInstanceID(cp.instance) {
+			images = append(images, retention.Image{ID: cp.id, InstanceID: cp.instance, Policy: config.CopyPolicy, Time: cp.slot, State: retention.State(cp.state)})
+		}
+	}
+	uncopied := map[string]bool{}
+	for _, im := range sources {
+		id := aws.ToString(im.ImageId)
+		if cp, ok := copies[id]; ok && cp.state != types.ImageStateFailed {
+			continue
+		}
+		m := sourceNameRE.FindStringSubmatch(aws.ToString(im.Name))
+		slot, err := time.Parse(tags.TimeLayout, m[3])
+		if err != nil {
+			continue // no slot to reason about: copy it, prune keeps what it cannot date
+		}
+		images = append(images, retention.Image{ID: id, InstanceID: m[2], Policy: config.CopyPolicy, Time: slot, State: retention.Available})
+		uncopied[id] = true
+	}
+	out := map[string]string{}
+	for _, d := range retention.Evaluate(images, rules, at).Delete() {
+		if uncopied[d.Image.ID] {
+			out[d.Image.ID] = strings.Join(d.Reasons, "; ")
+		}
+	}
+	return out, nil
 }
 
 // ownCopies maps source image IDs to this deployment's copies (failed ones
@@ -168,7 +220,8 @@ func (c *Copier) ownCopies(ctx context.Context) (map[string]ownCopy, int, error)
 				continue
 			}
 			if src := tagValue(im, tags.SourceImage); src != "" {
-				copies[src] = ownCopy{id: aws.ToString(im.ImageId), state: im.State}
+				slot, _ := time.Parse(time.RFC3339, tagValue(im, tags.Time))
+				copies[src] = ownCopy{id: aws.ToString(im.ImageId), state: im.State, instance: tagValue(im, tags.InstanceID), slot: slot}
 			}
 			if im.State == types.ImageStatePending {
 				inFlight++
@@ -224,8 +277,15 @@ func (c *Copier) duplicate(ctx context.Context, e *runner.Entry, sum *runner.Sum
 			e.Name, holder, tags.ManagedBy, c.Config.Deployment, tags.Policy, config.CopyPolicy)
 		sum.AddFailed(*e)
 	case im.State == types.ImageStateFailed:
+		// Ours but missing from the listing (no source-image tag): remove
+		// it here, or no later run would ever replace it.
 		e.ImageID = holder
-		e.Detail = "copy name taken by a failed copy: replaced by the next run"
+		if err := c.deregister(ctx, holder); err != nil {
+			e.Detail = fmt.Errorf("remove failed copy %s holding the name %s: %w", holder, e.Name, err).Error()
+			sum.AddFailed(*e)
+			return
+		}
+		e.Detail = "copy name was held by a failed copy, now deregistered: copied by the next run"
 		sum.AddSkipped(*e)
 	default:
 		e.ImageID = holder

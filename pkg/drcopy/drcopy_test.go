@@ -183,6 +183,22 @@ func TestShareAndCopyAcrossAccountsAndRegions(t *testing.T) {
 	if n := len(w.env.Sim.Images(srcAcct, srcRegion)); n != 6 {
 		t.Errorf("prune in the recovery account touched the source: %d source images", n)
 	}
+	// The source still holds the older images its own retention keeps; the
+	// next copy run must not copy again what the recovery prune just
+	// deleted (a copy/prune loop), and says why.
+	csum, err = w.copier.Run(ctx, slot.AddDate(0, 0, 1).Add(3*time.Hour))
+	if err != nil || len(csum.Done) != 0 {
+		t.Fatalf("copy run after prune: %v, started %d: %+v", err, len(csum.Done), csum.Done)
+	}
+	expired := 0
+	for _, e := range csum.Skipped {
+		if strings.Contains(e.Detail, "recovery.retention would not keep it") {
+			expired++
+		}
+	}
+	if expired != 2 {
+		t.Fatalf("skipped %+v, want the 2 older sources skipped by retention", csum.Skipped)
+	}
 }
 
 // TestCopyRespectsInFlightLimit: 25 images to copy with copies pending for

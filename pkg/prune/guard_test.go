@@ -15,6 +15,11 @@ func TestGuard(t *testing.T) {
 		return &candidate{entry: PlanEntry{ImageID: "ami-" + instance, InstanceID: instance, Policy: "nightly", State: state, Keep: keep}}
 	}
 	av, failed := string(retention.Available), string(retention.Failed)
+	undecidable := func() *candidate {
+		c := img("", av, true)
+		c.undecidable = "tag amibackup:instance-id is \"\": kept"
+		return c
+	}
 	tests := []struct {
 		name string
 		plan []*candidate
@@ -27,6 +32,8 @@ func TestGuard(t *testing.T) {
 		{"failed images do not count", []*candidate{img("i-1", av, true), img("i-1", failed, false), img("i-1", failed, false), img("i-1", failed, false)}, ""},
 		{"failed images do not dilute", []*candidate{img("i-1", av, true), img("i-1", av, false), img("i-1", av, false),
 			img("i-1", failed, false), img("i-1", failed, false), img("i-1", failed, false)}, "2 of 3 images"},
+		{"undecidable images do not dilute", []*candidate{img("i-1", av, true), img("i-1", av, false), img("i-1", av, false),
+			undecidable(), undecidable(), undecidable()}, "2 of 3 images"},
 		{"empty plan", nil, ""},
 	}
 	for _, tt := range tests {

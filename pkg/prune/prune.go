@@ -346,9 +346,9 @@ func (p *Pruner) plan(cands []*candidate, live map[string]bool, req trigger.Prun
 		rules, _, err := p.rulesFor(policy)
 		if errors.Is(err, errUnknownPolicy) {
 			for _, c := range group {
-				c.entry.Keep = true
-				c.entry.Reasons = []string{fmt.Sprintf("policy %q is not in the configuration: kept", policy)}
-				sum.AddSkipped(runner.Entry{ID: c.entry.ImageID, Name: c.entry.Name, Detail: c.entry.Reasons[0]})
+				c.undecidable = fmt.Sprintf("policy %q is not in the configuration: kept", policy)
+				c.entry.Keep, c.entry.Reasons = true, []string{c.undecidable}
+				sum.AddSkipped(runner.Entry{ID: c.entry.ImageID, Name: c.entry.Name, Detail: c.undecidable})
 				out = append(out, c)
 			}
 			continue
@@ -382,13 +382,15 @@ func (p *Pruner) plan(cands []*candidate, live map[string]bool, req trigger.Prun
 
 // guard returns why a plan must not run: it would delete more than
 // maxShare of the deployment's images, or every image of an instance.
-// Failed images do not count: deleting them never loses a backup.
+// Only images retention decided count: failed images (deleting them never
+// loses a backup) and images kept because they cannot be decided would
+// otherwise dilute the share and hide a plan that deletes most backups.
 func guard(plan []*candidate, maxShare float64) string {
 	total, del := 0, 0
 	type hist struct{ good, goodDeleted int }
 	groups := map[string]*hist{}
 	for _, c := range plan {
-		if c.entry.State == string(retention.Failed) {
+		if c.entry.State == string(retention.Failed) || c.undecidable != "" {
 			continue
 		}
 		total++
