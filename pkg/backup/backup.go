@@ -242,7 +242,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 	in := &ec2.CreateImageInput{
 		InstanceId:  aws.String(t.id),
 		Name:        aws.String(name),
-		Description: aws.String(fmt.Sprintf("amibackup %s of %s at %s (reboot=%t)", pol.Name, t.id, tags.FormatTime(req.Slot), reboot)),
+		Description: aws.String(tags.ImageDescription(b.Config.Deployment, pol.Name, t.id, req.Slot, reboot)),
 		NoReboot:    aws.Bool(!reboot),
 		TagSpecifications: []types.TagSpecification{
 			{ResourceType: types.ResourceTypeImage, Tags: tagList},

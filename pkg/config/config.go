@@ -149,7 +149,8 @@ type Sharing struct {
 type Recovery struct {
 	// SourceAccountIDs whose shared images are copied.
 	SourceAccountIDs []string `json:"sourceAccountIds"`
-	// SourceDeployment is the managed-by value of the source images.
+	// SourceDeployment is the source deployment's name (its managed-by
+	// value); only its images are copied (recognised by their description).
 	SourceDeployment string `json:"sourceDeployment"`
 	// SourceRegion, when set, copies from that Region (default: this Region).
 	SourceRegion string `json:"sourceRegion,omitempty"`

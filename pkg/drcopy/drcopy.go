@@ -84,7 +84,11 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 			return nil, fmt.Errorf("list images shared by %v in %s: %w", r.SourceAccountIDs, srcRegion, err)
 		}
 		for _, im := range page.Images {
-			if sourceNameRE.MatchString(aws.ToString(im.Name)) && slices.Contains(r.SourceAccountIDs, aws.ToString(im.OwnerId)) {
+			// Another deployment in a source account may share with this
+			// account too; the description (visible across accounts, unlike
+			// tags) names the deployment.
+			if sourceNameRE.MatchString(aws.ToString(im.Name)) && slices.Contains(r.SourceAccountIDs, aws.ToString(im.OwnerId)) &&
+				tags.DescribesDeployment(aws.ToString(im.Description), r.SourceDeployment) {
 				sources = append(sources, im)
 			}
 		}

@@ -452,3 +452,37 @@ func TestDeprecatedSourcesAreCopied(t *testing.T) {
 		}
 	}
 }
+
+// TestCopiesOnlyTheSourceDeployment: another deployment in the same source
+// account shares its backups with the recovery account too; only the
+// configured deployment's images (named in their description, which the
+// recovery account can see) are copied.
+func TestCopiesOnlyTheSourceDeployment(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	ctx := context.Background()
+	ours := w.instance(ec2sim.VolumeSpec{})
+	w.backup(t, slot)
+	theirs := w.instance(ec2sim.VolumeSpec{})
+	src := w.env.Client(srcAcct, srcRegion)
+	out, err := src.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(theirs), Name: aws.String(tags.ImageName("nightly", theirs, slot)),
+		Description: aws.String(tags.ImageDescription("staging", "nightly", theirs, slot, true))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{ImageId: out.ImageId,
+		LaunchPermission: &types.LaunchPermissionModifications{Add: []types.LaunchPermission{{UserId: aws.String(dstAcct)}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.sharer.Run(ctx, share.Request{Sweep: true, Time: slot}); err != nil {
+		t.Fatal(err)
+	}
+	w.env.Sim.CompletePending()
+	sum, err := w.copier.Run(ctx, slot.Add(time.Hour))
+	if err != nil || sum.Selected != 1 || len(sum.Done) != 1 {
+		t.Fatalf("copy run: %v, selected %d, started %d", err, sum.Selected, len(sum.Done))
+	}
+	copies := w.env.Sim.Images(dstAcct, dstRegion)
+	if len(copies) != 1 || copies[0].Tags[tags.InstanceID] != ours {
+		t.Fatalf("copies %+v, want one copy of %s's backup", copies, ours)
+	}
+}

@@ -48,6 +48,22 @@ func ImageName(policy, instanceID string, slot time.Time) string {
 	return fmt.Sprintf("amibackup-%s-%s-%s", policy, instanceID, slot.UTC().Format(TimeLayout))
 }
 
+// ImageDescription is the description of a backup image. It names the
+// deployment because an image's description, unlike its tags, is visible
+// to the accounts it is shared with: recovery accounts use it to copy only
+// the source deployment they are configured for.
+func ImageDescription(deployment, policy, instanceID string, slot time.Time, reboot bool) string {
+	return fmt.Sprintf("%s%s: %s of %s at %s (reboot=%t)", descPrefix, deployment, policy, instanceID, FormatTime(slot), reboot)
+}
+
+const descPrefix = "amibackup deployment "
+
+// DescribesDeployment reports whether an image description written by
+// ImageDescription names deployment.
+func DescribesDeployment(description, deployment string) bool {
+	return strings.HasPrefix(description, descPrefix+deployment+":")
+}
+
 // CopyName is the deterministic name of a recovery copy of a source image.
 func CopyName(sourceAccount, sourceImageID string) string {
 	return fmt.Sprintf("amibackup-copy-%s-%s", sourceAccount, sourceImageID)

@@ -61,3 +61,19 @@ func TestIsReserved(t *testing.T) {
 		}
 	}
 }
+
+func TestDescribesDeployment(t *testing.T) {
+	slot := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
+	desc := ImageDescription("prod-eu", "nightly", "i-0123456789abcdef0", slot, true)
+	for _, tc := range []struct {
+		deployment string
+		want       bool
+	}{{"prod-eu", true}, {"prod", false}, {"prod-e", false}, {"", false}} {
+		if got := DescribesDeployment(desc, tc.deployment); got != tc.want {
+			t.Errorf("DescribesDeployment(%q, %q) = %v", desc, tc.deployment, got)
+		}
+	}
+	if len(desc) > 255 {
+		t.Errorf("description is %d characters; EC2 allows 255", len(desc))
+	}
+}
