@@ -209,7 +209,10 @@ func (s *Sim) createImage(c *call) *apiError {
 		// amibackup has always been tested against.
 		inFlight := 0
 		for _, sn := range c.r.snapshots {
-			if st := s.snapshotState(c.r, sn); sn.volumeID == vid && (st == "pending" || st == "error") {
+			if sn.volumeID != vid {
+				continue // cheap test first: the state needs the image lookup
+			}
+			if st := s.snapshotState(c.r, sn); st == "pending" || st == "error" {
 				inFlight++
 			}
 		}
