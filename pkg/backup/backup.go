@@ -90,6 +90,7 @@ func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary
 
 	targets, err := b.selectInstances(ctx, pol, req)
 	if err != nil {
+		log.Error("instance selection failed; nothing was backed up", "error", err.Error(), "code", awsclient.ErrorCode(err))
 		return nil, err
 	}
 	sum.Selected = len(targets)

@@ -543,3 +543,24 @@ func TestFutureTriggerTimeRejected(t *testing.T) {
 		t.Fatalf("%d images, want 3 from the one accepted trigger", n)
 	}
 }
+
+// TestSelectionFailureIsLoggedAndChangesNothing: when the role may not
+// describe instances, the run fails before any CreateImage and says so in
+// the log (the invocation error alone may never reach CloudWatch Logs).
+func TestSelectionFailureIsLoggedAndChangesNothing(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	env.Sim.SeedFleet("", "", 3, map[string]string{"Backup": "nightly"})
+	env.Sim.Inject(ec2sim.Fault{Action: "DescribeInstances", Code: "UnauthorizedOperation", Message: "You are not authorized to perform this operation."})
+	var logs bytes.Buffer
+	b := newBackuper(t, env, nil)
+	b.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+	if _, err := b.Run(context.Background(), scheduled("nightly")); err == nil || !strings.Contains(err.Error(), "UnauthorizedOperation") {
+		t.Fatalf("err = %v", err)
+	}
+	if n := env.Sim.Calls().Count("CreateImage"); n != 0 {
+		t.Fatalf("%d CreateImage calls", n)
+	}
+	if !strings.Contains(logs.String(), `"msg":"instance selection failed; nothing was backed up"`) || !strings.Contains(logs.String(), `"code":"UnauthorizedOperation"`) {
+		t.Fatalf("log: %s", logs.String())
+	}
+}

@@ -118,12 +118,15 @@ func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
 	log := p.Log.With("policy", req.Policy, "time", tags.FormatTime(req.Time), "dryRun", req.DryRun, "force", req.Force)
 
 	cands, err := p.listImages(ctx, req.Policy)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		sum.Selected = len(cands)
 	}
-	sum.Selected = len(cands)
-	live, err := p.liveInstances(ctx, cands)
+	var live map[string]bool
+	if err == nil {
+		live, err = p.liveInstances(ctx, cands)
+	}
 	if err != nil {
+		log.Error("listing failed; nothing was deleted", "error", err.Error(), "code", awsclient.ErrorCode(err))
 		return nil, err
 	}
 	plan, err := p.plan(cands, live, req, sum)
