@@ -17,13 +17,10 @@ import (
 )
 
 func main() {
-	env := coldstart.Must(coldstart.Init(context.Background(), backup.Function, nil))
+	env := coldstart.Must(coldstart.Init(context.Background(), backup.Function, nil, lambdacontext.NewLogHandler()))
 	client := ec2.NewFromConfig(env.AWS)
 	lambda.Start(func(ctx context.Context, raw json.RawMessage) (*runner.Summary, error) {
-		log := env.Log
-		if lc, ok := lambdacontext.FromContext(ctx); ok {
-			log = log.With("requestId", lc.AwsRequestID)
-		}
+		log := env.Logger(ctx)
 		b := &backup.Backuper{EC2: client, Config: env.Config, Log: log, Metrics: env.Metrics}
 		return b.Handle(ctx, raw)
 	})

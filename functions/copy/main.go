@@ -26,13 +26,10 @@ func main() {
 			return errors.New("recovery: the copy function needs the \"recovery\" section")
 		}
 		return nil
-	}))
+	}, lambdacontext.NewLogHandler()))
 	client := ec2.NewFromConfig(env.AWS)
 	lambda.Start(func(ctx context.Context, raw json.RawMessage) (*runner.Summary, error) {
-		log := env.Log
-		if lc, ok := lambdacontext.FromContext(ctx); ok {
-			log = log.With("requestId", lc.AwsRequestID)
-		}
+		log := env.Logger(ctx)
 		req, err := trigger.ParseShare(raw)
 		if err == nil && !req.Sweep {
 			err = errNotSweep

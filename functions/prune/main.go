@@ -16,13 +16,10 @@ import (
 )
 
 func main() {
-	env := coldstart.Must(coldstart.Init(context.Background(), prune.Function, nil))
+	env := coldstart.Must(coldstart.Init(context.Background(), prune.Function, nil, lambdacontext.NewLogHandler()))
 	client := ec2.NewFromConfig(env.AWS)
 	lambda.Start(func(ctx context.Context, raw json.RawMessage) (*prune.Summary, error) {
-		log := env.Log
-		if lc, ok := lambdacontext.FromContext(ctx); ok {
-			log = log.With("requestId", lc.AwsRequestID)
-		}
+		log := env.Logger(ctx)
 		p := &prune.Pruner{EC2: client, Config: env.Config, Log: log, Metrics: env.Metrics}
 		return p.Handle(ctx, raw)
 	})

@@ -25,13 +25,10 @@ func main() {
 			return errors.New("sharing: the share function needs the \"sharing\" section")
 		}
 		return nil
-	}))
+	}, lambdacontext.NewLogHandler()))
 	ec2Client, kmsClient := ec2.NewFromConfig(env.AWS), kms.NewFromConfig(env.AWS)
 	lambda.Start(func(ctx context.Context, raw json.RawMessage) (*runner.Summary, error) {
-		log := env.Log
-		if lc, ok := lambdacontext.FromContext(ctx); ok {
-			log = log.With("requestId", lc.AwsRequestID)
-		}
+		log := env.Logger(ctx)
 		req, err := trigger.ParseShare(raw)
 		if err != nil {
 			log.Error("rejected input; nothing was changed", "error", err.Error())

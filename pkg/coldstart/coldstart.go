@@ -26,9 +26,15 @@ type Env struct {
 }
 
 // Init builds the Env; require checks that the configuration has the
-// sections this function needs. The logger is usable even on error.
-func Init(ctx context.Context, function string, require func(*config.Config) error) (Env, error) {
-	env := Env{Log: logging.New(os.Stdout, slog.String("function", function)), Metrics: emf.New(os.Stdout)}
+// sections this function needs; handler is the log handler (the functions
+// pass lambdacontext's, nil means logging.New's JSON handler). The logger
+// is usable even on error.
+func Init(ctx context.Context, function string, require func(*config.Config) error, handler slog.Handler) (Env, error) {
+	log := logging.New(os.Stdout)
+	if handler != nil {
+		log = slog.New(handler)
+	}
+	env := Env{Log: log.With("function", function), Metrics: emf.New(os.Stdout)}
 	cfg, err := config.FromEnv()
 	if err == nil && require != nil {
 		err = require(cfg)
@@ -41,6 +47,12 @@ func Init(ctx context.Context, function string, require func(*config.Config) err
 		return env, err
 	}
 	return env, nil
+}
+
+// Logger is the invocation's logger: every line goes through the handler
+// with the invocation's context, so the request ID is on every line.
+func (e Env) Logger(ctx context.Context) *slog.Logger {
+	return slog.New(logging.BindContext(e.Log.Handler(), ctx))
 }
 
 // Must exits the process when Init failed: Lambda reports the init error

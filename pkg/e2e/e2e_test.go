@@ -203,8 +203,10 @@ func TestBadInputUnderRIE(t *testing.T) {
 }
 
 // checkLogs: the function's stdout, as CloudWatch Logs would receive it,
-// holds the run summary as one JSON line carrying the Lambda request ID, and
-// an EMF record CloudWatch turns into metrics.
+// holds the run summary as one JSON line in Lambda's JSON log format
+// (lambdacontext's handler: "timestamp", "message", "requestId"), and an EMF
+// record CloudWatch turns into metrics. Every other application line carries
+// the request ID too.
 func checkLogs(t *testing.T, logs string) {
 	t.Helper()
 	var summary, emfRecord bool
@@ -213,9 +215,13 @@ func checkLogs(t *testing.T, logs string) {
 		if json.Unmarshal([]byte(strings.TrimSpace(line)), &rec) != nil {
 			continue
 		}
-		if rec["msg"] == "run summary" {
-			id, _ := rec["requestId"].(string)
-			summary = id != "" && rec["function"] == "backup" && rec["done"] == 4.0 && rec["level"] == "WARN"
+		if _, app := rec["level"]; app {
+			if id, _ := rec["requestId"].(string); id == "" || rec["timestamp"] == nil || rec["function"] != "backup" {
+				t.Errorf("application line without request ID, timestamp or function: %s", line)
+			}
+		}
+		if rec["message"] == "run summary" {
+			summary = rec["done"] == 4.0 && rec["level"] == "WARN"
 			if !summary {
 				t.Errorf("summary line %s", line)
 			}

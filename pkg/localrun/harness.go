@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 )
 
@@ -44,9 +45,12 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // Prepared holds what is built once: bootstraps and the template's config.
 type Prepared struct {
-	RIE                       string
-	BackupBin, PruneBin       string
-	BackupConfig, PruneConfig string
+	RIE                 string
+	BackupBin, PruneBin string
+	// BackupEnv and PruneEnv are the functions' environments from the
+	// synthesized template; BackupConfig is the AMIBACKUP_CONFIG in it.
+	BackupEnv, PruneEnv []string
+	BackupConfig        string
 }
 
 // Prepare builds both bootstraps for this machine and synthesizes the app.
@@ -66,12 +70,13 @@ func Prepare(ctx context.Context, root, work string) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.BackupConfig, err = TemplateConfig(tmpl, "Backup"); err != nil {
+	if p.BackupEnv, err = TemplateEnv(tmpl, "Backup"); err != nil {
 		return nil, err
 	}
-	if p.PruneConfig, err = TemplateConfig(tmpl, "Prune"); err != nil {
+	if p.PruneEnv, err = TemplateEnv(tmpl, "Prune"); err != nil {
 		return nil, err
 	}
+	p.BackupConfig = EnvValue(p.BackupEnv, config.EnvVar)
 	return p, nil
 }
 
@@ -81,11 +86,11 @@ func (p *Prepared) Start(ctx context.Context, sim *ec2sim.Sim) (*Harness, error)
 	h.srv = httptest.NewServer(http.Handler(sim))
 	h.Endpoint = h.srv.URL
 	var err error
-	if h.Backup, err = Start(ctx, p.RIE, "backup", p.BackupBin, Env(h.Endpoint, ec2sim.DefaultAccount, ec2sim.DefaultRegion, p.BackupConfig)); err != nil {
+	if h.Backup, err = Start(ctx, p.RIE, "backup", p.BackupBin, Env(h.Endpoint, ec2sim.DefaultAccount, ec2sim.DefaultRegion, p.BackupEnv)); err != nil {
 		h.Close()
 		return nil, err
 	}
-	if h.Prune, err = Start(ctx, p.RIE, "prune", p.PruneBin, Env(h.Endpoint, ec2sim.DefaultAccount, ec2sim.DefaultRegion, p.PruneConfig)); err != nil {
+	if h.Prune, err = Start(ctx, p.RIE, "prune", p.PruneBin, Env(h.Endpoint, ec2sim.DefaultAccount, ec2sim.DefaultRegion, p.PruneEnv)); err != nil {
 		h.Close()
 		return nil, err
 	}

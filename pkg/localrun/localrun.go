@@ -25,6 +25,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/amibackup/amibackup/pkg/config"
 )
 
 // BuildFlags match the stacks' bundling (infra/stacks.BuildFlags).
@@ -59,32 +61,47 @@ func Synth(ctx context.Context, root, outDir, stack string) (string, error) {
 	return filepath.Join(outDir, stack+".template.json"), nil
 }
 
-// TemplateConfig returns the AMIBACKUP_CONFIG value of the function whose
-// logical ID starts with prefix ("Backup", "Prune") in a template.
-func TemplateConfig(templatePath, prefix string) (string, error) {
+// TemplateEnv returns the environment Lambda gives the function whose
+// logical ID starts with prefix ("Backup", "Prune") in a template: its
+// variables (AMIBACKUP_CONFIG) and the variables Lambda derives from its
+// LoggingConfig (AWS_LAMBDA_LOG_FORMAT, AWS_LAMBDA_LOG_LEVEL), so the local
+// run cannot drift from the deployed function.
+func TemplateEnv(templatePath, prefix string) ([]string, error) {
 	b, err := os.ReadFile(templatePath)
 	if err != nil {
-		return "", fmt.Errorf("read template: %w", err)
+		return nil, fmt.Errorf("read template: %w", err)
 	}
 	var t struct {
 		Resources map[string]struct {
 			Type       string
 			Properties struct {
-				Environment struct{ Variables map[string]string }
+				Environment   struct{ Variables map[string]string }
+				LoggingConfig struct{ LogFormat, ApplicationLogLevel string }
 			}
 		}
 	}
 	if err := json.Unmarshal(b, &t); err != nil {
-		return "", fmt.Errorf("parse template %s: %w", templatePath, err)
+		return nil, fmt.Errorf("parse template %s: %w", templatePath, err)
 	}
 	for id, r := range t.Resources {
-		if r.Type == "AWS::Lambda::Function" && strings.HasPrefix(id, prefix) {
-			if v, ok := r.Properties.Environment.Variables["AMIBACKUP_CONFIG"]; ok {
-				return v, nil
-			}
+		p := r.Properties
+		if r.Type != "AWS::Lambda::Function" || !strings.HasPrefix(id, prefix) {
+			continue
 		}
+		v, ok := p.Environment.Variables[config.EnvVar]
+		if !ok {
+			continue
+		}
+		env := []string{config.EnvVar + "=" + v}
+		if p.LoggingConfig.LogFormat != "" {
+			env = append(env, "AWS_LAMBDA_LOG_FORMAT="+p.LoggingConfig.LogFormat)
+		}
+		if p.LoggingConfig.ApplicationLogLevel != "" {
+			env = append(env, "AWS_LAMBDA_LOG_LEVEL="+p.LoggingConfig.ApplicationLogLevel)
+		}
+		return env, nil
 	}
-	return "", fmt.Errorf("no function %s* with AMIBACKUP_CONFIG in %s", prefix, templatePath)
+	return nil, fmt.Errorf("no function %s* with %s in %s", prefix, config.EnvVar, templatePath)
 }
 
 // Report is the RIE's REPORT line of one invocation.
@@ -294,14 +311,24 @@ func peakRSS(riePID int) float64 {
 }
 
 // Env is the environment a function needs to reach the EC2 endpoint as the
-// given account and Region, through the SDK's standard variables only.
-func Env(endpoint, account, region, config string) []string {
-	return []string{
+// given account and Region, through the SDK's standard variables only,
+// plus the function's own environment (TemplateEnv).
+func Env(endpoint, account, region string, fnEnv []string) []string {
+	return append([]string{
 		"AWS_ENDPOINT_URL_EC2=" + endpoint,
 		"AWS_ACCESS_KEY_ID=" + account,
 		"AWS_SECRET_ACCESS_KEY=local",
 		"AWS_REGION=" + region,
 		"AWS_EC2_METADATA_DISABLED=true",
-		"AMIBACKUP_CONFIG=" + config,
+	}, fnEnv...)
+}
+
+// EnvValue returns the value of key in env ("" when absent).
+func EnvValue(env []string, key string) string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			return v
+		}
 	}
+	return ""
 }
