@@ -174,7 +174,12 @@ func arn(stack awscdk.Stack, resource string) string {
 
 // imageARN: AMIs and snapshots have no account in their ARN.
 func imageARN(stack awscdk.Stack, resource string) string {
-	return fmt.Sprintf("arn:%s:ec2:%s::%s", *stack.Partition(), *stack.Region(), resource)
+	return imageARNIn(stack, *stack.Region(), resource)
+}
+
+// imageARNIn is imageARN in another Region (a recovery stack's sources).
+func imageARNIn(stack awscdk.Stack, region, resource string) string {
+	return fmt.Sprintf("arn:%s:ec2:%s::%s", *stack.Partition(), region, resource)
 }
 
 func statement(sid string, actions []string, resources []string, conditions map[string]any) awsiam.PolicyStatement {
@@ -466,42 +471,46 @@ func (s *Stack) alarm(id, description string, m awscloudwatch.IMetric, threshold
 	a.AddAlarmAction(awscloudwatchactions.NewSnsAction(s.Topic))
 }
 
+// alarmOnAny alarms when the metric reaches 1 in a period; no data means
+// nothing ran, which is not an alarm.
+func (s *Stack) alarmOnAny(id, description string, m awscloudwatch.IMetric) {
+	s.alarm(id, description, m, 1, awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD, awscloudwatch.TreatMissingData_NOT_BREACHING)
+}
+
+// errorsAlarm alarms on any failed invocation of fn.
+func (s *Stack) errorsAlarm(id, description string, fn awslambda.Function) {
+	s.alarmOnAny(id, description, fn.MetricErrors(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(15)), Statistic: jsii.String("Sum")}))
+}
+
 // functionAlarms alarm on errors of the functions and on messages in the
 // dead-letter queue.
 func (s *Stack) functionAlarms(fns map[string]awslambda.Function) {
-	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD
-	notRun := awscloudwatch.TreatMissingData_NOT_BREACHING
-	for _, id := range []string{"Backup", "Share", "Copy", "Prune"} {
+	for _, id := range []string{"Backup", "Copy", "Prune"} {
 		if fn := fns[id]; fn != nil {
-			s.alarm(id+"ErrorsAlarm", "amibackup "+strings.ToLower(id)+" function failed (see its log group and run summary)",
-				fn.MetricErrors(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(15)), Statistic: jsii.String("Sum")}), 1, gt, notRun)
+			s.errorsAlarm(id+"ErrorsAlarm", "amibackup "+strings.ToLower(id)+" function failed (see its log group and run summary)", fn)
 		}
 	}
-	s.alarm("DeadLetterAlarm", "amibackup: a schedule or rule could not invoke a function; messages wait in the dead-letter queue",
-		s.DLQ.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(5)), Statistic: jsii.String("Maximum")}), 1, gt, notRun)
+	s.alarmOnAny("DeadLetterAlarm", "amibackup: a schedule or rule could not invoke a function; messages wait in the dead-letter queue",
+		s.DLQ.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(5)), Statistic: jsii.String("Maximum")}))
 }
 
 // pruneAlarms: a blocked prune deletes nothing and a failing one leaves
 // images and snapshots behind; both stacks prune.
 func (s *Stack) pruneAlarms() {
-	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD
-	notRun := awscloudwatch.TreatMissingData_NOT_BREACHING
-	s.alarm("PruneBlockedAlarm", "amibackup: the prune blast-radius guard stopped a run; nothing was deleted",
-		metric("PruneBlocked", "all", "Maximum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, notRun)
-	s.alarm("PruneFailuresAlarm", "amibackup: prune could not delete some images or snapshots",
-		metric("PruneFailures", "all", "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, notRun)
+	s.alarmOnAny("PruneBlockedAlarm", "amibackup: the prune blast-radius guard stopped a run; nothing was deleted",
+		metric("PruneBlocked", "all", "Maximum", awscdk.Duration_Hours(jsii.Number(1))))
+	s.alarmOnAny("PruneFailuresAlarm", "amibackup: prune could not delete some images or snapshots",
+		metric("PruneFailures", "all", "Sum", awscdk.Duration_Hours(jsii.Number(1))))
 }
 
 func (s *Stack) alarms(cfg *config.Config) {
-	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD
-	notRun := awscloudwatch.TreatMissingData_NOT_BREACHING
 	s.functionAlarms(map[string]awslambda.Function{"Backup": s.Backup, "Prune": s.Prune})
 	for i, p := range cfg.Policies {
-		s.alarm(fmt.Sprintf("ImagesFailedAlarm%d", i), "amibackup policy "+p.Name+": images failed",
-			metric("ImagesFailed", p.Name, "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, notRun)
+		s.alarmOnAny(fmt.Sprintf("ImagesFailedAlarm%d", i), "amibackup policy "+p.Name+": images failed",
+			metric("ImagesFailed", p.Name, "Sum", awscdk.Duration_Hours(jsii.Number(1))))
 		s.alarm(fmt.Sprintf("ZeroSelectedAlarm%d", i), "amibackup policy "+p.Name+": a run selected zero instances (check the tag "+p.Selector.TagKey+")",
 			metric("InstancesSelected", p.Name, "Minimum", awscdk.Duration_Hours(jsii.Number(1))), 0,
-			awscloudwatch.ComparisonOperator_LESS_THAN_OR_EQUAL_TO_THRESHOLD, notRun)
+			awscloudwatch.ComparisonOperator_LESS_THAN_OR_EQUAL_TO_THRESHOLD, awscloudwatch.TreatMissingData_NOT_BREACHING)
 	}
 	s.pruneAlarms()
 }

@@ -61,12 +61,9 @@ func (s *Stack) sharing(root string, cfg *config.Config) error {
 		DeadLetterQueue: s.DLQ, RetryAttempts: jsii.Number(2), MaxEventAge: awscdk.Duration_Hours(jsii.Number(1)),
 	}))
 	s.addSchedule("ShareSweepSchedule", "share-sweep", *sh.Sweep, s.Share, SweepInput)
-	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD
-	s.alarm("ShareErrorsAlarm", "amibackup: images could not be shared (AWS-managed key? see the amibackup:share-error tag)",
-		metric("ShareErrors", "all", "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1, gt, awscloudwatch.TreatMissingData_NOT_BREACHING)
-	s.alarm("ShareFunctionErrorsAlarm", "amibackup share function failed",
-		s.Share.MetricErrors(&awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(15)), Statistic: jsii.String("Sum")}), 1, gt,
-		awscloudwatch.TreatMissingData_NOT_BREACHING)
+	s.alarmOnAny("ShareErrorsAlarm", "amibackup: images could not be shared (AWS-managed key? see the amibackup:share-error tag)",
+		metric("ShareErrors", "all", "Sum", awscdk.Duration_Hours(jsii.Number(1))))
+	s.errorsAlarm("ShareFunctionErrorsAlarm", "amibackup share function failed (see its log group and run summary)", s.Share)
 	return nil
 }
 
@@ -195,9 +192,8 @@ func NewRecoveryStack(scope constructs.Construct, id string, props *BackupStackP
 	s.failedImageRule(cfg, "the next copy run copies its source again")
 	s.recycleBin(cfg)
 	s.functionAlarms(map[string]awslambda.Function{"Copy": s.Copy, "Prune": s.Prune})
-	s.alarm("CopyFailuresAlarm", "amibackup recovery: copies failed",
-		metric("CopyFailures", config.CopyPolicy, "Sum", awscdk.Duration_Hours(jsii.Number(1))), 1,
-		awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD, awscloudwatch.TreatMissingData_NOT_BREACHING)
+	s.alarmOnAny("CopyFailuresAlarm", "amibackup recovery: copies failed",
+		metric("CopyFailures", config.CopyPolicy, "Sum", awscdk.Duration_Hours(jsii.Number(1))))
 	s.pruneAlarms()
 	day := awscdk.Duration_Days(jsii.Number(1))
 	s.dashboard(cfg, []awscloudwatch.IWidget{
@@ -241,7 +237,7 @@ func copyStatements(stack awscdk.Stack, cfg *config.Config, key string) []awsiam
 		// the function's Owners filter does, and only images shared with
 		// this account (or public) are readable at all.
 		statement("ReadSharedSources", []string{"ec2:CopyImage"},
-			[]string{fmt.Sprintf("arn:%s:ec2:%s::image/*", *stack.Partition(), srcRegion), fmt.Sprintf("arn:%s:ec2:%s::snapshot/*", *stack.Partition(), srcRegion)},
+			[]string{imageARNIn(stack, srcRegion, "image/*"), imageARNIn(stack, srcRegion, "snapshot/*")},
 			map[string]any{"StringEquals": map[string]any{"ec2:Owner": r.SourceAccountIDs}}),
 		statement("CreateCopiesTaggedAsOurs", []string{"ec2:CopyImage"}, []string{imageARN(stack, "image/*"), imageARN(stack, "snapshot/*")},
 			map[string]any{"StringEquals": map[string]any{"aws:RequestTag/" + tags.ManagedBy: cfg.Deployment}}),
@@ -265,8 +261,8 @@ func copyWildcards(stack awscdk.Stack, cfg *config.Config) []wildcard {
 	srcRegion := sourceRegion(stack, r)
 	w := []wildcard{
 		{"*", describeReason},
-		{fmt.Sprintf("arn:%s:ec2:%s::image/*", *stack.Partition(), srcRegion), "CopyImage reads the images the source accounts share (ec2:Owner when the source Region differs); which images they share is not known in advance."},
-		{fmt.Sprintf("arn:%s:ec2:%s::snapshot/*", *stack.Partition(), srcRegion), "CopyImage reads the source accounts' snapshots (ec2:Owner when the source Region differs)."},
+		{imageARNIn(stack, srcRegion, "image/*"), "CopyImage reads the images the source accounts share (ec2:Owner when the source Region differs); which images they share is not known in advance."},
+		{imageARNIn(stack, srcRegion, "snapshot/*"), "CopyImage reads the source accounts' snapshots (ec2:Owner when the source Region differs)."},
 		{imageARN(stack, "image/*"), "CopyImage only creating images tagged with this deployment's managed-by tag (aws:RequestTag), CreateTags only as part of CopyImage (ec2:CreateAction), DeregisterImage only on images carrying the managed-by tag."},
 		{imageARN(stack, "snapshot/*"), "CopyImage only creating snapshots tagged with this deployment's managed-by tag (aws:RequestTag), CreateTags only as part of CopyImage (ec2:CreateAction), DeleteSnapshot only on snapshots carrying the managed-by tag."},
 	}

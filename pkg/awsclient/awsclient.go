@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 )
 
@@ -76,4 +77,23 @@ func ErrorCode(err error) string {
 		return ae.ErrorCode()
 	}
 	return ""
+}
+
+// ImageGone reports whether err says the image no longer exists; cleanup
+// treats these answers as already done.
+func ImageGone(err error) bool {
+	switch ErrorCode(err) {
+	case "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable":
+		return true
+	}
+	return false
+}
+
+// TagMap turns EC2 tags into a map by key.
+func TagMap(ts []types.Tag) map[string]string {
+	m := make(map[string]string, len(ts))
+	for _, t := range ts {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
 }

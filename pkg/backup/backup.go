@@ -155,10 +155,7 @@ func (b *Backuper) selectInstances(ctx context.Context, pol *config.Policy, req 
 		}
 		for _, r := range page.Reservations {
 			for _, in := range r.Instances {
-				t := target{id: aws.ToString(in.InstanceId), tags: map[string]string{}}
-				for _, tg := range in.Tags {
-					t.tags[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
-				}
+				t := target{id: aws.ToString(in.InstanceId), tags: awsclient.TagMap(in.Tags)}
 				switch v, ok := t.tags[tags.NoReboot]; {
 				case !ok:
 				case strings.EqualFold(strings.TrimSpace(v), "true"):
@@ -347,10 +344,7 @@ func (b *Backuper) findByName(ctx context.Context, name string) (types.Image, er
 // notThisBackup says why an image holding this trigger's name is not the
 // backup it should be ("" when it is).
 func (b *Backuper) notThisBackup(im types.Image, policy, instanceID string) string {
-	t := map[string]string{}
-	for _, tg := range im.Tags {
-		t[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
-	}
+	t := awsclient.TagMap(im.Tags)
 	switch {
 	case t[tags.ManagedBy] != b.Config.Deployment:
 		return fmt.Sprintf("is not managed by deployment %q (%s=%q): another deployment or a person uses this policy name in this account and Region; rename one of the policies", b.Config.Deployment, tags.ManagedBy, t[tags.ManagedBy])

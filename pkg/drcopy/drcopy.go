@@ -171,7 +171,7 @@ type ownCopy struct {
 // evaluated over the existing copies plus every uncopied source, exactly as
 // the recovery prune will see them once copied.
 func (c *Copier) expired(sources []types.Image, copies map[string]ownCopy, at time.Time) (map[string]string, error) {
-	rules, err := retention.RulesFromConfig(c.Config.Recovery.Retention, config.DefaultTimeZone)
+	rules, err := retention.RecoveryRules(c.Config.Recovery)
 	if err != nil {
 		return nil, fmt.Errorf("copy: recovery.retention: %w", err)
 	}
@@ -223,9 +223,10 @@ func (c *Copier) ownCopies(ctx context.Context) (map[string]ownCopy, int, error)
 			if !c.isOurs(im) {
 				continue
 			}
-			if src := tagValue(im, tags.SourceImage); src != "" {
-				slot, _ := time.Parse(time.RFC3339, tagValue(im, tags.Time))
-				copies[src] = ownCopy{id: aws.ToString(im.ImageId), state: im.State, instance: tagValue(im, tags.InstanceID), slot: slot}
+			t := awsclient.TagMap(im.Tags)
+			if src := t[tags.SourceImage]; src != "" {
+				slot, _ := time.Parse(time.RFC3339, t[tags.Time])
+				copies[src] = ownCopy{id: aws.ToString(im.ImageId), state: im.State, instance: t[tags.InstanceID], slot: slot}
 			}
 			if im.State == types.ImageStatePending {
 				inFlight++
@@ -236,22 +237,14 @@ func (c *Copier) ownCopies(ctx context.Context) (map[string]ownCopy, int, error)
 }
 
 func (c *Copier) isOurs(im types.Image) bool {
-	return tagValue(im, tags.ManagedBy) == c.Config.Deployment && tagValue(im, tags.Policy) == config.CopyPolicy
-}
-
-func tagValue(im types.Image, key string) string {
-	for _, t := range im.Tags {
-		if aws.ToString(t.Key) == key {
-			return aws.ToString(t.Value)
-		}
-	}
-	return ""
+	t := awsclient.TagMap(im.Tags)
+	return t[tags.ManagedBy] == c.Config.Deployment && t[tags.Policy] == config.CopyPolicy
 }
 
 // deregister removes one of our failed copies with its snapshots (if any).
 func (c *Copier) deregister(ctx context.Context, imageID string) error {
 	_, err := c.EC2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(imageID), DeleteAssociatedSnapshots: aws.Bool(true)})
-	if err != nil && !slices.Contains([]string{"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"}, awsclient.ErrorCode(err)) {
+	if err != nil && !awsclient.ImageGone(err) {
 		return err
 	}
 	return nil

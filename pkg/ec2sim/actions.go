@@ -42,6 +42,16 @@ const amiNameMsg = "AMI names must be between 3 and 128 characters long, and may
 
 func (c *call) dry() bool { return c.p.bool("DryRun") }
 
+// nameTaken: AMI names are unique per account and Region.
+func nameTaken(c *call, name string) *apiError {
+	for _, im := range c.r.images {
+		if im.owner == c.account && im.name == name {
+			return errf("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, im.id)
+		}
+	}
+	return nil
+}
+
 func (s *Sim) describeInstances(c *call) *apiError {
 	ids := c.p.list("InstanceId")
 	if len(ids) > 0 && c.p.get("MaxResults") != "" {
@@ -194,10 +204,8 @@ func (s *Sim) createImage(c *call) *apiError {
 	if c.dry() {
 		return nil
 	}
-	for _, im := range c.r.images {
-		if im.owner == c.account && im.name == name {
-			return errf("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, im.id)
-		}
+	if e := nameTaken(c, name); e != nil {
+		return e
 	}
 	for _, vid := range in.volumes {
 		// EBS counts snapshots still pending and those left incomplete in
@@ -577,10 +585,8 @@ func (s *Sim) registerImage(c *call) *apiError {
 	if len(snaps) == 0 {
 		return errf("InvalidParameterCombination", "The emulator registers only EBS-backed images: give BlockDeviceMapping.N.Ebs.SnapshotId")
 	}
-	for _, im := range c.r.images {
-		if im.owner == c.account && im.name == name {
-			return errf("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, im.id)
-		}
+	if e := nameTaken(c, name); e != nil {
+		return e
 	}
 	if c.dry() {
 		return nil
@@ -1170,10 +1176,8 @@ func (s *Sim) copyImage(c *call) *apiError {
 	if inFlight >= 20 {
 		return errf("ResourceLimitExceeded", "You have reached the limit of 20 concurrent snapshot copies to %s.", c.region)
 	}
-	for _, im := range c.r.images {
-		if im.owner == c.account && im.name == name {
-			return errf("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, im.id)
-		}
+	if e := nameTaken(c, name); e != nil {
+		return e
 	}
 	if c.dry() {
 		return nil

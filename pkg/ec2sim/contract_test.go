@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"slices"
@@ -59,10 +58,8 @@ func (tg target) motoGap(t *testing.T, why string) {
 }
 
 func simTarget(t *testing.T) target {
-	sim := ec2sim.New(ec2sim.Options{})
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	return target{name: "ec2sim", url: srv.URL, sim: sim, seed: func(t *testing.T, tags map[string]string, volumes int) string {
+	sim, srvURL := start(t, ec2sim.Options{})
+	return target{name: "ec2sim", url: srvURL, sim: sim, seed: func(t *testing.T, tags map[string]string, volumes int) string {
 		return sim.AddInstance(ec2sim.InstanceSpec{Tags: tags, Volumes: make([]ec2sim.VolumeSpec, volumes)})
 	}}
 }
@@ -528,11 +525,9 @@ func runContract(t *testing.T, tg target) {
 // TestThrottlingIsRecoveredBySDK: a burst beyond CreateImage's bucket gets
 // RequestLimitExceeded, and the production retryer rides it out.
 func TestThrottlingIsRecoveredBySDK(t *testing.T) {
-	sim := ec2sim.New(ec2sim.Options{Throttle: true, TimeScale: 20})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srvURL := start(t, ec2sim.Options{Throttle: true, TimeScale: 20})
 	ids := sim.SeedFleet("", "", 120, nil)
-	tg := target{url: srv.URL, sim: sim}
+	tg := target{url: srvURL, sim: sim}
 	c := tg.client(ec2sim.DefaultAccount, ec2sim.DefaultRegion)
 	errs := make(chan error, len(ids))
 	for i, id := range ids {
@@ -554,10 +549,8 @@ func TestThrottlingIsRecoveredBySDK(t *testing.T) {
 
 // TestInjectedFaultsAndConcurrentSnapshotLimit covers the fault knobs.
 func TestInjectedFaultsAndConcurrentSnapshotLimit(t *testing.T) {
-	sim := ec2sim.New(ec2sim.Options{ImageDelay: time.Hour})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
-	c := target{url: srv.URL}.client(ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+	sim, srvURL := start(t, ec2sim.Options{ImageDelay: time.Hour})
+	c := target{url: srvURL}.client(ec2sim.DefaultAccount, ec2sim.DefaultRegion)
 	ctx := context.Background()
 	id := sim.AddInstance(ec2sim.InstanceSpec{})
 	sim.Inject(ec2sim.Fault{Action: "CreateImage", Nth: 1, Code: "InternalError"})
@@ -599,10 +592,8 @@ func TestInjectedFaultsAndConcurrentSnapshotLimit(t *testing.T) {
 
 // TestCrossAccountCopy: sharing then copying into another account and Region.
 func TestCrossAccountCopy(t *testing.T) {
-	sim := ec2sim.New(ec2sim.Options{})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
-	tg := target{url: srv.URL, sim: sim}
+	sim, srvURL := start(t, ec2sim.Options{})
+	tg := target{url: srvURL, sim: sim}
 	src := tg.client("111111111111", "eu-west-1")
 	dst := tg.client("222222222222", "eu-central-1")
 	ctx := context.Background()

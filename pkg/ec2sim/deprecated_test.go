@@ -2,7 +2,6 @@ package ec2sim_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -19,11 +18,9 @@ import (
 // IncludeDeprecated or name its ID; its owner always sees it.
 func TestDescribeImagesIncludeDeprecated(t *testing.T) {
 	const owner, user = "111111111111", "222222222222"
-	sim := ec2sim.New(ec2sim.Options{})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srvURL := start(t, ec2sim.Options{})
 	ctx := context.Background()
-	oc := client(t, srv.URL, owner, ec2sim.DefaultRegion)
+	oc := client(t, srvURL, owner, ec2sim.DefaultRegion)
 	old, _ := sim.AddImage(ec2sim.ImageSpec{Account: owner, Name: "old"})
 	current, _ := sim.AddImage(ec2sim.ImageSpec{Account: owner, Name: "current"})
 	for im, after := range map[string]time.Duration{old: time.Hour, current: 48 * time.Hour} {
@@ -49,7 +46,7 @@ func TestDescribeImagesIncludeDeprecated(t *testing.T) {
 		{"shared account naming the ID", user, ec2.DescribeImagesInput{ImageIds: []string{old}}, []string{old}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := client(t, srv.URL, tc.account, ec2sim.DefaultRegion).DescribeImages(ctx, &tc.in)
+			out, err := client(t, srvURL, tc.account, ec2sim.DefaultRegion).DescribeImages(ctx, &tc.in)
 			if err != nil {
 				t.Fatal(err)
 			}

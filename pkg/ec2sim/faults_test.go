@@ -2,7 +2,6 @@ package ec2sim_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -73,10 +72,8 @@ func TestFaultsMatchListParameters(t *testing.T) {
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sim := ec2sim.New(ec2sim.Options{})
-			srv := httptest.NewServer(sim)
-			defer srv.Close()
-			c := noRetryClient(srv.URL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+			sim, srvURL := start(t, ec2sim.Options{})
+			c := noRetryClient(srvURL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
 			in, other := sim.AddInstance(ec2sim.InstanceSpec{}), sim.AddInstance(ec2sim.InstanceSpec{})
 			img, _ := sim.AddImage(ec2sim.ImageSpec{Name: "faulty"})
 			sim.Inject(tc.fault(in, other, img))

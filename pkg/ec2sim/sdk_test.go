@@ -3,7 +3,6 @@ package ec2sim_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -40,13 +39,11 @@ func apiCode(err error) string {
 }
 
 func TestSDKSmoke(t *testing.T) {
-	sim := ec2sim.New(ec2sim.Options{})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srvURL := start(t, ec2sim.Options{})
 	ctx := context.Background()
 	ids := sim.SeedFleet("", "", 30, map[string]string{"Backup": "nightly"})
 	sim.AddInstance(ec2sim.InstanceSpec{Tags: map[string]string{"Backup": "weekly"}})
-	c := client(t, srv.URL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+	c := client(t, srvURL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
 
 	pg := ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{
 		MaxResults: aws.Int32(7),
@@ -112,10 +109,8 @@ func TestSDKSmoke(t *testing.T) {
 // TestSeededImagesShareSnapshot: ImageSpec.SnapshotIDs builds two images on
 // one snapshot without going through the API.
 func TestSeededImagesShareSnapshot(t *testing.T) {
-	sim := ec2sim.New(ec2sim.Options{})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
-	c := client(t, srv.URL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+	sim, srvURL := start(t, ec2sim.Options{})
+	c := client(t, srvURL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
 	ctx := context.Background()
 	a, snaps := sim.AddImage(ec2sim.ImageSpec{Name: "seed-a"})
 	b, bSnaps := sim.AddImage(ec2sim.ImageSpec{Name: "seed-b", SnapshotIDs: snaps})

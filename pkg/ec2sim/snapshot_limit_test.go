@@ -3,7 +3,6 @@ package ec2sim_test
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -39,10 +38,8 @@ func TestConcurrentSnapshotLimitCountsPendingAndError(t *testing.T) {
 		{"sc1 with one completed", "sc1", []string{"completed"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sim := ec2sim.New(ec2sim.Options{})
-			srv := httptest.NewServer(sim)
-			defer srv.Close()
-			c := client(t, srv.URL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+			sim, srvURL := start(t, ec2sim.Options{})
+			c := client(t, srvURL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
 			id := sim.AddInstance(ec2sim.InstanceSpec{Volumes: []ec2sim.VolumeSpec{{Type: tc.volType}}})
 			vol := volumeOf(t, c, id)
 			for _, st := range tc.states {
@@ -59,10 +56,8 @@ func TestConcurrentSnapshotLimitCountsPendingAndError(t *testing.T) {
 // TestFailedImageSnapshotsKeepCountingAfterDeregister: the error snapshots
 // of failed images outlive the images and still block the volume.
 func TestFailedImageSnapshotsKeepCountingAfterDeregister(t *testing.T) {
-	sim := ec2sim.New(ec2sim.Options{})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
-	c := client(t, srv.URL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+	sim, srvURL := start(t, ec2sim.Options{})
+	c := client(t, srvURL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
 	ctx := context.Background()
 	id := sim.AddInstance(ec2sim.InstanceSpec{})
 	sim.FailImagesOf(id)

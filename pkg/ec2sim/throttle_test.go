@@ -2,7 +2,6 @@ package ec2sim_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -78,11 +77,9 @@ func TestThrottleBucketPerAction(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// A near-frozen clock: no refill during the test.
-			sim := ec2sim.New(ec2sim.Options{Throttle: true, TimeScale: 1e-9})
-			srv := httptest.NewServer(sim)
-			defer srv.Close()
+			sim, srvURL := start(t, ec2sim.Options{Throttle: true, TimeScale: 1e-9})
 			img, _ := sim.AddImage(ec2sim.ImageSpec{Name: "throttle"})
-			c := noRetryClient(srv.URL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+			c := noRetryClient(srvURL, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
 			for i := range tc.size {
 				if err := tc.drain(img)(c); err != nil {
 					t.Fatalf("call %d of %d: %v", i+1, tc.size, err)
@@ -95,7 +92,7 @@ func TestThrottleBucketPerAction(t *testing.T) {
 				t.Fatalf("another action in the same account and Region: %v", err)
 			}
 			for _, o := range []struct{ account, region string }{{"222222222222", ec2sim.DefaultRegion}, {ec2sim.DefaultAccount, "eu-west-1"}} {
-				if err := tc.drain("ami-0123456789abcdef0")(noRetryClient(srv.URL, o.account, o.region)); err != nil && code(err) != "InvalidAMIID.NotFound" {
+				if err := tc.drain("ami-0123456789abcdef0")(noRetryClient(srvURL, o.account, o.region)); err != nil && code(err) != "InvalidAMIID.NotFound" {
 					t.Fatalf("same action in account %s, Region %s: %v", o.account, o.region, err)
 				}
 			}

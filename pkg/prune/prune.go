@@ -55,6 +55,13 @@ type Pruner struct {
 	Now func() time.Time
 }
 
+func (p *Pruner) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
 // PlanEntry is one image in the plan.
 type PlanEntry struct {
 	ImageID    string    `json:"imageId"`
@@ -96,12 +103,8 @@ type candidate struct {
 func (p *Pruner) Handle(ctx context.Context, raw []byte) (*Summary, error) {
 	req, err := trigger.ParsePrune(raw, p.Config)
 	if err == nil {
-		now := time.Now
-		if p.Now != nil {
-			now = p.Now
-		}
 		// req.Time is "now" for retention: a future time would age every image.
-		err = trigger.CheckNotFuture("time", req.Time, now())
+		err = trigger.CheckNotFuture("time", req.Time, p.now())
 	}
 	if err != nil {
 		p.Log.Error("rejected input; nothing was deleted", "error", err.Error())
@@ -117,18 +120,12 @@ func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
 		Trigger: req.Trigger, Slot: req.Time, DryRun: req.DryRun}}
 	log := p.Log.With("policy", req.Policy, "time", tags.FormatTime(req.Time), "dryRun", req.DryRun, "force", req.Force)
 
-	cands, err := p.listImages(ctx, req.Policy)
-	if err == nil {
-		sum.Selected = len(cands)
-	}
-	var live map[string]bool
-	if err == nil {
-		live, err = p.liveInstances(ctx, cands)
-	}
+	cands, live, err := p.list(ctx, req.Policy)
 	if err != nil {
 		log.Error("listing failed; nothing was deleted", "error", err.Error(), "code", awsclient.ErrorCode(err))
 		return nil, err
 	}
+	sum.Selected = len(cands)
 	plan, err := p.plan(cands, live, req, sum)
 	if err != nil {
 		return nil, err
@@ -228,6 +225,16 @@ func (p *Pruner) finish(ctx context.Context, log *slog.Logger, sum *Summary, sta
 // planPage entries (about 300 bytes each) keep a plan log line far below 256 KiB.
 const planPage = 200
 
+// list returns the candidates and which of their instances still exist.
+func (p *Pruner) list(ctx context.Context, policy string) ([]*candidate, map[string]bool, error) {
+	cands, err := p.listImages(ctx, policy)
+	if err != nil {
+		return nil, nil, err
+	}
+	live, err := p.liveInstances(ctx, cands)
+	return cands, live, err
+}
+
 // listImages lists this deployment's images with a server-side filter on
 // the exact managed-by tag, and checks the tag again client-side: an image
 // without it is never a candidate, whatever its name.
@@ -244,10 +251,7 @@ func (p *Pruner) listImages(ctx context.Context, policy string) ([]*candidate, e
 			return nil, fmt.Errorf("list images of deployment %s: %w", p.Config.Deployment, err)
 		}
 		for _, im := range page.Images {
-			t := map[string]string{}
-			for _, tg := range im.Tags {
-				t[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
-			}
+			t := awsclient.TagMap(im.Tags)
 			if t[tags.ManagedBy] != p.Config.Deployment || (policy != "" && t[tags.Policy] != policy) {
 				continue
 			}
@@ -316,7 +320,7 @@ func (p *Pruner) rulesFor(policy string) (retention.Rules, *config.Policy, error
 		return r, pol, err
 	}
 	if policy == config.CopyPolicy && p.Config.Recovery != nil {
-		r, err := retention.RulesFromConfig(p.Config.Recovery.Retention, config.DefaultTimeZone)
+		r, err := retention.RecoveryRules(p.Config.Recovery)
 		return r, nil, err
 	}
 	return retention.Rules{}, nil, errUnknownPolicy
@@ -424,8 +428,6 @@ func guard(plan []*candidate, maxShare float64) string {
 	return ""
 }
 
-var alreadyGone = []string{"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"}
-
 func (p *Pruner) deleteImage(ctx context.Context, log *slog.Logger, c *candidate, sum *Summary) {
 	e := runner.Entry{ID: c.entry.ImageID, ImageID: c.entry.ImageID, Name: c.entry.Name, Detail: strings.Join(c.entry.Reasons, "; ")}
 	out, err := p.EC2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(c.entry.ImageID), DeleteAssociatedSnapshots: aws.Bool(true)})
@@ -441,7 +443,7 @@ func (p *Pruner) deleteImage(ctx context.Context, log *slog.Logger, c *candidate
 				log.Warn("snapshot of deleted image not deleted; the orphan sweep retries it", "snapshot", aws.ToString(r.SnapshotId), "code", r.ReturnCode)
 			}
 		}
-	case slices.Contains(alreadyGone, awsclient.ErrorCode(err)):
+	case awsclient.ImageGone(err):
 		e.Detail = "already deregistered"
 		sum.AddExisted(e)
 	default:
@@ -486,7 +488,7 @@ func (p *Pruner) sweepOrphans(ctx context.Context, log *slog.Logger, req trigger
 		}
 		for _, s := range page.Snapshots {
 			id := aws.ToString(s.SnapshotId)
-			if used[id] || s.State == types.SnapshotStatePending || !hasTag(s.Tags, tags.ManagedBy, p.Config.Deployment) {
+			if used[id] || s.State == types.SnapshotStatePending || awsclient.TagMap(s.Tags)[tags.ManagedBy] != p.Config.Deployment {
 				continue
 			}
 			if m := descImageRE.FindStringSubmatch(aws.ToString(s.Description)); m != nil && registered[m[1]] {
@@ -564,8 +566,4 @@ func (p *Pruner) repairDeprecation(ctx context.Context, log *slog.Logger, plan [
 	if len(left) > 0 {
 		sum.Warn("%d images still lack their deprecation time (deadline reached); the next run sets them", len(left))
 	}
-}
-
-func hasTag(ts []types.Tag, k, v string) bool {
-	return slices.ContainsFunc(ts, func(t types.Tag) bool { return aws.ToString(t.Key) == k && aws.ToString(t.Value) == v })
 }

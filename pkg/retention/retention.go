@@ -59,6 +59,12 @@ func RulesFromConfig(r config.Retention, timeZone string) (Rules, error) {
 	return rules, Validate(rules)
 }
 
+// RecoveryRules are the rules of a recovery deployment's copies (policy
+// config.CopyPolicy), in UTC: the copy function and prune must agree.
+func RecoveryRules(r *config.Recovery) (Rules, error) {
+	return RulesFromConfig(r.Retention, config.DefaultTimeZone)
+}
+
 // Validate rejects rules that keep nothing beyond the floors or are negative.
 func Validate(r Rules) error {
 	var errs []error

@@ -114,7 +114,7 @@ func (s *Sharer) candidates(ctx context.Context, req Request, sum *runner.Summar
 	for pg.HasMorePages() {
 		page, err := pg.NextPage(ctx)
 		if err != nil {
-			if awsclient.ErrorCode(err) == "InvalidAMIID.NotFound" {
+			if awsclient.ImageGone(err) {
 				for _, id := range req.ImageIDs {
 					sum.AddSkipped(runner.Entry{ID: id, Detail: "image no longer exists"})
 				}
@@ -123,7 +123,7 @@ func (s *Sharer) candidates(ctx context.Context, req Request, sum *runner.Summar
 			return nil, fmt.Errorf("list images to share: %w", err)
 		}
 		for _, im := range page.Images {
-			t := tagMap(im.Tags)
+			t := awsclient.TagMap(im.Tags)
 			id := aws.ToString(im.ImageId)
 			switch {
 			case t[tags.ManagedBy] != s.Config.Deployment:
@@ -256,12 +256,4 @@ func (s *Sharer) isAWSManaged(ctx context.Context, key string) (bool, error) {
 	s.keys[key] = v
 	s.mu.Unlock()
 	return v, nil
-}
-
-func tagMap(ts []types.Tag) map[string]string {
-	m := map[string]string{}
-	for _, t := range ts {
-		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
-	}
-	return m
 }
