@@ -25,12 +25,8 @@ func ForEach[T any](ctx context.Context, items []T, concurrency int, margin time
 	if concurrency < 1 {
 		concurrency = 1
 	}
-	wctx := ctx
-	if dl, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithDeadline(ctx, dl.Add(-margin/2))
-		defer cancel()
-	}
+	wctx, cancel := WorkContext(ctx, margin)
+	defer cancel()
 	sem := make(chan struct{}, concurrency)
 	var wg sync.WaitGroup
 	for i, it := range items {
@@ -53,6 +49,17 @@ func ForEach[T any](ctx context.Context, items []T, concurrency int, margin time
 	}
 	wg.Wait()
 	return nil
+}
+
+// WorkContext returns the context that EC2 work of an invocation runs on:
+// it ends half a margin before ctx's deadline, so a call stuck in retries
+// (a hung listing, a throttled worker) is cut off while there is still time
+// to log the summary and emit metrics. Without a deadline it is ctx itself.
+func WorkContext(ctx context.Context, margin time.Duration) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok {
+		return context.WithDeadline(ctx, dl.Add(-margin/2))
+	}
+	return context.WithCancel(ctx)
 }
 
 func tooLate(ctx context.Context, margin time.Duration) bool {
