@@ -100,6 +100,11 @@ type Fault struct {
 	Code, Message string
 	// HTTPStatus (default derived from Code).
 	HTTPStatus int
+	// Delay holds a matching call this long in real time before it is
+	// answered (a hung or very slow EC2 call). With Code empty the call is
+	// then served normally; with Code set it then fails with that error.
+	// The wait ends early when the client gives up on the request.
+	Delay time.Duration
 }
 
 type faultRule struct {
@@ -111,7 +116,7 @@ type faultRule struct {
 func (s *Sim) Inject(f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f.Code == "" {
+	if f.Code == "" && f.Delay == 0 {
 		f.Code = "InternalError"
 	}
 	if f.Message == "" {
@@ -132,8 +137,9 @@ func (s *Sim) ClearFaults() {
 	s.opts.FaultRate = 0
 }
 
-// matchFault returns the injected error for this call, if any. Caller holds mu.
-func (s *Sim) matchFault(action string, p params) *apiError {
+// matchFault returns the injected error for this call, if any, and how long
+// to hold the call first. Caller holds mu.
+func (s *Sim) matchFault(action string, p params) (time.Duration, *apiError) {
 	for _, f := range s.faults {
 		if f.Action != action {
 			continue
@@ -153,16 +159,19 @@ func (s *Sim) matchFault(action string, p params) *apiError {
 		}
 		if fire {
 			f.fired++
-			return &apiError{status: f.HTTPStatus, code: f.Code, msg: f.Message}
+			if f.Code == "" {
+				return f.Delay, nil
+			}
+			return f.Delay, &apiError{status: f.HTTPStatus, code: f.Code, msg: f.Message}
 		}
 	}
 	if s.opts.FaultRate > 0 && s.rng.Float64() < s.opts.FaultRate {
 		if s.rng.Intn(2) == 0 {
-			return &apiError{status: http.StatusInternalServerError, code: "InternalError", msg: "An internal error has occurred (random fault)."}
+			return 0, &apiError{status: http.StatusInternalServerError, code: "InternalError", msg: "An internal error has occurred (random fault)."}
 		}
-		return &apiError{status: http.StatusServiceUnavailable, code: "Unavailable", msg: "The service is unavailable (random fault)."}
+		return 0, &apiError{status: http.StatusServiceUnavailable, code: "Unavailable", msg: "The service is unavailable (random fault)."}
 	}
-	return nil
+	return 0, nil
 }
 
 func statusFor(code string) int {

@@ -3,11 +3,13 @@ package ec2sim_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 )
 
@@ -84,5 +86,45 @@ func TestFaultsMatchListParameters(t *testing.T) {
 				t.Fatalf("call naming the resource in a list: %v, want the injected Unavailable", err)
 			}
 		})
+	}
+}
+
+// TestDelayFault: a Delay fault holds only the matching action, then serves
+// it normally (or fails it with Code); a client that gives up is released.
+func TestDelayFault(t *testing.T) {
+	const delay = 300 * time.Millisecond
+	sim, u := start(t, ec2sim.Options{})
+	c := client(t, u, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+	sim.Inject(ec2sim.Fault{Action: "DescribeImages", Delay: delay, Times: 1})
+	sim.Inject(ec2sim.Fault{Action: "DescribeSnapshots", Delay: delay, Code: "UnauthorizedOperation", Times: 1})
+	ctx := context.Background()
+
+	t0 := time.Now()
+	if _, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d >= delay {
+		t.Fatalf("DescribeInstances took %v: the delay must apply to DescribeImages only", d)
+	}
+	t0 = time.Now()
+	if _, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}}); err != nil {
+		t.Fatalf("delayed DescribeImages must succeed: %v", err)
+	}
+	if d := time.Since(t0); d < delay {
+		t.Fatalf("DescribeImages took %v, want at least %v", d, delay)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	sim.Inject(ec2sim.Fault{Action: "DescribeImages", Delay: time.Hour, Times: 1})
+	t0 = time.Now()
+	if _, err := c.DescribeImages(cctx, &ec2.DescribeImagesInput{Owners: []string{"self"}}); err == nil {
+		t.Fatal("a call held for an hour must fail at the client's deadline")
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("client deadline not honoured: %v", d)
+	}
+	_, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, MaxResults: aws.Int32(5)})
+	if awsclient.ErrorCode(err) != "UnauthorizedOperation" {
+		t.Fatalf("delayed fault with a code: got %v, want UnauthorizedOperation", err)
 	}
 }

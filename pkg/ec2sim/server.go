@@ -157,7 +157,18 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(account, c.action, dry)
-	if e := s.matchFault(c.action, p); e != nil {
+	delay, e := s.matchFault(c.action, p)
+	if delay > 0 {
+		// Hold the call without the lock, as a slow EC2 would.
+		s.mu.Unlock()
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+		s.mu.Lock()
+	}
+	if e != nil {
 		s.calls.Faults[c.action]++
 		s.mu.Unlock()
 		writeError(w, reqID, e)
@@ -165,7 +176,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.r = s.region(region)
 	c.out = newXML(c.action+"Response", reqID)
-	e := handler(s, c)
+	e = handler(s, c)
 	if e == nil && dry {
 		e = errf("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
 	}
