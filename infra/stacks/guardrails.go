@@ -118,6 +118,12 @@ func describeTag(t config.ApprovedTag) string {
 //   - DenyUnapprovedImages: no approved tag AND owner not allowed.
 //   - DenyImagesOfOtherOwners: owner neither this account nor allowed, so a
 //     tag on an image someone else owns and shares approves nothing.
+//   - DenySelfApproval: ec2:CreateTags on images adding the approved key (or
+//     the Config rule's key), in any letter case (aws:TagKeys, a request
+//     key of CreateTags, multivalued: ForAnyValue), so the principals the
+//     guardrail restricts cannot approve their own images, neither by
+//     tagging nor by creating an image with the tag (CreateImage's tags are
+//     authorized as CreateTags).
 //
 // Every Region ("*"): the policy follows its principals wherever they launch.
 func ApprovedAMIStatements(stack awscdk.Stack, g *config.Guardrails) []awsiam.PolicyStatement {
@@ -138,10 +144,16 @@ func ApprovedAMIStatements(stack awscdk.Stack, g *config.Guardrails) []awsiam.Po
 		unapproved["StringNotEquals"] = notEquals
 	}
 	owners := append([]string{*stack.Account()}, g.AllowedOwners...)
+	approvalKeys := []string{tag.Key}
+	if k, _ := g.ConfigRuleTag(); !g.ConfigRule.Disabled && k != tag.Key {
+		approvalKeys = append(approvalKeys, k)
+	}
 	return []awsiam.PolicyStatement{
 		denyStatement("DenyUnapprovedImages", []string{"ec2:RunInstances"}, images, unapproved),
 		denyStatement("DenyImagesOfOtherOwners", []string{"ec2:RunInstances"}, images,
 			map[string]any{"StringNotEquals": map[string]any{"ec2:Owner": owners}}),
+		denyStatement("DenySelfApproval", []string{"ec2:CreateTags"}, images,
+			map[string]any{"ForAnyValue:StringEqualsIgnoreCase": map[string]any{"aws:TagKeys": approvalKeys}}),
 	}
 }
 

@@ -34,13 +34,17 @@ func TestGuardrailsTemplate(t *testing.T) {
 			t.Fatalf("%d managed policies, want 1", len(policies))
 		}
 		sts := managedPolicyStatements(tmpl)
-		if len(sts) != 2 {
-			t.Fatalf("%d statements, want 2: %+v", len(sts), sts)
+		if len(sts) != 3 {
+			t.Fatalf("%d statements, want 3: %+v", len(sts), sts)
 		}
 		for _, s := range sts {
-			if s.Effect != "Deny" || !slices.Equal(s.Actions, []string{"ec2:RunInstances"}) ||
+			action := "ec2:RunInstances"
+			if s.Sid == "DenySelfApproval" {
+				action = "ec2:CreateTags"
+			}
+			if s.Effect != "Deny" || !slices.Equal(s.Actions, []string{action}) ||
 				!slices.Equal(s.Resources, []string{"arn:<AWS::Partition>:ec2:*::image/*"}) {
-				t.Errorf("%s: %+v, want Deny ec2:RunInstances on arn:<AWS::Partition>:ec2:*::image/* only", s.Sid, s)
+				t.Errorf("%s: %+v, want Deny %s on arn:<AWS::Partition>:ec2:*::image/* only", s.Sid, s, action)
 			}
 		}
 		un := bySid(t, sts, "DenyUnapprovedImages")[0]
@@ -51,6 +55,10 @@ func TestGuardrailsTemplate(t *testing.T) {
 		other := bySid(t, sts, "DenyImagesOfOtherOwners")[0]
 		if !slices.Equal(cond(other, "StringNotEquals", "ec2:Owner"), []string{"<AWS::AccountId>", "amazon", "222222222222"}) || len(other.Condition) != 1 {
 			t.Errorf("DenyImagesOfOtherOwners condition %v", other.Condition)
+		}
+		self := bySid(t, sts, "DenySelfApproval")[0]
+		if !slices.Equal(cond(self, "ForAnyValue:StringEqualsIgnoreCase", "aws:TagKeys"), []string{config.VerifiedTag, "AmibackupVerified"}) || len(self.Condition) != 1 {
+			t.Errorf("DenySelfApproval condition %v", self.Condition)
 		}
 	})
 
@@ -233,6 +241,8 @@ func guardPolicy(t *testing.T, guardrails string) []any {
 type authz struct {
 	arn  string
 	keys map[string]string
+	// multi are multivalued keys such as aws:TagKeys.
+	multi map[string][]string
 }
 
 // denies evaluates the policy's Deny statements the way IAM does for one
@@ -274,6 +284,18 @@ func denies(t *testing.T, statements []any, action string, r authz) string {
 				}
 				got, present := keys[strings.ToLower(key)]
 				var holds bool
+				if strings.HasPrefix(op, "ForAnyValue:") {
+					// Multivalued key: true when any request value matches
+					// any policy value; false when the key is absent.
+					if op != "ForAnyValue:StringEqualsIgnoreCase" {
+						t.Fatalf("evaluator does not know condition operator %s", op)
+					}
+					for _, v := range r.multi[key] {
+						holds = holds || slices.ContainsFunc(wants, func(w string) bool { return strings.EqualFold(w, v) })
+					}
+					all = all && holds
+					continue
+				}
 				switch op {
 				case "StringEquals":
 					holds = present && slices.Contains(wants, got)
@@ -312,6 +334,13 @@ func image(region, owner string, tags map[string]string) authz {
 	return authz{arn: "arn:aws:ec2:" + region + "::image/ami-0abc1234def567890", keys: keys}
 }
 
+// tagging is CreateTags on one of this account's images adding keys.
+func tagging(keys ...string) authz {
+	r := image("eu-west-1", account, nil)
+	r.multi = map[string][]string{"aws:TagKeys": keys}
+	return r
+}
+
 // TestApprovedAMIPolicyEvaluation evaluates the generated policy document
 // for RunInstances with approved, unapproved and allowed-owner images.
 func TestApprovedAMIPolicyEvaluation(t *testing.T) {
@@ -342,6 +371,9 @@ func TestApprovedAMIPolicyEvaluation(t *testing.T) {
 			{"the subnet resource of the same launch", run, authz{arn: "arn:aws:ec2:eu-west-1:" + account + ":subnet/subnet-0abc", keys: map[string]string{"ec2:Vpc": "vpc-1"}}, ""},
 			{"a snapshot of an unapproved image (CreateVolume path)", run, authz{arn: "arn:aws:ec2:eu-west-1::snapshot/snap-1", keys: map[string]string{"ec2:Owner": "333333333333"}}, ""},
 			{"other actions on unapproved images", "ec2:CreateImage", image("eu-west-1", account, nil), ""},
+			{"tagging an image approved", "ec2:CreateTags", tagging(config.VerifiedTag), "DenySelfApproval"},
+			{"tagging an image approved, other letter case", "ec2:CreateTags", tagging("Name", "AMIBACKUP:Verified"), "DenySelfApproval"},
+			{"tagging an image with other tags", "ec2:CreateTags", tagging("Name", "amibackup:verified-by"), ""},
 		}},
 		{`{"approvedTag":{"key":"Approved","value":"yes"}}`, []struct {
 			name, action string
@@ -354,6 +386,8 @@ func TestApprovedAMIPolicyEvaluation(t *testing.T) {
 			{"Amazon's image when no owner is allowed", run, image("eu-west-1", "amazon", nil), "DenyUnapprovedImages"},
 			{"other account's image with the value", run, image("eu-west-1", "333333333333", map[string]string{"Approved": "yes"}), "DenyImagesOfOtherOwners"},
 			{"instance resource", run, authz{arn: "arn:aws:ec2:eu-west-1:" + account + ":instance/*"}, ""},
+			{"tagging an image approved", "ec2:CreateTags", tagging("Approved"), "DenySelfApproval"},
+			{"tagging an image with the verified tag the rule does not use", "ec2:CreateTags", tagging(config.VerifiedTag), ""},
 		}},
 	}
 	for _, tt := range tests {
