@@ -181,8 +181,13 @@ func (c *Config) validateGuardrails(add addFunc) {
 			}
 			add(field, "tag key %q cannot be checked by APPROVED_AMIS_BY_TAG: its parameter amisByTagKeyAndValue separates key and value with ':' and entries with ','; "+
 				"set configRule.tagKey to a tag without ':' or ',' that marks the same images (and tag them with it), or set configRule.disabled to true", key)
-		case strings.Contains(value, ","):
-			add("guardrails.configRule.tagValue", "%q cannot be checked by APPROVED_AMIS_BY_TAG: its parameter separates entries with ','", value)
+		case strings.ContainsAny(value, ":,"):
+			field := "guardrails.configRule.tagValue"
+			if r.TagKey == "" {
+				field = "guardrails.configRule"
+			}
+			add(field, "tag value %q cannot be checked by APPROVED_AMIS_BY_TAG: its parameter amisByTagKeyAndValue separates key and value with ':' and entries with ','; "+
+				"set configRule.tagKey and configRule.tagValue without them, or set configRule.disabled to true", value)
 		}
 		if r.TagKey != "" {
 			validateGuardTag(add, "guardrails.configRule.tagKey", "guardrails.configRule.tagValue", r.TagKey, r.TagValue)

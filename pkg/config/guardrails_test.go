@@ -55,6 +55,7 @@ func TestGuardrailsValidation(t *testing.T) {
 			[]string{"guardrails.configRule: tag key \"amibackup:verified\"", "amisByTagKeyAndValue", "configRule.tagKey", "disabled"}},
 		{"config rule tag key with colon", `{"configRule":{"tagKey":"team:approved"}}`, []string{"guardrails.configRule.tagKey", "':'"}},
 		{"config rule value with comma", `{"configRule":{"tagKey":"Approved","tagValue":"a,b"}}`, []string{"guardrails.configRule.tagValue", "','"}},
+		{"approved value with colon reaches the config rule", `{"approvedTag":{"key":"Approved","value":"12:30"}}`, []string{"guardrails.configRule: tag value \"12:30\"", "disabled"}},
 		{"config rule value without key", `{"approvedTag":{"key":"Approved"},"configRule":{"tagValue":"yes"}}`, []string{"guardrails.configRule.tagValue", "without configRule.tagKey"}},
 		{"disabled rule with settings", `{"configRule":{"disabled":true,"approvedAmiIds":["ami-12345678"]}}`, []string{"guardrails.configRule: is disabled"}},
 		{"aws prefix", `{"approvedTag":{"key":"AWS:verified"},"configRule":{"disabled":true}}`, []string{"guardrails.approvedTag.key", "aws:"}},
