@@ -90,6 +90,9 @@ func NewBackupStack(scope constructs.Construct, id string, props *BackupStackPro
 	s.failedImageRule(cfg, "the next backup run takes a new one")
 	s.recycleBin(cfg)
 	s.alarms(cfg)
+	if cfg.Guardrails != nil {
+		NewGuardrails(s.Stack, "Guardrails", &GuardrailsProps{Config: cfg})
+	}
 	if cfg.Sharing != nil {
 		if err := s.sharing(props.Root, cfg); err != nil {
 			return nil, err

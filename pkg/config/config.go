@@ -49,6 +49,8 @@ type Config struct {
 	Recovery *Recovery `json:"recovery,omitempty"`
 	// LogRetentionDays of the functions' log groups; default 30.
 	LogRetentionDays int `json:"logRetentionDays,omitempty"`
+	// Guardrails, when set, adds the approved-AMI guards (guardrails.go).
+	Guardrails *Guardrails `json:"guardrails,omitempty"`
 }
 
 // Policy selects instances and says how to back them up and keep their images.
@@ -459,6 +461,7 @@ func (c *Config) Validate() error {
 		}
 		validateRetention(add, "recovery.retention", r.Retention)
 	}
+	c.validateGuardrails(add)
 	return errors.Join(errs...)
 }
 
