@@ -281,11 +281,13 @@ type stmt struct {
 	Principal           any
 }
 
-// statements returns the statements of every IAM policy (and, for
-// typ AWS::KMS::Key, every key policy) in the template.
+// statements returns the statements of every policy document of the
+// resources of type typ (IAM policies, trust policies, key policies, topic
+// and queue policies) in the template.
 func statements(tmpl map[string]any, typ string) []stmt {
 	var out []stmt
-	docKey := map[string]string{"AWS::IAM::Policy": "PolicyDocument", "AWS::KMS::Key": "KeyPolicy", "AWS::IAM::Role": "AssumeRolePolicyDocument"}[typ]
+	docKey := map[string]string{"AWS::IAM::Policy": "PolicyDocument", "AWS::KMS::Key": "KeyPolicy", "AWS::IAM::Role": "AssumeRolePolicyDocument",
+		"AWS::SNS::TopicPolicy": "PolicyDocument", "AWS::SQS::QueuePolicy": "PolicyDocument"}[typ]
 	for id, p := range resources(tmpl, typ) {
 		doc, _ := p[docKey].(map[string]any)
 		list, _ := doc["Statement"].([]any)
