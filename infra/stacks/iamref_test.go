@@ -16,6 +16,17 @@ var (
 	synthCache = map[string]*cachedSynth{}
 )
 
+// synthDirs are the cached synths' output directories, removed by TestMain.
+var synthDirs []string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, d := range synthDirs {
+		os.RemoveAll(d)
+	}
+	os.Exit(code)
+}
+
 type cachedSynth struct {
 	once  sync.Once
 	stack *Stack
@@ -34,7 +45,13 @@ func synthCached(t *testing.T, cfgJSON string) (*Stack, map[string]any) {
 	}
 	synthMu.Unlock()
 	c.once.Do(func() {
-		c.stack, c.tmpl = synth(t, cfgJSON)
+		// Not t.TempDir(): later tests read the stack's annotations.
+		dir, err := os.MkdirTemp("", "amibackup-synth-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		synthDirs = append(synthDirs, dir)
+		c.stack, c.tmpl = synthIn(t, cfgJSON, dir)
 		c.ok = true
 	})
 	if !c.ok {

@@ -46,10 +46,15 @@ func requireNode(t testing.TB) {
 
 func synth(t testing.TB, cfgJSON string) (*BackupStack, map[string]any) {
 	t.Helper()
+	return synthIn(t, cfgJSON, t.TempDir())
+}
+
+func synthIn(t testing.TB, cfgJSON, outdir string) (*BackupStack, map[string]any) {
+	t.Helper()
 	requireNode(t)
 	app := awscdk.NewApp(&awscdk.AppProps{
 		Context: &map[string]any{ContextConfig: cfgJSON, ContextStack: "AmiBackupTest"},
-		Outdir:  jsii.String(t.TempDir()),
+		Outdir:  jsii.String(outdir),
 	})
 	stack, err := Build(app, repoRoot(t))
 	if err != nil {
@@ -72,7 +77,7 @@ func resources(tmpl map[string]any, typ string) map[string]map[string]any {
 }
 
 func TestTemplate(t *testing.T) {
-	stack, tmpl := synth(t, testConfig)
+	stack, tmpl := synthCached(t, testConfig)
 	template := assertions.Template_FromJSON(&tmpl, nil)
 
 	t.Run("schedules per policy with time zone, input, retries and DLQ", func(t *testing.T) {
@@ -392,7 +397,7 @@ func TestCheckIAMCatchesMissingCondition(t *testing.T) {
 }
 
 func TestCdkNagClean(t *testing.T) {
-	stack, _ := synth(t, testConfig)
+	stack, _ := synthCached(t, testConfig)
 	errs := assertions.Annotations_FromStack(stack.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
 	for _, e := range *errs {
 		t.Errorf("cdk-nag: %s %v", *e.Id, e.Entry.Data)
