@@ -126,8 +126,9 @@ func newBase(scope constructs.Construct, id string, props *BackupStackProps, des
 	// publishing to it (failed-image rule) or sending to the dead-letter
 	// queue. SNS does not support aws:SourceAccount/aws:SourceArn in the key
 	// policy for EventBridge, so that statement has no condition (with one,
-	// every event would be dropped); the topic and queue policies limit
-	// EventBridge to this stack's rules. Scheduler writes to the
+	// every event would be dropped); the queue policy limits EventBridge to
+	// this stack's rules (aws:SourceArn), the topic policy (CDK's grant for
+	// the rule target) lets EventBridge publish. Scheduler writes to the
 	// dead-letter queue with its own role (SchedulerPolicy), not as a
 	// service principal, so it has no key statement.
 	key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
