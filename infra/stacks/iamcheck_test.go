@@ -262,7 +262,6 @@ func globsIntersect(a, b string) bool {
 // example ARNs (see arnResolver).
 type policyStatement struct {
 	where      string
-	raw        map[string]any
 	actions    []string
 	notAction  bool
 	resources  []string // nil: the policy's own resource (trust policy)
@@ -383,7 +382,7 @@ func policyStatements(tmpl map[string]any) ([]policyStatement, []string) {
 	resolve := arnResolver(tmpl)
 	var out []policyStatement
 	var unhandled []string
-	addDoc := func(where string, doc any, self string) {
+	addDoc := func(where string, doc any) {
 		d, _ := doc.(map[string]any)
 		list, ok := d["Statement"].([]any)
 		if !ok {
@@ -391,7 +390,7 @@ func policyStatements(tmpl map[string]any) ([]policyStatement, []string) {
 		}
 		for i, s := range list {
 			m, _ := s.(map[string]any)
-			st := policyStatement{raw: m}
+			st := policyStatement{}
 			sid, _ := m["Sid"].(string)
 			st.where = fmt.Sprintf("%s statement %d %s", where, i, sid)
 			if a, ok := m["NotAction"]; ok {
@@ -402,9 +401,6 @@ func policyStatements(tmpl map[string]any) ([]policyStatement, []string) {
 			resVal, hasRes := m["Resource"]
 			if !hasRes {
 				resVal, hasRes = m["NotResource"]
-			}
-			if !hasRes && self != "" {
-				resVal, hasRes = self, true
 			}
 			if hasRes {
 				vals, ok := resVal.([]any)
@@ -447,21 +443,21 @@ func policyStatements(tmpl map[string]any) ([]policyStatement, []string) {
 		where := id + " (" + typ + ")"
 		switch typ {
 		case "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy":
-			addDoc(where, p["PolicyDocument"], "")
+			addDoc(where, p["PolicyDocument"])
 		case "AWS::IAM::Role":
 			// A trust policy's resource is the role itself.
-			addDoc(where+" trust policy", p["AssumeRolePolicyDocument"], "")
+			addDoc(where+" trust policy", p["AssumeRolePolicyDocument"])
 			if ps, ok := p["Policies"].([]any); ok {
 				for _, ip := range ps {
 					m, _ := ip.(map[string]any)
-					addDoc(fmt.Sprintf("%s inline policy %v", where, m["PolicyName"]), m["PolicyDocument"], "")
+					addDoc(fmt.Sprintf("%s inline policy %v", where, m["PolicyName"]), m["PolicyDocument"])
 				}
 			}
 		case "AWS::KMS::Key":
 			// Resource "*" in a key policy is the key itself.
-			addDoc(where+" key policy", p["KeyPolicy"], "")
+			addDoc(where+" key policy", p["KeyPolicy"])
 		case "AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy":
-			addDoc(where, p["PolicyDocument"], "")
+			addDoc(where, p["PolicyDocument"])
 		case "AWS::Lambda::Permission":
 			// A permission is one statement of the function's policy.
 			cond := map[string]any{}
@@ -472,7 +468,7 @@ func policyStatements(tmpl map[string]any) ([]policyStatement, []string) {
 				cond["StringEquals"] = map[string]any{"aws:SourceAccount": v}
 			}
 			stmt := map[string]any{"Action": p["Action"], "Resource": p["FunctionName"], "Condition": cond}
-			addDoc(where, map[string]any{"Statement": []any{stmt}}, "")
+			addDoc(where, map[string]any{"Statement": []any{stmt}})
 		default:
 			b, _ := json.Marshal(p)
 			if strings.Contains(string(b), `"Statement"`) {
