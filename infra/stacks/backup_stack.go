@@ -121,21 +121,54 @@ func newBase(scope constructs.Construct, id string, props *BackupStackProps, des
 		Description:       jsii.String("amibackup " + cfg.Deployment + ": encrypts the alarm topic and dead-letter queue"),
 		EnableKeyRotation: jsii.Bool(true),
 	})
-	for _, svc := range []string{"cloudwatch.amazonaws.com", "events.amazonaws.com", "scheduler.amazonaws.com"} {
-		key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-			Sid:        jsii.String("Allow" + svc),
-			Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String(svc), nil)},
-			Actions:    jsii.Strings("kms:Decrypt", "kms:GenerateDataKey*"),
-			Resources:  jsii.Strings("*"),
-			Conditions: &map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": stack.Account()}},
-		}), nil)
-	}
+	// The services that write to the encrypted topic and queue as service
+	// principals need the key ("Enable compatibility between event sources
+	// from AWS services and encrypted topics",
+	// https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services):
+	// CloudWatch alarms publishing to the topic, and EventBridge rules
+	// publishing to it (failed-image rule) or sending to the dead-letter
+	// queue. SNS does not support aws:SourceAccount/aws:SourceArn in the key
+	// policy for EventBridge, so that statement has no condition (with one,
+	// every event would be dropped); the queue policy limits EventBridge to
+	// this stack's rules (aws:SourceArn), the topic policy (CDK's grant for
+	// the rule target) lets EventBridge publish. Scheduler writes to the
+	// dead-letter queue with its own role (SchedulerPolicy), not as a
+	// service principal, so it has no key statement.
+	key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("CloudWatchAlarmsUseKey"),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("cloudwatch.amazonaws.com"), nil)},
+		Actions:    jsii.Strings("kms:Decrypt", "kms:GenerateDataKey*"),
+		Resources:  jsii.Strings("*"),
+		Conditions: &map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": stack.Account()}},
+	}), nil)
+	key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("EventBridgeUsesKey"),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("events.amazonaws.com"), nil)},
+		Actions:    jsii.Strings("kms:Decrypt", "kms:GenerateDataKey*"),
+		Resources:  jsii.Strings("*"),
+	}), nil)
 	s.key = key
 	s.Topic = awssns.NewTopic(stack, jsii.String("Alarms"), &awssns.TopicProps{
 		DisplayName: jsii.String("amibackup " + cfg.Deployment + " alarms"),
 		MasterKey:   key,
 		EnforceSSL:  jsii.Bool(true),
 	})
+	// A topic policy replaces SNS's default policy, and CDK creates one
+	// (EnforceSSL, the EventBridge target), so CloudWatch alarms may publish
+	// only if it says so; otherwise every alarm action fails with "not
+	// authorized to perform: SNS:Publish"
+	// (https://repost.aws/knowledge-center/cloudwatch-receive-sns-for-alarm-trigger).
+	// Only alarms of this account and Region.
+	s.Topic.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("CloudWatchAlarmsPublish"),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("cloudwatch.amazonaws.com"), nil)},
+		Actions:    jsii.Strings("sns:Publish"),
+		Resources:  jsii.Strings(*s.Topic.TopicArn()),
+		Conditions: &map[string]any{
+			"StringEquals": map[string]any{"aws:SourceAccount": stack.Account()},
+			"ArnLike":      map[string]any{"aws:SourceArn": alarmARNs(stack)},
+		},
+	}))
 	if cfg.Alarms.Email != "" {
 		s.Topic.AddSubscription(awssnssubscriptions.NewEmailSubscription(jsii.String(cfg.Alarms.Email), nil))
 	}
@@ -151,7 +184,7 @@ func newBase(scope constructs.Construct, id string, props *BackupStackProps, des
 	}}, jsii.Bool(false))
 
 	s.group = awsscheduler.NewCfnScheduleGroup(stack, jsii.String("Schedules"), &awsscheduler.CfnScheduleGroupProps{
-		Name: jsii.String("amibackup-" + cfg.Deployment),
+		Name: jsii.String(deploymentName(cfg.Deployment, maxScheduleGroupName)),
 	})
 	s.schedRole = awsiam.NewRole(stack, jsii.String("SchedulerRole"), &awsiam.RoleProps{
 		AssumedBy: awsiam.NewServicePrincipal(jsii.String("scheduler.amazonaws.com"), &awsiam.ServicePrincipalOpts{
@@ -169,6 +202,11 @@ func newBase(scope constructs.Construct, id string, props *BackupStackProps, des
 		},
 	})
 	return s
+}
+
+// alarmARNs matches every CloudWatch alarm of the stack's account and Region.
+func alarmARNs(stack awscdk.Stack) string {
+	return fmt.Sprintf("arn:%s:cloudwatch:%s:%s:alarm:*", *stack.Partition(), *stack.Region(), *stack.Account())
 }
 
 func arn(stack awscdk.Stack, resource string) string {
@@ -379,7 +417,7 @@ func SchedulerInput(policy string) string {
 func (s *Stack) addSchedule(id, name string, sched config.Schedule, fn awslambda.Function, input string) {
 	s.schedPolicy.AddStatements(statement("Invoke"+id, []string{"lambda:InvokeFunction"}, []string{*fn.FunctionArn()}, nil))
 	awsscheduler.NewCfnSchedule(s.Stack, jsii.String(id), &awsscheduler.CfnScheduleProps{
-		Name:                       jsii.String(name),
+		Name:                       jsii.String(physicalName(name, maxScheduleName)),
 		GroupName:                  s.group.Ref(),
 		Description:                jsii.String("amibackup " + name),
 		ScheduleExpression:         jsii.String(sched.Expression),
@@ -543,7 +581,7 @@ func (s *Stack) backupWidgets(cfg *config.Config) [][]awscloudwatch.IWidget {
 // what every stack has: prune results and each function's runs and errors.
 func (s *Stack) dashboard(cfg *config.Config, rows ...[]awscloudwatch.IWidget) {
 	d := awscloudwatch.NewDashboard(s.Stack, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
-		DashboardName: jsii.String("amibackup-" + cfg.Deployment),
+		DashboardName: jsii.String(deploymentName(cfg.Deployment, maxDashboardName)),
 	})
 	for _, r := range rows {
 		d.AddWidgets(r...)

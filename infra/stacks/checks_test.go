@@ -179,11 +179,27 @@ func checkShareRole(t *testing.T, tmpl map[string]any, deployment string, accoun
 func checkCopyRole(t *testing.T, tmpl map[string]any, deployment, srcRegion string, sources []string) {
 	t.Helper()
 	sts := statements(tmpl, "AWS::IAM::Policy")
+	// CopyImage evaluates ec2:Owner on the source image only; its snapshot
+	// resource is the new snapshot, so an owner clause on snapshots would
+	// never match anything.
 	read := bySid(t, sts, "ReadSharedSources")[0]
 	if !slices.Equal(read.Actions, []string{"ec2:CopyImage"}) ||
-		!slices.Equal(read.Resources, []string{"arn:<AWS::Partition>:ec2:" + srcRegion + "::image/*", "arn:<AWS::Partition>:ec2:" + srcRegion + "::snapshot/*"}) ||
+		!slices.Equal(read.Resources, []string{"arn:<AWS::Partition>:ec2:" + srcRegion + "::image/*"}) ||
 		!slices.Equal(cond(read, "StringEquals", "ec2:Owner"), sources) {
 		t.Errorf("ReadSharedSources %+v", read)
+	}
+	// The copy key: what EBS encryption needs from the caller (EBS
+	// encryption requirements), and nothing EBS does not use.
+	use := bySid(t, sts, "UseCopyKey")[0]
+	grant := bySid(t, sts, "GrantCopyKeyToEC2")[0]
+	have := append(slices.Clone(use.Actions), grant.Actions...)
+	for _, a := range []string{"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"} {
+		if !slices.Contains(have, a) {
+			t.Errorf("the copy role may not %s on the copy key: %v", a, have)
+		}
+	}
+	if slices.Contains(have, "kms:Encrypt") || !slices.Equal(use.Resources, grant.Resources) || len(use.Resources) != 1 {
+		t.Errorf("copy key statements %+v %+v", use, grant)
 	}
 	for _, s := range sts {
 		if s.Effect == "Allow" && hasAction(s, "ec2:CopyImage") && cond(s, "StringEquals", "ec2:Owner") == nil &&
@@ -291,4 +307,95 @@ func TestConfigSizeCountsResolvedKeyARN(t *testing.T) {
 		return
 	}
 	t.Fatal("budget never reached")
+}
+
+// checkNotifications: CloudWatch alarms and EventBridge can deliver to the
+// alarm topic. A topic policy replaces SNS's default policy, so it must
+// allow cloudwatch.amazonaws.com (only for this account's alarms in this
+// Region), and the topic's key must let CloudWatch and EventBridge use it;
+// for EventBridge without aws:Source* conditions, which SNS does not
+// support there. Scheduler writes to the dead-letter queue with its role
+// and needs no key statement.
+func checkNotifications(t *testing.T, tmpl map[string]any) {
+	t.Helper()
+	topics := resources(tmpl, "AWS::SNS::Topic")
+	if len(topics) != 1 {
+		t.Fatalf("%d topics", len(topics))
+	}
+	for topicID, topic := range topics {
+		ref := "<" + topicID + ">"
+		var alarmsPublish, eventsPublish bool
+		for _, s := range statements(tmpl, "AWS::SNS::TopicPolicy") {
+			p, _ := s.Principal.(map[string]any)
+			if s.Effect != "Allow" || !hasAction(s, "sns:Publish") || !slices.Equal(s.Resources, []string{ref}) {
+				continue
+			}
+			switch p["Service"] {
+			case "cloudwatch.amazonaws.com":
+				alarmsPublish = slices.Equal(cond(s, "StringEquals", "aws:SourceAccount"), []string{"<AWS::AccountId>"}) &&
+					slices.Equal(cond(s, "ArnLike", "aws:SourceArn"), []string{"arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:*"})
+				if !alarmsPublish {
+					t.Errorf("CloudWatch may publish without the account and alarm-ARN conditions: %+v", s)
+				}
+			case "events.amazonaws.com":
+				eventsPublish = true
+			}
+		}
+		if !alarmsPublish {
+			t.Error("the topic policy does not let CloudWatch alarms publish: every alarm action fails")
+		}
+		if !eventsPublish {
+			t.Error("the topic policy does not let EventBridge publish (failed-image rule)")
+		}
+		for id, a := range resources(tmpl, "AWS::CloudWatch::Alarm") {
+			if actions := a["AlarmActions"].([]any); len(actions) != 1 || flatten(actions[0]) != ref {
+				t.Errorf("alarm %s notifies %v, not the topic", id, a["AlarmActions"])
+			}
+		}
+		keyRef := flatten(topic["KmsMasterKeyId"])
+		keyID := strings.TrimSuffix(strings.TrimPrefix(keyRef, "<"), ".Arn>")
+		uses := map[string]bool{}
+		for _, s := range statements(tmpl, "AWS::KMS::Key") {
+			if s.Policy != keyID || s.Effect != "Allow" {
+				continue
+			}
+			p, _ := s.Principal.(map[string]any)
+			svc, _ := p["Service"].(string)
+			if svc == "" {
+				continue
+			}
+			if !hasAction(s, "kms:Decrypt") || !hasAction(s, "kms:GenerateDataKey*") {
+				t.Errorf("key statement %s for %s: %v", s.Sid, svc, s.Actions)
+			}
+			switch svc {
+			case "cloudwatch.amazonaws.com":
+				uses[svc] = slices.Equal(cond(s, "StringEquals", "aws:SourceAccount"), []string{"<AWS::AccountId>"})
+			case "events.amazonaws.com":
+				uses[svc] = true
+				for op := range s.Condition {
+					for k := range s.Condition[op].(map[string]any) {
+						if strings.HasPrefix(strings.ToLower(k), "aws:source") {
+							t.Errorf("EventBridge key statement %s has %s, which SNS does not support for EventBridge: every event would be dropped", s.Sid, k)
+						}
+					}
+				}
+			default:
+				t.Errorf("key statement %s for %s, which does not use the key as a service principal", s.Sid, svc)
+			}
+		}
+		if keyID == "" || !uses["cloudwatch.amazonaws.com"] || !uses["events.amazonaws.com"] {
+			t.Errorf("the topic's key %q does not let CloudWatch (with aws:SourceAccount) and EventBridge use it: %v", keyRef, uses)
+		}
+	}
+}
+
+// TestAlarmsCanNotify: in every kind of stack the alarms reach the topic
+// and the topic's key lets the publishing services use it.
+func TestAlarmsCanNotify(t *testing.T) {
+	for name, cfg := range map[string]string{"backup": testConfig, "sharing": sharingConfig, "recovery": recoveryConfig} {
+		t.Run(name, func(t *testing.T) {
+			_, tmpl := synthCached(t, cfg)
+			checkNotifications(t, tmpl)
+		})
+	}
 }

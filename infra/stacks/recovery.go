@@ -37,7 +37,7 @@ func (s *Stack) sharing(root string, cfg *config.Config) error {
 		key := awskms.NewKey(s.Stack, jsii.String("SharedBackupKey"), &awskms.KeyProps{
 			Description:       jsii.String("amibackup " + cfg.Deployment + ": encrypt EBS volumes with this key so their backups can be shared"),
 			EnableKeyRotation: jsii.Bool(true),
-			Alias:             jsii.String("alias/amibackup-" + cfg.Deployment),
+			Alias:             jsii.String(physicalName("alias/amibackup-"+cfg.Deployment, maxKeyAliasName)),
 		})
 		for _, st := range sharedKeyStatements(sh) {
 			key.AddToResourcePolicy(st, nil)
@@ -170,7 +170,7 @@ func NewRecoveryStack(scope constructs.Construct, id string, props *BackupStackP
 		key := awskms.NewKey(s.Stack, jsii.String("CopyKey"), &awskms.KeyProps{
 			Description:       jsii.String("amibackup " + cfg.Deployment + ": encrypts the recovery copies"),
 			EnableKeyRotation: jsii.Bool(true),
-			Alias:             jsii.String("alias/amibackup-" + cfg.Deployment + "-copies"),
+			Alias:             jsii.String(physicalName("alias/amibackup-"+cfg.Deployment+"-copies", maxKeyAliasName)),
 		})
 		copyKey = *key.KeyArn()
 		// The functions read the key from their configuration.
@@ -230,14 +230,18 @@ func copyStatements(stack awscdk.Stack, cfg *config.Config, key string) []awsiam
 		fmt.Sprintf("ec2.%s.amazonaws.com", *stack.Region()), fmt.Sprintf("ec2.%s.amazonaws.com", srcRegion)}}
 	return []awsiam.PolicyStatement{
 		statement("DescribeNeedsWildcard", []string{"ec2:DescribeImages"}, []string{"*"}, nil),
-		// ec2:Owner limits the sources to the source accounts when they
-		// are in another Region. In the same Region the source ARNs match
+		// CopyImage authorizes the source image (with ec2:Owner) and the
+		// new image and snapshots (with aws:RequestTag/aws:TagKeys only);
+		// it has no source-snapshot resource (Service Authorization
+		// Reference, Amazon EC2, CopyImage), so the image statement is what
+		// limits the sources: to the source accounts' images when they are
+		// in another Region. In the same Region the source ARNs match
 		// CreateCopiesTaggedAsOurs too (aws:RequestTag applies to every
 		// resource of the request), so there IAM cannot limit the sources:
 		// the function's Owners filter does, and only images shared with
 		// this account (or public) are readable at all.
 		statement("ReadSharedSources", []string{"ec2:CopyImage"},
-			[]string{imageARNIn(stack, srcRegion, "image/*"), imageARNIn(stack, srcRegion, "snapshot/*")},
+			[]string{imageARNIn(stack, srcRegion, "image/*")},
 			map[string]any{"StringEquals": map[string]any{"ec2:Owner": r.SourceAccountIDs}}),
 		statement("CreateCopiesTaggedAsOurs", []string{"ec2:CopyImage"}, []string{imageARN(stack, "image/*"), imageARN(stack, "snapshot/*")},
 			map[string]any{"StringEquals": map[string]any{"aws:RequestTag/" + tags.ManagedBy: cfg.Deployment}}),
@@ -251,7 +255,10 @@ func copyStatements(stack awscdk.Stack, cfg *config.Config, key string) []awsiam
 			sourceKeys(stack, r), map[string]any{"StringEquals": viaEC2}),
 		statement("GrantSourceKeysToEC2", []string{"kms:CreateGrant"}, sourceKeys(stack, r),
 			map[string]any{"StringEquals": viaEC2, "Bool": grantForAWSResource["Bool"]}),
-		statement("UseCopyKey", []string{"kms:Encrypt", "kms:GenerateDataKeyWithoutPlaintext", "kms:DescribeKey", "kms:ReEncryptTo"}, []string{key}, nil),
+		// What EBS encryption with a customer-managed key needs from the
+		// caller (EBS encryption requirements; kms:ReEncrypt* spelled out),
+		// CreateGrant apart; EBS never calls kms:Encrypt.
+		statement("UseCopyKey", []string{"kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"}, []string{key}, nil),
 		statement("GrantCopyKeyToEC2", []string{"kms:CreateGrant"}, []string{key}, grantForAWSResource),
 	}
 }
@@ -261,8 +268,7 @@ func copyWildcards(stack awscdk.Stack, cfg *config.Config) []wildcard {
 	srcRegion := sourceRegion(stack, r)
 	w := []wildcard{
 		{"*", describeReason},
-		{imageARNIn(stack, srcRegion, "image/*"), "CopyImage reads the images the source accounts share (ec2:Owner when the source Region differs); which images they share is not known in advance."},
-		{imageARNIn(stack, srcRegion, "snapshot/*"), "CopyImage reads the source accounts' snapshots (ec2:Owner when the source Region differs)."},
+		{imageARNIn(stack, srcRegion, "image/*"), "CopyImage reads only images owned by the source accounts (ec2:Owner on the source image, when the source Region differs); which images they share is not known in advance."},
 		{imageARN(stack, "image/*"), "CopyImage only creating images tagged with this deployment's managed-by tag (aws:RequestTag), CreateTags only as part of CopyImage (ec2:CreateAction), DeregisterImage only on images carrying the managed-by tag."},
 		{imageARN(stack, "snapshot/*"), "CopyImage only creating snapshots tagged with this deployment's managed-by tag (aws:RequestTag), CreateTags only as part of CopyImage (ec2:CreateAction), DeleteSnapshot only on snapshots carrying the managed-by tag."},
 	}

@@ -29,7 +29,7 @@ func nagErrors(t *testing.T, s *Stack) {
 }
 
 func TestSharingOnBackupStack(t *testing.T) {
-	stack, tmpl := synth(t, sharingConfig)
+	stack, tmpl := synthCached(t, sharingConfig)
 	template := assertions.Template_FromJSON(&tmpl, nil)
 	template.ResourceCountIs(jsii.String("AWS::Lambda::Function"), jsii.Number(3))
 	template.HasResourceProperties(jsii.String("AWS::Events::Rule"), map[string]any{
@@ -80,7 +80,7 @@ func TestSharingOnBackupStack(t *testing.T) {
 }
 
 func TestRecoveryStack(t *testing.T) {
-	stack, tmpl := synth(t, recoveryConfig)
+	stack, tmpl := synthCached(t, recoveryConfig)
 	template := assertions.Template_FromJSON(&tmpl, nil)
 	template.ResourceCountIs(jsii.String("AWS::Lambda::Function"), jsii.Number(2))
 	template.HasResourceProperties(jsii.String("AWS::Scheduler::Schedule"), map[string]any{

@@ -46,10 +46,15 @@ func requireNode(t testing.TB) {
 
 func synth(t testing.TB, cfgJSON string) (*BackupStack, map[string]any) {
 	t.Helper()
+	return synthIn(t, cfgJSON, t.TempDir())
+}
+
+func synthIn(t testing.TB, cfgJSON, outdir string) (*BackupStack, map[string]any) {
+	t.Helper()
 	requireNode(t)
 	app := awscdk.NewApp(&awscdk.AppProps{
 		Context: &map[string]any{ContextConfig: cfgJSON, ContextStack: "AmiBackupTest"},
-		Outdir:  jsii.String(t.TempDir()),
+		Outdir:  jsii.String(outdir),
 	})
 	stack, err := Build(app, repoRoot(t))
 	if err != nil {
@@ -72,7 +77,7 @@ func resources(tmpl map[string]any, typ string) map[string]map[string]any {
 }
 
 func TestTemplate(t *testing.T) {
-	stack, tmpl := synth(t, testConfig)
+	stack, tmpl := synthCached(t, testConfig)
 	template := assertions.Template_FromJSON(&tmpl, nil)
 
 	t.Run("schedules per policy with time zone, input, retries and DLQ", func(t *testing.T) {
@@ -281,11 +286,13 @@ type stmt struct {
 	Principal           any
 }
 
-// statements returns the statements of every IAM policy (and, for
-// typ AWS::KMS::Key, every key policy) in the template.
+// statements returns the statements of every policy document of the
+// resources of type typ (IAM policies, trust policies, key policies, topic
+// and queue policies) in the template.
 func statements(tmpl map[string]any, typ string) []stmt {
 	var out []stmt
-	docKey := map[string]string{"AWS::IAM::Policy": "PolicyDocument", "AWS::KMS::Key": "KeyPolicy", "AWS::IAM::Role": "AssumeRolePolicyDocument"}[typ]
+	docKey := map[string]string{"AWS::IAM::Policy": "PolicyDocument", "AWS::KMS::Key": "KeyPolicy", "AWS::IAM::Role": "AssumeRolePolicyDocument",
+		"AWS::SNS::TopicPolicy": "PolicyDocument", "AWS::SQS::QueuePolicy": "PolicyDocument"}[typ]
 	for id, p := range resources(tmpl, typ) {
 		doc, _ := p[docKey].(map[string]any)
 		list, _ := doc["Statement"].([]any)
@@ -390,7 +397,7 @@ func TestCheckIAMCatchesMissingCondition(t *testing.T) {
 }
 
 func TestCdkNagClean(t *testing.T) {
-	stack, _ := synth(t, testConfig)
+	stack, _ := synthCached(t, testConfig)
 	errs := assertions.Annotations_FromStack(stack.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
 	for _, e := range *errs {
 		t.Errorf("cdk-nag: %s %v", *e.Id, e.Entry.Data)
