@@ -175,7 +175,7 @@ func (r *iamRef) actions(action string) (*iamService, []string, error) {
 	}
 	var out []string
 	for a := range svc.Actions {
-		if globMatch(strings.ToLower(name), strings.ToLower(a)) {
+		if globMatch(name, a, true) {
 			out = append(out, a)
 		}
 	}
@@ -220,13 +220,6 @@ func arnCanMatch(format, resource string) bool {
 		}
 	}
 	return true
-}
-
-// globMatch: glob pattern (with * and ?) matches s.
-func globMatch(pattern, s string) bool {
-	re := regexp.QuoteMeta(pattern)
-	re = strings.NewReplacer(`\*`, ".*", `\?`, ".").Replace(re)
-	return regexp.MustCompile("^" + re + "$").MatchString(s)
 }
 
 // globsIntersect: some string matches both globs (* any run, ? one character).

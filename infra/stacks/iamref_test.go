@@ -90,6 +90,7 @@ func TestIAMReference(t *testing.T) {
 		{"backup default config", defaultConfig(t)},
 		{"backup two policies", testConfig},
 		{"backup with sharing", sharingConfig},
+		{"backup with guardrails", guardConfig},
 		{"recovery", recoveryConfig},
 		{"recovery same Region, existing key", sameRegionRecoveryConfig},
 	} {
