@@ -122,8 +122,8 @@ func TestPrune50kStaysBounded(t *testing.T) {
 				t.Fatalf("dry %v: log line of %d bytes: %.200s", dry, len(line), line)
 			}
 			var rec struct {
-				Msg     string
-				Entries []json.RawMessage
+				Msg             string
+				Entries         []json.RawMessage
 				Failures, Skips []runner.Entry
 			}
 			if err := json.Unmarshal([]byte(line), &rec); err != nil {
