@@ -88,6 +88,13 @@ func TestPrune50kStaysBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		errLen := 0
+		if runErr != nil {
+			errLen = len(runErr.Error())
+		}
+		if len(body) >= lambdaResponseLimit/10 || errLen > 16<<10 {
+			t.Fatalf("dry %v: response %d bytes, error message %d bytes", dry, len(body), errLen)
+		}
 		var resp struct {
 			runner.View
 			PruneCounts struct{ Plan, Keep, Delete int }
@@ -106,13 +113,6 @@ func TestPrune50kStaysBounded(t *testing.T) {
 		if !dry && (resp.Counts.Failed != 1000 || len(resp.FailedByReason) != 1 || resp.FailedByReason[0].Count != 1000 ||
 			!strings.Contains(resp.FailedByReason[0].Reason, "UnauthorizedOperation")) {
 			t.Fatalf("failures in the response: %d, by reason %+v", resp.Counts.Failed, resp.FailedByReason)
-		}
-		errLen := 0
-		if runErr != nil {
-			errLen = len(runErr.Error())
-		}
-		if len(body) >= lambdaResponseLimit/10 || errLen > 16<<10 {
-			t.Fatalf("dry %v: response %d bytes, error message %d bytes", dry, len(body), errLen)
 		}
 
 		longest, planned, failures, skips := 0, 0, map[string]bool{}, map[string]bool{}
