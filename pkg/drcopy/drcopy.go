@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
+	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
 	"github.com/amibackup/amibackup/pkg/retention"
@@ -47,6 +48,8 @@ type Copier struct {
 	Region  string
 	Log     *slog.Logger
 	Metrics *emf.Writer
+	// Margin before the context deadline (default backup.DefaultMargin).
+	Margin time.Duration
 }
 
 // sourceNameRE: the source's tags are invisible to the accounts an image
@@ -66,10 +69,59 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 		srcRegion = c.Region
 	}
 	sum := &runner.Summary{Function: Function, Deployment: c.Config.Deployment, Policy: config.CopyPolicy, Slot: at, Trigger: tags.TriggerSchedule}
-
-	copies, inFlight, err := c.ownCopies(ctx)
+	margin := c.Margin
+	if margin == 0 {
+		margin = backup.DefaultMargin
+	}
+	// Listings and copies run on the work context: a hung or endlessly
+	// retried call is cut off half a margin before the deadline, and the
+	// run still ends with its summary and metrics.
+	wctx, cancel := runner.WorkContext(ctx, margin)
+	defer cancel()
+	sources, copies, inFlight, err := c.list(wctx, srcRegion)
+	if err != nil {
+		c.Log.Error("listing failed; nothing was copied", "error", err.Error(), "code", awsclient.ErrorCode(err))
+		sum.AddFailed(runner.Entry{ID: "listing", Detail: err.Error()})
+		c.finish(ctx, sum, start)
+		return sum, sum.Err()
+	}
+	sum.Selected = len(sources)
+	expired, err := c.expired(sources, copies, at)
 	if err != nil {
 		return nil, err
+	}
+	for i, im := range sources {
+		if wctx.Err() != nil {
+			// Out of time: the next run copies the rest.
+			for _, rest := range sources[i:] {
+				sum.NotReached = append(sum.NotReached, aws.ToString(rest.ImageId))
+			}
+			break
+		}
+		c.copyOne(wctx, im, srcRegion, copies[aws.ToString(im.ImageId)], expired, &inFlight, sum)
+	}
+	c.finish(ctx, sum, start)
+	return sum, sum.Err()
+}
+
+func (c *Copier) finish(ctx context.Context, sum *runner.Summary, start time.Time) {
+	sum.DurationMS = time.Since(start).Milliseconds()
+	if c.Metrics != nil {
+		c.Metrics.Emit(start, map[string]string{"Policy": config.CopyPolicy},
+			emf.Metric{Name: "CopiesStarted", Unit: emf.Count, Value: float64(len(sum.Done))},
+			emf.Metric{Name: "CopiesWaiting", Unit: emf.Count, Value: float64(len(sum.Skipped) + len(sum.NotReached))},
+			emf.Metric{Name: "CopyFailures", Unit: emf.Count, Value: float64(len(sum.Failed))})
+	}
+	sum.Log(ctx, c.Log)
+}
+
+// list returns the source images to consider, this deployment's copies
+// by source image and how many copies are pending.
+func (c *Copier) list(ctx context.Context, srcRegion string) ([]types.Image, map[string]ownCopy, int, error) {
+	r := c.Config.Recovery
+	copies, inFlight, err := c.ownCopies(ctx)
+	if err != nil {
+		return nil, nil, 0, err
 	}
 	var sources []types.Image
 	// EC2 hides deprecated AMIs of other owners unless asked: a source
@@ -81,7 +133,7 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 	for pg.HasMorePages() {
 		page, err := pg.NextPage(ctx, func(o *ec2.Options) { o.Region = srcRegion })
 		if err != nil {
-			return nil, fmt.Errorf("list images shared by %v in %s: %w", r.SourceAccountIDs, srcRegion, err)
+			return nil, nil, 0, fmt.Errorf("list images shared by %v in %s: %w", r.SourceAccountIDs, srcRegion, err)
 		}
 		for _, im := range page.Images {
 			// Another deployment in a source account may share with this
@@ -93,70 +145,61 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 			}
 		}
 	}
-	sum.Selected = len(sources)
-	expired, err := c.expired(sources, copies, at)
-	if err != nil {
-		return nil, err
+	return sources, copies, inFlight, nil
+}
+
+// copyOne copies one source unless it is copied, expired or over the
+// in-flight limit; cp is its existing copy, if any.
+func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, cp ownCopy, expired map[string]string, inFlight *int, sum *runner.Summary) {
+	r := c.Config.Recovery
+	id, owner := aws.ToString(im.ImageId), aws.ToString(im.OwnerId)
+	e := runner.Entry{ID: id, Name: tags.CopyName(c.Config.Deployment, owner, id)}
+	haveCopy := cp.id != ""
+	if haveCopy && cp.state != types.ImageStateFailed {
+		e.ImageID = cp.id
+		sum.AddExisted(e)
+		return
 	}
-	for _, im := range sources {
-		id, owner := aws.ToString(im.ImageId), aws.ToString(im.OwnerId)
-		e := runner.Entry{ID: id, Name: tags.CopyName(owner, id)}
-		cp, haveCopy := copies[id]
-		if haveCopy && cp.state != types.ImageStateFailed {
-			e.ImageID = cp.id
-			sum.AddExisted(e)
-			continue
-		}
-		if why, ok := expired[id]; ok {
-			// The recovery prune would delete this copy at once, and the
-			// next copy run would copy it again: never start that loop.
-			e.Detail = "not copied: recovery.retention would not keep it (" + why + ")"
-			sum.AddSkipped(e)
-			continue
-		}
-		if inFlight >= r.MaxInFlight {
-			e.Detail = fmt.Sprintf("%d copies in flight (limit %d): copied by a later run", inFlight, r.MaxInFlight)
-			sum.AddSkipped(e)
-			continue
-		}
-		if haveCopy {
-			// The failed copy holds the deterministic name: without removing
-			// it the source would never be copied again.
-			if err := c.deregister(ctx, cp.id); err != nil {
-				e.Detail = fmt.Errorf("remove failed copy %s of %s: %w", cp.id, id, err).Error()
-				sum.AddFailed(e)
-				continue
-			}
-			c.Log.Warn("failed copy deregistered; copying again", "source", id, "failedCopy", cp.id)
-		}
-		out, err := c.EC2.CopyImage(ctx, c.copyInput(im, srcRegion))
-		switch {
-		case err == nil:
-			e.ImageID = aws.ToString(out.ImageId)
-			inFlight++
-			sum.AddDone(e)
-			c.Log.Info("copy started", "source", id, "copy", e.ImageID)
-		case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
-			c.duplicate(ctx, &e, sum)
-		case awsclient.ErrorCode(err) == "ResourceLimitExceeded":
-			// Someone else's copies count too: wait for the next run.
-			inFlight = r.MaxInFlight
-			e.Detail = "EC2's concurrent copy limit reached: copied by a later run"
-			sum.AddSkipped(e)
-		default:
-			e.Detail = fmt.Errorf("copy image %s: %w", id, err).Error()
+	if why, ok := expired[id]; ok {
+		// The recovery prune would delete this copy at once, and the
+		// next copy run would copy it again: never start that loop.
+		e.Detail = "not copied: recovery.retention would not keep it (" + why + ")"
+		sum.AddSkipped(e)
+		return
+	}
+	if *inFlight >= r.MaxInFlight {
+		e.Detail = fmt.Sprintf("%d copies in flight (limit %d): copied by a later run", *inFlight, r.MaxInFlight)
+		sum.AddSkipped(e)
+		return
+	}
+	if haveCopy {
+		// The failed copy holds the deterministic name: without removing
+		// it the source would never be copied again.
+		if err := c.deregister(ctx, cp.id); err != nil {
+			e.Detail = fmt.Errorf("remove failed copy %s of %s: %w", cp.id, id, err).Error()
 			sum.AddFailed(e)
+			return
 		}
+		c.Log.Warn("failed copy deregistered; copying again", "source", id, "failedCopy", cp.id)
 	}
-	sum.DurationMS = time.Since(start).Milliseconds()
-	if c.Metrics != nil {
-		c.Metrics.Emit(start, map[string]string{"Policy": config.CopyPolicy},
-			emf.Metric{Name: "CopiesStarted", Unit: emf.Count, Value: float64(len(sum.Done))},
-			emf.Metric{Name: "CopiesWaiting", Unit: emf.Count, Value: float64(len(sum.Skipped))},
-			emf.Metric{Name: "CopyFailures", Unit: emf.Count, Value: float64(len(sum.Failed))})
+	out, err := c.EC2.CopyImage(ctx, c.copyInput(im, srcRegion))
+	switch {
+	case err == nil:
+		e.ImageID = aws.ToString(out.ImageId)
+		*inFlight++
+		sum.AddDone(e)
+		c.Log.Info("copy started", "source", id, "copy", e.ImageID)
+	case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
+		c.duplicate(ctx, &e, sum)
+	case awsclient.ErrorCode(err) == "ResourceLimitExceeded":
+		// Someone else's copies count too: wait for the next run.
+		*inFlight = r.MaxInFlight
+		e.Detail = "EC2's concurrent copy limit reached: copied by a later run"
+		sum.AddSkipped(e)
+	default:
+		e.Detail = fmt.Errorf("copy image %s: %w", id, err).Error()
+		sum.AddFailed(e)
 	}
-	sum.Log(ctx, c.Log)
-	return sum, sum.Err()
 }
 
 // ownCopy is one of this deployment's copies.
@@ -307,7 +350,7 @@ func (c *Copier) copyInput(im types.Image, srcRegion string) *ec2.CopyImageInput
 	in := &ec2.CopyImageInput{
 		SourceImageId: aws.String(id),
 		SourceRegion:  aws.String(srcRegion),
-		Name:          aws.String(tags.CopyName(owner, id)),
+		Name:          aws.String(tags.CopyName(c.Config.Deployment, owner, id)),
 		Description:   aws.String(fmt.Sprintf("amibackup copy of %s from account %s, %s", id, owner, srcRegion)),
 		Encrypted:     aws.Bool(true),
 		// No ClientToken: the SDK generates one per call, so its own retries

@@ -123,15 +123,17 @@ func TestShareAndCopyAcrossAccountsAndRegions(t *testing.T) {
 		t.Errorf("AWS-managed-key image: launch %v, tags %v", bad.LaunchPermissions, bad.Tags)
 	}
 
-	// Duplicate event and repeated sweep: nothing shared twice.
+	// Duplicate event and repeated sweep: nothing shared twice; the image
+	// that cannot be shared fails the sweep again (the alarm keeps firing
+	// until it is fixed), without being tagged again.
 	before := w.env.Sim.Calls()
 	im := imageOf(w.env.Sim, srcAcct, srcRegion, plain)
 	sum, err = w.sharer.Run(ctx, share.Request{ImageIDs: []string{im.ID}, Time: slot})
 	if err != nil || len(sum.Existed) != 1 {
 		t.Fatalf("duplicate event: %v %+v", err, sum)
 	}
-	if _, err := w.sharer.Run(ctx, share.Request{Sweep: true, Time: slot}); err != nil {
-		t.Fatalf("repeated sweep: %v", err)
+	if sum, err := w.sharer.Run(ctx, share.Request{Sweep: true, Time: slot}); err == nil || len(sum.Failed) != 1 || sum.Failed[0].ID != bad.ID {
+		t.Fatalf("repeated sweep: %v, want the AWS-managed-key image failed again", err)
 	}
 	after := w.env.Sim.Calls()
 	for _, a := range []string{"ModifyImageAttribute", "ModifySnapshotAttribute", "CreateTags"} {
@@ -411,7 +413,7 @@ func TestNameTakenByForeignImage(t *testing.T) {
 		{"failed", map[string]string{tags.ManagedBy: "someone-else", tags.Policy: config.CopyPolicy, tags.SourceImage: src.ID}},
 	} {
 		w.env.Sim.ResetCalls()
-		foreign, _ := w.env.Sim.AddImage(ec2sim.ImageSpec{Account: dstAcct, Region: dstRegion, Name: tags.CopyName(srcAcct, src.ID), State: tc.state, Tags: tc.tags})
+		foreign, _ := w.env.Sim.AddImage(ec2sim.ImageSpec{Account: dstAcct, Region: dstRegion, Name: tags.CopyName(w.dst.Deployment, srcAcct, src.ID), State: tc.state, Tags: tc.tags})
 		sum, err := w.copier.Run(ctx, slot)
 		if err == nil || len(sum.Failed) != 1 || len(sum.Existed) != 0 || !strings.Contains(sum.Failed[0].Detail, foreign) ||
 			!strings.Contains(sum.Failed[0].Detail, "does not carry") {
@@ -484,5 +486,91 @@ func TestCopiesOnlyTheSourceDeployment(t *testing.T) {
 	copies := w.env.Sim.Images(dstAcct, dstRegion)
 	if len(copies) != 1 || copies[0].Tags[tags.InstanceID] != ours {
 		t.Fatalf("copies %+v, want one copy of %s's backup", copies, ours)
+	}
+}
+
+// TestTwoRecoveryDeploymentsInOneRegion: two recovery deployments in the
+// same account and Region (e.g. with different retention) copy the same
+// source; each gets its own copy under a name that carries its deployment,
+// and neither reports the other's copy as a name conflict.
+func TestTwoRecoveryDeploymentsInOneRegion(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	ctx := context.Background()
+	w.sharedBackup(t, 2)
+	long := strings.Repeat("dr-long", 9) + "x" // 64 characters, the longest deployment name
+	other := parse(t, `{"deployment":"`+long+`","recovery":{"sourceAccountIds":["111111111111"],"sourceDeployment":"src",
+	  "sourceRegion":"eu-west-1","kmsKeyArn":"`+dstCMK+`","retention":{"last":5}}}`)
+	copiers := []*drcopy.Copier{w.copier, {EC2: w.env.Client(dstAcct, dstRegion), Config: other, Region: dstRegion, Log: quiet}}
+	for run := range 2 {
+		for _, c := range copiers {
+			sum, err := c.Run(ctx, slot.Add(time.Duration(run+1)*time.Hour))
+			if err != nil || len(sum.Failed) != 0 || len(sum.Done)+len(sum.Existed) != 2 || (run == 1) != (len(sum.Existed) == 2) {
+				t.Fatalf("run %d of %s: %v, %+v", run, c.Config.Deployment, err, sum)
+			}
+		}
+		w.env.Sim.CompletePending()
+	}
+	byDeployment := map[string]int{}
+	for _, cp := range w.env.Sim.Images(dstAcct, dstRegion) {
+		dep := cp.Tags[tags.ManagedBy]
+		byDeployment[dep]++
+		if cp.Name != tags.CopyName(dep, srcAcct, cp.SourceImageID) || !tags.ValidImageName(cp.Name) || !strings.Contains(cp.Name, dep) {
+			t.Errorf("copy %s of %s is named %q", cp.ID, dep, cp.Name)
+		}
+	}
+	if byDeployment["dr"] != 2 || byDeployment[long] != 2 {
+		t.Fatalf("copies by deployment %v", byDeployment)
+	}
+}
+
+// TestRecoveryPruneReportsNoGoneInstances: the copies' instances run in
+// the source account and never exist in the recovery account; the recovery
+// prune does not look for them and reports none as gone.
+func TestRecoveryPruneReportsNoGoneInstances(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	ctx := context.Background()
+	w.sharedBackup(t, 3)
+	if _, err := w.copier.Run(ctx, slot.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	w.env.Sim.CompletePending()
+	w.env.Sim.ResetCalls()
+	p := &prune.Pruner{EC2: w.env.Client(dstAcct, dstRegion), Config: w.dst, Log: quiet}
+	sum, err := p.Run(ctx, trigger.Prune{Time: slot.Add(2 * time.Hour), Trigger: tags.TriggerSchedule})
+	if err != nil || len(sum.Plan) != 3 {
+		t.Fatalf("prune: %v, plan %d", err, len(sum.Plan))
+	}
+	for _, e := range sum.Plan {
+		if e.InstanceGone {
+			t.Errorf("copy %s reported as instanceGone", e.ImageID)
+		}
+	}
+	if len(sum.GoneInstances) != 0 {
+		t.Errorf("gone instances %v", sum.GoneInstances)
+	}
+	if n := w.env.Sim.Calls().ByAccount[dstAcct]["DescribeInstances"]; n != 0 {
+		t.Errorf("%d DescribeInstances calls in the recovery account", n)
+	}
+}
+
+// TestHungListingEndsWithSummary: a DescribeImages call that hangs is cut
+// off before the deadline; the copy run ends with its own summary and error.
+func TestHungListingEndsWithSummary(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	w.sharedBackup(t, 1)
+	w.env.Sim.Inject(ec2sim.Fault{Action: "DescribeImages", Delay: time.Hour})
+	var logs strings.Builder
+	c := *w.copier
+	c.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+	c.Margin = 2 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	dl, _ := ctx.Deadline()
+	sum, err := c.Run(ctx, slot)
+	if ended := time.Now(); !ended.Before(dl) {
+		t.Fatalf("run ended %v after the deadline", ended.Sub(dl))
+	}
+	if sum == nil || err == nil || !strings.Contains(err.Error(), "deadline") || !strings.Contains(logs.String(), `"msg":"run summary"`) {
+		t.Fatalf("summary %+v, err %v, logs %s", sum, err, logs.String())
 	}
 }

@@ -1,6 +1,7 @@
 package prune
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -35,8 +36,12 @@ func TestGuard(t *testing.T) {
 		{"undecidable images do not dilute", []*candidate{img("i-1", av, true), img("i-1", av, false), img("i-1", av, false),
 			undecidable(), undecidable(), undecidable()}, "2 of 3 images"},
 		{"empty plan", nil, ""},
+		{"thousands of wiped histories are named ten", wipedHistories(3000), "and 2990 more (3000 instances)"},
 	}
 	for _, tt := range tests {
+		if got := guard(tt.plan, 0.5); len(got) > 1000 {
+			t.Errorf("%s: reason of %d bytes: it is part of the response, the log line and the error", tt.name, len(got))
+		}
 		t.Run(tt.name, func(t *testing.T) {
 			got := guard(tt.plan, 0.5)
 			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
@@ -44,4 +49,14 @@ func TestGuard(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wipedHistories is a plan deleting the one image of each of n instances.
+func wipedHistories(n int) []*candidate {
+	var plan []*candidate
+	for i := range n {
+		id := fmt.Sprintf("i-%017x", i)
+		plan = append(plan, &candidate{entry: PlanEntry{ImageID: "ami-" + id[2:], InstanceID: id, Policy: "nightly", State: string(retention.Available)}})
+	}
+	return plan
 }

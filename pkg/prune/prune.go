@@ -7,6 +7,7 @@ package prune
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -119,11 +120,23 @@ func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
 	sum := &Summary{Summary: runner.Summary{Function: Function, Deployment: p.Config.Deployment, Policy: req.Policy,
 		Trigger: req.Trigger, Slot: req.Time, DryRun: req.DryRun}}
 	log := p.Log.With("policy", req.Policy, "time", tags.FormatTime(req.Time), "dryRun", req.DryRun, "force", req.Force)
+	margin := p.Margin
+	if margin == 0 {
+		margin = backup.DefaultMargin
+	}
 
-	cands, live, err := p.list(ctx, req.Policy)
+	// The listings run on the work context: a hung or endlessly retried
+	// DescribeImages/DescribeInstances is cut off half a margin before the
+	// deadline, so the run still logs its summary and emits its metrics
+	// instead of ending in "Task timed out".
+	lctx, cancel := runner.WorkContext(ctx, margin)
+	cands, live, err := p.list(lctx, req.Policy)
+	cancel()
 	if err != nil {
 		log.Error("listing failed; nothing was deleted", "error", err.Error(), "code", awsclient.ErrorCode(err))
-		return nil, err
+		sum.AddFailed(runner.Entry{ID: "listing", Detail: err.Error() + "; nothing was deleted"})
+		p.finish(ctx, log, sum, start)
+		return sum, sum.Err()
 	}
 	sum.Selected = len(cands)
 	plan, err := p.plan(cands, live, req, sum)
@@ -138,18 +151,24 @@ func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
 		}
 	}
 	if reason := guard(plan, p.Config.Prune.MaxDeleteShare); reason != "" {
-		if req.Force {
+		switch {
+		case req.Force:
 			sum.Warn("blast-radius guard overridden by force: %s", reason)
-		} else {
-			sum.Blocked = reason + "; nothing was deleted. Check the retention configuration, or send a manual \"Prune Requested\" event with \"force\": true"
+		case req.DryRun:
+			// A dry run is the preview an operator asks for exactly when the
+			// guard blocks: it answers with the whole plan and says why the
+			// real run would be blocked, without failing (no alarm, no retry).
+			sum.Blocked = "a real run would be blocked: " + reason + "; it would delete nothing and fail (alarm PruneBlocked). " +
+				"Check the retention configuration and prune.maxDeleteShare, or send a manual \"Prune Requested\" event with \"force\": true to delete this plan"
+			sum.Warn("a real run would be blocked by the blast-radius guard: %s", reason)
+			log.Warn("dry run: the blast-radius guard would block the real run", "reason", reason)
+		default:
+			sum.Blocked = reason + "; nothing was deleted. Preview the whole plan with a manual \"Prune Requested\" event with \"dryRun\": true, " +
+				"then check the retention configuration and prune.maxDeleteShare, or send \"force\": true to delete it"
 			log.Error("prune blocked by the blast-radius guard", "reason", reason)
 			p.finish(ctx, log, sum, start)
 			return sum, fmt.Errorf("prune: %s", sum.Blocked)
 		}
-	}
-	margin := p.Margin
-	if margin == 0 {
-		margin = backup.DefaultMargin
 	}
 	if req.DryRun {
 		for _, c := range toDelete {
@@ -214,16 +233,91 @@ func (p *Pruner) finish(ctx context.Context, log *slog.Logger, sum *Summary, sta
 	}
 	sum.Log(ctx, log)
 	log.Info("prune result", "kept", kept, "delete", len(sum.Plan)-kept, "orphansDeleted", len(sum.OrphansDeleted),
-		"snapshotsNotDeleted", sum.SnapshotsNotDeleted, "blocked", sum.Blocked)
+		"snapshotsNotDeleted", len(sum.SnapshotsNotDeleted), "snapshotsNotDeletedSample", runner.CapEntries(sum.SnapshotsNotDeleted, runner.MaxEntries),
+		"goneInstances", len(sum.GoneInstances), "goneInstancesSample", runner.CapIDs(sum.GoneInstances, runner.MaxIDs),
+		"blocked", sum.Blocked)
 	// The full plan goes to the log in pages: a CloudWatch Logs event holds
-	// at most 256 KiB, and a 10,000-image plan is megabytes.
+	// at most 256 KiB, and a 10,000-image plan is megabytes. The response
+	// holds only a sample (MarshalJSON).
 	for page := range slices.Chunk(sum.Plan, planPage) {
 		log.Info("prune plan", "entries", page)
 	}
+	for page := range slices.Chunk(sum.OrphansDeleted, runner.LogPage) {
+		log.Info("prune orphan snapshots", "entries", page)
+	}
 }
 
-// planPage entries (about 300 bytes each) keep a plan log line far below 256 KiB.
-const planPage = 200
+// planPage entries (about 300 bytes each, at most about 900 with a long
+// undecidable reason) keep a plan log line far below 256 KiB.
+const planPage = 100
+
+// MaxPlanEntries is how many plan entries the returned summary holds;
+// deletions come first when the plan is longer (the full plan is in the log).
+const MaxPlanEntries = 100
+
+// Counts are the exact sizes of prune's own lists in the returned summary.
+type Counts struct {
+	Plan                int `json:"plan"`
+	Keep                int `json:"keep"`
+	Delete              int `json:"delete"`
+	OrphansDeleted      int `json:"orphanSnapshotsDeleted"`
+	SnapshotsNotDeleted int `json:"snapshotsNotDeleted"`
+	DeprecationsSet     int `json:"deprecationsSet"`
+	GoneInstances       int `json:"goneInstances"`
+}
+
+// MarshalJSON writes the bounded summary Lambda returns: runner's view
+// (counts, first entries, counts by reason) plus a plan sample and prune's
+// counts. A prune over any history stays far below Lambda's 6 MB response
+// limit; the full plan is logged in "prune plan" pages.
+func (s *Summary) MarshalJSON() ([]byte, error) {
+	v := s.Summary.View()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := Counts{Plan: len(s.Plan), OrphansDeleted: len(s.OrphansDeleted), SnapshotsNotDeleted: len(s.SnapshotsNotDeleted),
+		DeprecationsSet: len(s.DeprecationsSet), GoneInstances: len(s.GoneInstances)}
+	for _, e := range s.Plan {
+		if e.Keep {
+			c.Keep++
+		}
+	}
+	c.Delete = c.Plan - c.Keep
+	v.Truncated = v.Truncated || c.Plan > MaxPlanEntries || c.OrphansDeleted > runner.MaxEntries ||
+		c.SnapshotsNotDeleted > runner.MaxEntries || c.DeprecationsSet > runner.MaxIDs || c.GoneInstances > runner.MaxIDs
+	return json.Marshal(struct {
+		runner.View
+		PruneCounts         Counts         `json:"pruneCounts"`
+		Plan                []PlanEntry    `json:"plan"`
+		OrphansDeleted      []runner.Entry `json:"orphanSnapshotsDeleted"`
+		SnapshotsNotDeleted []runner.Entry `json:"snapshotsNotDeleted"`
+		DeprecationsSet     []string       `json:"deprecationsSet"`
+		GoneInstances       []string       `json:"goneInstances"`
+		Blocked             string         `json:"blocked,omitempty"`
+	}{v, c, planSample(s.Plan, MaxPlanEntries), runner.CapEntries(s.OrphansDeleted, runner.MaxEntries),
+		runner.CapEntries(s.SnapshotsNotDeleted, runner.MaxEntries), runner.CapIDs(s.DeprecationsSet, runner.MaxIDs),
+		runner.CapIDs(s.GoneInstances, runner.MaxIDs), s.Blocked})
+}
+
+// planSample returns the plan if it has at most n entries, else n entries:
+// the deletions first (what an operator checks in a dry run), then kept
+// images, each in plan order.
+func planSample(plan []PlanEntry, n int) []PlanEntry {
+	if len(plan) <= n {
+		return slices.Clone(plan)
+	}
+	out := make([]PlanEntry, 0, n)
+	for _, keep := range []bool{false, true} {
+		for _, e := range plan {
+			if len(out) == n {
+				return out
+			}
+			if e.Keep == keep {
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
 
 // list returns the candidates and which of their instances still exist.
 func (p *Pruner) list(ctx context.Context, policy string) ([]*candidate, map[string]bool, error) {
@@ -284,11 +378,12 @@ func (p *Pruner) listImages(ctx context.Context, policy string) ([]*candidate, e
 }
 
 // liveInstances returns the IDs of the candidates' instances that still
-// exist (any state except terminated).
+// exist (any state except terminated). Recovery copies are left out: their
+// instances run in the source account, which this account cannot see.
 func (p *Pruner) liveInstances(ctx context.Context, cands []*candidate) (map[string]bool, error) {
 	var ids []string
 	for _, c := range cands {
-		if c.entry.InstanceID != "" && !slices.Contains(ids, c.entry.InstanceID) {
+		if tracksInstance(c.entry.Policy) && c.entry.InstanceID != "" && !slices.Contains(ids, c.entry.InstanceID) {
 			ids = append(ids, c.entry.InstanceID)
 		}
 	}
@@ -327,6 +422,11 @@ func (p *Pruner) rulesFor(policy string) (retention.Rules, *config.Policy, error
 }
 
 var errUnknownPolicy = errors.New("unknown policy")
+
+// tracksInstance says whether images of the policy can tell that their
+// instance is gone: a recovery copy's instance lives in the source account
+// and never exists in the recovery account, so it is never "gone" there.
+func tracksInstance(policy string) bool { return policy != config.CopyPolicy }
 
 // plan decides for every candidate. Images of policies not in the
 // configuration are kept: prune never deletes what it cannot reason about.
@@ -373,7 +473,7 @@ func (p *Pruner) plan(cands []*candidate, live map[string]bool, req trigger.Prun
 		for _, d := range retention.Evaluate(images, rules, req.Time).Decisions {
 			c := byID[d.Image.ID]
 			c.entry.Keep, c.entry.Reasons = d.Keep, d.Reasons
-			if c.entry.InstanceID != "" && !live[c.entry.InstanceID] {
+			if tracksInstance(policy) && c.entry.InstanceID != "" && !live[c.entry.InstanceID] {
 				c.entry.InstanceGone = true
 				gone[c.entry.InstanceID] = true
 			}
@@ -420,13 +520,21 @@ func guard(plan []*candidate, maxShare float64) string {
 	slices.Sort(wiped)
 	switch {
 	case len(wiped) > 0:
-		return fmt.Sprintf("the plan would delete the whole history of %s", strings.Join(wiped, ", "))
+		// Bounded: the reason is part of the response, the log and the error.
+		names := strings.Join(wiped[:min(len(wiped), maxWipedNamed)], ", ")
+		if len(wiped) > maxWipedNamed {
+			names += fmt.Sprintf(" and %d more (%d instances)", len(wiped)-maxWipedNamed, len(wiped))
+		}
+		return fmt.Sprintf("the plan would delete the whole history of %s", names)
 	case total > 0 && float64(del)/float64(total) > maxShare:
 		return fmt.Sprintf("the plan would delete %d of %d images (%.0f%%), more than prune.maxDeleteShare %.0f%%",
 			del, total, 100*float64(del)/float64(total), 100*maxShare)
 	}
 	return ""
 }
+
+// maxWipedNamed is how many policy/instance histories the guard's reason names.
+const maxWipedNamed = 10
 
 func (p *Pruner) deleteImage(ctx context.Context, log *slog.Logger, c *candidate, sum *Summary) {
 	e := runner.Entry{ID: c.entry.ImageID, ImageID: c.entry.ImageID, Name: c.entry.Name, Detail: strings.Join(c.entry.Reasons, "; ")}
@@ -481,8 +589,10 @@ func (p *Pruner) sweepOrphans(ctx context.Context, log *slog.Logger, req trigger
 	grace := p.Config.Prune.OrphanGrace.D()
 	pg := ec2.NewDescribeSnapshotsPaginator(p.EC2, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: filters, MaxResults: aws.Int32(1000)})
 	var orphans []types.Snapshot
+	lctx, cancel := runner.WorkContext(ctx, margin)
+	defer cancel()
 	for pg.HasMorePages() {
-		page, err := pg.NextPage(ctx)
+		page, err := pg.NextPage(lctx)
 		if err != nil {
 			return fmt.Errorf("list snapshots of deployment %s: %w", p.Config.Deployment, err)
 		}

@@ -2,7 +2,9 @@
 // accounts (launch permission for accounts, organizations and OUs; create-
 // volume permission on the snapshots for accounts that copy them). Images
 // whose snapshots use the AWS-managed EBS key cannot be shared: they are
-// tagged amibackup:share=error with the fix, and the run fails so it alarms.
+// tagged amibackup:share=error with the fix, and every run that finds such
+// an image fails (ShareErrors) until it is shared or gone: the tag records
+// the problem for the console, it never silences it.
 package share
 
 import (
@@ -20,6 +22,7 @@ import (
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
+	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
 	"github.com/amibackup/amibackup/pkg/runner"
@@ -63,6 +66,8 @@ type Sharer struct {
 	Config  *config.Config
 	Log     *slog.Logger
 	Metrics *emf.Writer
+	// Margin before the context deadline (default backup.DefaultMargin).
+	Margin time.Duration
 
 	mu   sync.Mutex
 	keys map[string]bool // key ARN -> AWS-managed
@@ -79,13 +84,26 @@ func (s *Sharer) Run(ctx context.Context, req Request) (*runner.Summary, error) 
 	if req.Sweep {
 		sum.Trigger = "sweep"
 	}
-	images, err := s.candidates(ctx, req, sum)
+	margin := s.Margin
+	if margin == 0 {
+		margin = backup.DefaultMargin
+	}
+	// The listing runs on the work context and the images through
+	// runner.ForEach: a hung or slow EC2 is cut off before the deadline and
+	// the run still ends with its summary and metrics.
+	lctx, cancel := runner.WorkContext(ctx, margin)
+	images, err := s.candidates(lctx, req, sum)
+	cancel()
 	if err != nil {
-		return nil, err
+		s.Log.Error("listing failed; nothing was shared", "error", err.Error(), "code", awsclient.ErrorCode(err))
+		sum.AddFailed(runner.Entry{ID: "listing", Detail: err.Error()})
 	}
 	sum.Selected = len(images)
-	for _, im := range images {
+	left := runner.ForEach(ctx, images, s.Config.Concurrency, margin, func(ctx context.Context, im types.Image) {
 		s.shareOne(ctx, im, sh, sum)
+	})
+	for _, im := range left {
+		sum.NotReached = append(sum.NotReached, aws.ToString(im.ImageId))
 	}
 	sum.DurationMS = time.Since(start).Milliseconds()
 	if s.Metrics != nil {
@@ -132,9 +150,12 @@ func (s *Sharer) candidates(ctx context.Context, req Request, sum *runner.Summar
 				sum.AddSkipped(runner.Entry{ID: id, Detail: "image is " + string(im.State) + ": shared once available"})
 			case t[tags.Share] == tags.ShareDone:
 				sum.AddExisted(runner.Entry{ID: id, ImageID: id, Detail: "already shared"})
-			case t[tags.Share] == tags.ShareError && req.Sweep:
-				// Reported when it was found; the sweep does not alarm again every hour.
 			default:
+				// Images tagged share=error are checked again on every run:
+				// each run fails while one cannot be shared (the README
+				// promises it, and the alarm must not go quiet after the
+				// first hour), and one whose problem was fixed (a key that
+				// KMS could not describe, a permission) is shared now.
 				out = append(out, im)
 			}
 		}
@@ -151,6 +172,7 @@ func (s *Sharer) shareOne(ctx context.Context, im types.Image, sh *config.Sharin
 			snaps = append(snaps, *b.Ebs.SnapshotId)
 		}
 	}
+	t := awsclient.TagMap(im.Tags)
 	if bad, err := s.awsManagedSnapshot(ctx, snaps); err != nil {
 		e.Detail = err.Error()
 		sum.AddFailed(e)
@@ -158,7 +180,11 @@ func (s *Sharer) shareOne(ctx context.Context, im types.Image, sh *config.Sharin
 	} else if bad != "" {
 		msg := fmt.Sprintf("image %s not shared: snapshot %s: %s", id, bad, Fix)
 		s.Log.Error("image cannot be shared", "image", id, "snapshot", bad, "fix", Fix)
-		s.tag(ctx, id, tags.ShareError, "snapshot "+bad+" uses the AWS-managed key; re-encrypt volumes with a customer-managed key")
+		why := "snapshot " + bad + " uses the AWS-managed key; re-encrypt volumes with a customer-managed key"
+		if t[tags.Share] != tags.ShareError || t[tags.ShareMessage] != why {
+			// Tagged once; later runs report it again without re-tagging.
+			s.tag(ctx, id, tags.ShareError, why)
+		}
 		e.Detail = msg
 		sum.AddFailed(e)
 		return
@@ -195,15 +221,21 @@ func (s *Sharer) shareOne(ctx context.Context, im types.Image, sh *config.Sharin
 		sum.AddFailed(e)
 		return
 	}
-	s.tag(ctx, id, tags.ShareDone, "")
+	s.tag(ctx, id, tags.ShareDone, t[tags.ShareMessage])
 	e.Detail = fmt.Sprintf("shared with %d accounts, %d organizations/OUs", len(sh.AccountIDs), len(sh.OrganizationARNs)+len(sh.OrganizationalUnitARNs))
 	sum.AddDone(e)
 	s.Log.Info("image shared", "image", id)
 }
 
+// tag records the share state. For done, msg is the image's current
+// share-error message: a non-empty one is cleared (set to ""), so a fixed
+// image does not keep showing an old error in the console.
 func (s *Sharer) tag(ctx context.Context, id, state, msg string) {
 	t := []types.Tag{{Key: aws.String(tags.Share), Value: aws.String(state)}}
-	if msg != "" {
+	switch {
+	case state == tags.ShareDone && msg != "":
+		t = append(t, types.Tag{Key: aws.String(tags.ShareMessage), Value: aws.String("")})
+	case state != tags.ShareDone && msg != "":
 		t = append(t, types.Tag{Key: aws.String(tags.ShareMessage), Value: aws.String(msg)})
 	}
 	if _, err := s.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: t}); err != nil {

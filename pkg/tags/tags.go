@@ -64,9 +64,15 @@ func DescribesDeployment(description, deployment string) bool {
 	return strings.HasPrefix(description, descPrefix+deployment+":")
 }
 
-// CopyName is the deterministic name of a recovery copy of a source image.
-func CopyName(sourceAccount, sourceImageID string) string {
-	return fmt.Sprintf("amibackup-copy-%s-%s", sourceAccount, sourceImageID)
+// CopyName is the deterministic name of a recovery deployment's copy of a
+// source image. It names the recovery deployment: AMI names are unique per
+// account and Region, and two recovery deployments there (e.g. with other
+// retention) may copy the same source. At most 15+64+1+12+1+21 = 114 of
+// EC2's 128 characters (deployment names are 1-64 of A-Z a-z 0-9 -, all
+// allowed in AMI names); it ends in the image ID, so it never matches the
+// source-name pattern amibackup-<policy>-<instance>-<slot>.
+func CopyName(deployment, sourceAccount, sourceImageID string) string {
+	return fmt.Sprintf("amibackup-copy-%s-%s-%s", deployment, sourceAccount, sourceImageID)
 }
 
 var instanceIDRE = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)

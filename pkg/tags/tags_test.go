@@ -32,8 +32,10 @@ func TestImageNameIsDeterministicAndValid(t *testing.T) {
 			t.Errorf("%q is not a valid AMI name", got)
 		}
 	}
-	if !ValidImageName(CopyName("111111111111", "ami-0123456789abcdef0")) {
-		t.Error("copy name invalid")
+	for _, dep := range []string{"d", "dr-eu", strings.Repeat("D-9", 21) + "x"} { // 1 to 64 characters
+		if n := CopyName(dep, "111111111111", "ami-0123456789abcdef0"); !ValidImageName(n) || !strings.Contains(n, dep) {
+			t.Errorf("copy name %q (%d characters) invalid", n, len(n))
+		}
 	}
 }
 
