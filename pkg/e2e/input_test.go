@@ -105,7 +105,7 @@ func TestInputRejectedUnderRIE(t *testing.T) {
 		"backup": {
 			{"instanceIds null", manual(`{"policy":"nightly","instanceIds":null}`), "event.detail.instanceIds: is null"},
 			{"dryRun null", manual(`{"policy":"nightly","instanceIds":["i-0123456789abcdef0"],"dryRun":null}`), "event.detail.dryRun: is null"},
-			{"manual request then garbage", manual(`{"policy":"nightly"}`) + ` garbage`, "input: trailing data"},
+			{"manual request then garbage", manual(`{"policy":"nightly"}`) + ` garbage`, "input: invalid JSON: trailing data"},
 		},
 		"prune": {
 			{"policy null", prune(`{"policy":null}`), "event.detail.policy: is null"},
@@ -117,8 +117,8 @@ func TestInputRejectedUnderRIE(t *testing.T) {
 	}
 	for fn, ok := range valid {
 		cases[fn] = append(cases[fn],
-			bad{"trailing data", ok + ` garbage`, `input: trailing data after the JSON object ("garbage")`},
-			bad{"second JSON object", ok + ` {"force":true,"policy":"nightly","instanceIds":["i-0123456789abcdef0"]}`, "input: trailing data after the JSON object"},
+			bad{"trailing data", ok + ` garbage`, `input: invalid JSON: trailing data after the JSON object ("garbage")`},
+			bad{"second JSON object", ok + ` {"force":true,"policy":"nightly","instanceIds":["i-0123456789abcdef0"]}`, "input: invalid JSON: trailing data after the JSON object"},
 			bad{"empty payload", ``, "input: is empty: a JSON object is required"},
 		)
 	}
@@ -126,6 +126,7 @@ func TestInputRejectedUnderRIE(t *testing.T) {
 	for _, fn := range []string{"backup", "prune", "share", "copy"} {
 		for _, c := range cases[fn] {
 			t.Run(fn+"/"+c.name, func(t *testing.T) {
+				h.Sim.ResetCalls()
 				_, _, err := fns[fn].Invoke(ctx, []byte(c.payload))
 				var fe *localrun.FunctionError
 				if !errors.As(err, &fe) {

@@ -10,7 +10,7 @@ import (
 func TestDecodeOneTrailing(t *testing.T) {
 	for _, in := range []string{`{"a":1}}`, `{"a":1}]`, `{"a":1} 1`, `{"a":1}{}`} {
 		var v map[string]any
-		if err := decodeOne([]byte(in), &v, "x", false); err == nil || !strings.Contains(err.Error(), "x: trailing data") {
+		if err := decodeOne([]byte(in), &v, "x", false); err == nil || !strings.Contains(err.Error(), "x: invalid JSON: trailing data") {
 			t.Errorf("%s: %v", in, err)
 		}
 		if err := strictDecode([]byte(in), &v, "x"); err == nil {

@@ -42,13 +42,13 @@ func TestWholePayload(t *testing.T) {
 			t.Errorf("%s: surrounding whitespace rejected: %v", fn, err)
 		}
 		tests := []struct{ name, in, want string }{
-			{"trailing garbage", ok + ` garbage`, `input: trailing data after the JSON object ("garbage")`},
-			{"second object", ok + ` {"force":true}`, "input: trailing data after the JSON object"},
-			{"same object twice", ok + ok, "input: trailing data after the JSON object"},
-			{"stray brace", ok + `}`, "input: trailing data after the JSON object"},
+			{"trailing garbage", ok + ` garbage`, `input: invalid JSON: trailing data after the JSON object ("garbage")`},
+			{"second object", ok + ` {"force":true}`, "input: invalid JSON: trailing data after the JSON object"},
+			{"same object twice", ok + ok, "input: invalid JSON: trailing data after the JSON object"},
+			{"stray brace", ok + `}`, "input: invalid JSON: trailing data after the JSON object"},
 			{"empty", ``, "input: is empty: a JSON object is required"},
 			{"whitespace only", " \n\t", "input: is empty"},
-			{"vertical tab is not JSON space", ok + "\v", "input: trailing data"},
+			{"vertical tab is not JSON space", ok + "\v", "input: invalid JSON: trailing data"},
 		}
 		for _, tt := range tests {
 			err := parse([]byte(tt.in))
@@ -59,8 +59,8 @@ func TestWholePayload(t *testing.T) {
 	}
 	// The same through an event envelope and through our detail.
 	for _, tt := range []struct{ name, in, want string }{
-		{"event trailing data", ev("Backup Requested", "amibackup", `{"policy":"nightly"}`) + ` x`, "input: trailing data"},
-		{"event second event", ev("Backup Requested", "amibackup", `{"policy":"nightly"}`) + ev("Backup Requested", "amibackup", `{"policy":"nightly"}`), "input: trailing data"},
+		{"event trailing data", ev("Backup Requested", "amibackup", `{"policy":"nightly"}`) + ` x`, "input: invalid JSON: trailing data"},
+		{"event second event", ev("Backup Requested", "amibackup", `{"policy":"nightly"}`) + ev("Backup Requested", "amibackup", `{"policy":"nightly"}`), "input: invalid JSON: trailing data"},
 	} {
 		if err := ps["backup"]([]byte(tt.in)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %v, want %q", tt.name, err, tt.want)
@@ -102,6 +102,8 @@ func TestNullNeverWidens(t *testing.T) {
 		// Duplicate keys: encoding/json keeps the last one, case-insensitively.
 		{"backup dryRun twice", backup, ev("Backup Requested", "amibackup", `{"policy":"nightly","dryRun":true,"DryRun":false}`),
 			`event.detail.DryRun: is given more than once (also as "dryRun")`},
+		{"instanceIds twice, Unicode-folded", backup, ev("Backup Requested", "amibackup", `{"policy":"nightly","instanceIds":["i-0123456789abcdef0"],"instanceIdſ":["i-0123456789abcdef1"]}`),
+			"event.detail.instanceIdſ: is given more than once"},
 		{"prune policy twice", prune, `{"policy":"nightly","policy":"eu-nightly","time":"2026-11-24T03:00:00Z"}`, "input.policy: is given more than once"},
 	}
 	for _, tt := range tests {

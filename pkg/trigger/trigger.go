@@ -103,7 +103,7 @@ func decodeOne(raw []byte, v any, what string, strict bool) error {
 	}
 	// dec.More() misses a trailing '}' or ']': look at the rest instead.
 	if rest := trimJSONSpace(raw[dec.InputOffset():]); len(rest) > 0 {
-		return fmt.Errorf("%s: trailing data after the JSON object (%s): send exactly one JSON object", what, excerpt(rest))
+		return fmt.Errorf("%s: invalid JSON: trailing data after the JSON object (%s): send exactly one JSON object", what, excerpt(rest))
 	}
 	return nil
 }
@@ -157,10 +157,13 @@ func checkKeys(raw []byte, what string) error {
 		if err := dec.Decode(&val); err != nil {
 			return fmt.Errorf("%s: invalid JSON: %w", what, err)
 		}
-		if prev, dup := seen[strings.ToLower(key)]; dup {
+		// encoding/json matches keys case-insensitively, with Unicode
+		// folding ("ſ" matches "s", the Kelvin sign "k"): fold the same way.
+		fold := strings.ToLower(strings.ToUpper(key))
+		if prev, dup := seen[fold]; dup {
 			return fmt.Errorf("%s.%s: is given more than once (also as %q): give each field once", what, key, prev)
 		}
-		seen[strings.ToLower(key)] = key
+		seen[fold] = key
 		if string(val) == "null" {
 			hint, ok := nullHints[key]
 			if !ok {
