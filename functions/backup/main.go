@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
@@ -13,15 +12,17 @@ import (
 
 	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/coldstart"
+	"github.com/amibackup/amibackup/pkg/invoke"
 	"github.com/amibackup/amibackup/pkg/runner"
 )
 
 func main() {
 	env := coldstart.Must(coldstart.Init(context.Background(), backup.Function, nil, lambdacontext.NewLogHandler()))
 	client := ec2.NewFromConfig(env.AWS)
-	lambda.Start(func(ctx context.Context, raw json.RawMessage) (*runner.Summary, error) {
+	// A lambda.Handler gets the payload as received (see pkg/invoke).
+	lambda.Start(lambda.Handler(invoke.Func[*runner.Summary](func(ctx context.Context, raw []byte) (*runner.Summary, error) {
 		log := env.Logger(ctx)
 		b := &backup.Backuper{EC2: client, Config: env.Config, Log: log, Metrics: env.Metrics}
 		return b.Handle(ctx, raw)
-	})
+	})))
 }

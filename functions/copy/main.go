@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -14,11 +13,10 @@ import (
 	"github.com/amibackup/amibackup/pkg/coldstart"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/drcopy"
+	"github.com/amibackup/amibackup/pkg/invoke"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/trigger"
 )
-
-var errNotSweep = errors.New("input: the copy function takes only its Scheduler input {\"sweep\": true, \"time\": \"<aws.scheduler.scheduled-time>\"}")
 
 func main() {
 	env := coldstart.Must(coldstart.Init(context.Background(), drcopy.Function, func(c *config.Config) error {
@@ -28,17 +26,15 @@ func main() {
 		return nil
 	}, lambdacontext.NewLogHandler()))
 	client := ec2.NewFromConfig(env.AWS)
-	lambda.Start(func(ctx context.Context, raw json.RawMessage) (*runner.Summary, error) {
+	// A lambda.Handler gets the payload as received (see pkg/invoke).
+	lambda.Start(lambda.Handler(invoke.Func[*runner.Summary](func(ctx context.Context, raw []byte) (*runner.Summary, error) {
 		log := env.Logger(ctx)
-		req, err := trigger.ParseShare(raw)
-		if err == nil && !req.Sweep {
-			err = errNotSweep
-		}
+		at, err := trigger.ParseCopy(raw)
 		if err != nil {
 			log.Error("rejected input; nothing was copied", "error", err.Error())
 			return nil, err
 		}
 		c := &drcopy.Copier{EC2: client, Config: env.Config, Region: env.AWS.Region, Log: log, Metrics: env.Metrics}
-		return c.Run(ctx, req.Time)
-	})
+		return c.Run(ctx, at)
+	})))
 }

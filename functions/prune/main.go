@@ -5,22 +5,23 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/amibackup/amibackup/pkg/coldstart"
+	"github.com/amibackup/amibackup/pkg/invoke"
 	"github.com/amibackup/amibackup/pkg/prune"
 )
 
 func main() {
 	env := coldstart.Must(coldstart.Init(context.Background(), prune.Function, nil, lambdacontext.NewLogHandler()))
 	client := ec2.NewFromConfig(env.AWS)
-	lambda.Start(func(ctx context.Context, raw json.RawMessage) (*prune.Summary, error) {
+	// A lambda.Handler gets the payload as received (see pkg/invoke).
+	lambda.Start(lambda.Handler(invoke.Func[*prune.Summary](func(ctx context.Context, raw []byte) (*prune.Summary, error) {
 		log := env.Logger(ctx)
 		p := &prune.Pruner{EC2: client, Config: env.Config, Log: log, Metrics: env.Metrics}
 		return p.Handle(ctx, raw)
-	})
+	})))
 }

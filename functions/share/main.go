@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/amibackup/amibackup/pkg/coldstart"
 	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/invoke"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/share"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -27,7 +27,8 @@ func main() {
 		return nil
 	}, lambdacontext.NewLogHandler()))
 	ec2Client, kmsClient := ec2.NewFromConfig(env.AWS), kms.NewFromConfig(env.AWS)
-	lambda.Start(func(ctx context.Context, raw json.RawMessage) (*runner.Summary, error) {
+	// A lambda.Handler gets the payload as received (see pkg/invoke).
+	lambda.Start(lambda.Handler(invoke.Func[*runner.Summary](func(ctx context.Context, raw []byte) (*runner.Summary, error) {
 		log := env.Logger(ctx)
 		req, err := trigger.ParseShare(raw)
 		if err != nil {
@@ -40,5 +41,5 @@ func main() {
 		}
 		s := &share.Sharer{EC2: ec2Client, KMS: kmsClient, Config: env.Config, Log: log, Metrics: env.Metrics}
 		return s.Run(ctx, share.Request{ImageIDs: req.ImageIDs, Sweep: req.Sweep, Time: req.Time})
-	})
+	})))
 }

@@ -158,7 +158,8 @@ type Recovery struct {
 	SourceRegion string `json:"sourceRegion,omitempty"`
 	// KMSKeyARN used to re-encrypt copies; when empty the stack creates a key.
 	KMSKeyARN string `json:"kmsKeyArn,omitempty"`
-	// MaxInFlight copies pending at once; default 20 (EC2's limit), 1-20.
+	// MaxInFlight copies pending at once; default 20, allowed 1-100
+	// (MaxInFlightLimit).
 	MaxInFlight int `json:"maxInFlight,omitempty"`
 	// Schedule of copy runs; default every hour.
 	Schedule *Schedule `json:"schedule,omitempty"`
@@ -173,8 +174,15 @@ const (
 	DefaultOrphanGrace      = 24 * time.Hour
 	DefaultRecycleBinDays   = 7
 	DefaultLogRetentionDays = 30
-	DefaultMaxInFlight      = 20
-	DefaultTimeZone         = "UTC"
+	// DefaultMaxInFlight stays well below the documented limit: older EC2
+	// pages say 50 and snapshot-copy errors in the wild say 5 or 20; the
+	// copy function treats ResourceLimitExceeded as "later", never failure.
+	DefaultMaxInFlight = 20
+	// MaxInFlightLimit is the EC2 user guide's limit on concurrent AMI copies
+	// per destination Region ("Copy an AMI": 100 concurrent copies); a
+	// larger maxInFlight could never be in flight at once.
+	MaxInFlightLimit = 100
+	DefaultTimeZone  = "UTC"
 	// CopyPolicy is the policy name prune uses for a recovery deployment's copies.
 	CopyPolicy = "copy"
 )
@@ -189,8 +197,9 @@ func Parse(data []byte, deploymentDefault string) (*Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, decodeError(data, err)
 	}
-	if dec.More() {
-		return nil, errors.New("config: trailing data after the JSON document")
+	// dec.More() misses a trailing '}' or ']': look at the rest instead.
+	if rest := bytes.Trim(data[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+		return nil, errors.New("config: trailing data after the JSON document: the configuration is one JSON object")
 	}
 	if c.Deployment == "" {
 		c.Deployment = deploymentDefault
@@ -431,6 +440,11 @@ func (c *Config) Validate() error {
 		if s.KMSKeyARN != "" && s.CreateKey {
 			add("sharing.createKey", "cannot be combined with kmsKeyArn: use an existing key or create one, not both")
 		}
+		if n := s.SharedKeyPolicyBound(); n > MaxKeyPolicyBytes {
+			add("sharing", "the created key's policy would need up to %d bytes for %d accounts, %d organizations and %d OUs, over KMS's %d-byte key policy limit: "+
+				"share with fewer accounts (each takes up to %d bytes; organizationArns or organizationalUnitArns cover many accounts in one entry), or use an existing key (kmsKeyArn) whose policy you manage",
+				n, len(s.AccountIDs), len(s.OrganizationARNs), len(s.OrganizationalUnitARNs), MaxKeyPolicyBytes, keyPolicyPerAccountBytes)
+		}
 		if s.Sweep != nil {
 			validateSchedule(add, "sharing.sweep", *s.Sweep)
 		}
@@ -453,8 +467,8 @@ func (c *Config) Validate() error {
 		if r.KMSKeyARN != "" && !kmsARNRE.MatchString(r.KMSKeyARN) {
 			add("recovery.kmsKeyArn", "%q is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)", r.KMSKeyARN)
 		}
-		if r.MaxInFlight < 1 || r.MaxInFlight > 20 {
-			add("recovery.maxInFlight", "%d is out of range: allowed 1-20 (EC2 allows 20 concurrent snapshot copies per destination Region)", r.MaxInFlight)
+		if r.MaxInFlight < 1 || r.MaxInFlight > MaxInFlightLimit {
+			add("recovery.maxInFlight", "%d is out of range: allowed 1-%d (the EC2 user guide allows %d concurrent AMI copies per destination Region; default %d)", r.MaxInFlight, MaxInFlightLimit, MaxInFlightLimit, DefaultMaxInFlight)
 		}
 		if r.Schedule != nil {
 			validateSchedule(add, "recovery.schedule", *r.Schedule)
@@ -481,30 +495,6 @@ func validateSelector(add addFunc, f string, s Selector) {
 		if v == "" || len(v) > 256 {
 			add(fmt.Sprintf("%s.tagValues[%d]", f, i), "%q is not allowed: 1-256 characters (omit tagValues to accept any value)", v)
 		}
-	}
-}
-
-var (
-	cronRE = regexp.MustCompile(`^cron\(([^ ]+ ){5}[^ ]+\)$`)
-	rateRE = regexp.MustCompile(`^rate\([1-9][0-9]* (minute|minutes|hour|hours|day|days)\)$`)
-)
-
-func validateSchedule(add addFunc, f string, s Schedule) {
-	switch {
-	case s.Expression == "":
-		add(f+".expression", "is required, e.g. \"cron(0 3 * * ? *)\" (03:00 every day in timeZone)")
-	case cronRE.MatchString(s.Expression):
-		fields := strings.Fields(strings.TrimSuffix(strings.TrimPrefix(s.Expression, "cron("), ")"))
-		// EventBridge requires '?' in exactly one of day-of-month and day-of-week.
-		if (fields[2] == "?") == (fields[4] == "?") {
-			add(f+".expression", "%q: exactly one of day-of-month (3rd field) and day-of-week (5th field) must be '?'", s.Expression)
-		}
-	case rateRE.MatchString(s.Expression):
-	default:
-		add(f+".expression", "%q is not an EventBridge Scheduler expression: use \"cron(m h dom mon dow year)\" or \"rate(N minutes|hours|days)\"", s.Expression)
-	}
-	if _, err := time.LoadLocation(s.TimeZone); err != nil || s.TimeZone == "Local" {
-		add(f+".timeZone", "%q is not an IANA time zone such as \"UTC\" or \"Europe/Berlin\"", s.TimeZone)
 	}
 }
 

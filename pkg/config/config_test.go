@@ -66,6 +66,8 @@ func TestValidationMessages(t *testing.T) {
 		want []string // substrings, each must appear
 	}{
 		{"not json", `{`, []string{"invalid JSON"}},
+		{"trailing brace", minimal + `}`, []string{"trailing data"}},
+		{"second document", minimal + minimal, []string{"trailing data"}},
 		{"unknown field", `{"policies":[],"polices":[]}`, []string{"unknown field", "polices"}},
 		{"no policies", `{"policies":[]}`, []string{"policies: at least one policy"}},
 		{"bad name and missing tag key", `{"policies":[{"name":"Night Ly","selector":{},"schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"daily":1}}]}`,
@@ -100,7 +102,7 @@ func TestValidationMessages(t *testing.T) {
 		{"sharing account", `{"policies":[` + pol("a", `{"daily":1}`) + `],"sharing":{"accountIds":["12345"]}}`, []string{"sharing.accountIds[0]", "12-digit"}},
 		{"sharing aws managed alias", `{"policies":[` + pol("a", `{"daily":1}`) + `],"sharing":{"accountIds":["111111111111"],"kmsKeyArn":"alias/aws/ebs"}}`,
 			[]string{"sharing.kmsKeyArn", "cannot be shared"}},
-		{"recovery", `{"recovery":{"sourceAccountIds":[],"maxInFlight":30,"retention":{"last":3}}}`,
+		{"recovery", `{"recovery":{"sourceAccountIds":[],"maxInFlight":101,"retention":{"last":3}}}`,
 			[]string{"recovery.sourceAccountIds", "recovery.sourceDeployment", "recovery.maxInFlight"}},
 		{"email", `{"policies":[` + pol("a", `{"daily":1}`) + `],"alarms":{"email":"ops"}}`, []string{"alarms.email"}},
 	}

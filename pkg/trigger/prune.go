@@ -68,7 +68,12 @@ func ParsePrune(raw []byte, cfg *config.Config) (Prune, error) {
 			env.Source, env.DetailType, Source, PruneRequested)
 	}
 	var d PruneDetail
-	if len(env.Detail) > 0 && string(env.Detail) != "null" {
+	if string(env.Detail) == "null" {
+		// EventBridge never delivers a null detail (PutEvents requires an
+		// object); read as {} it would prune every policy for real.
+		return Prune{}, fmt.Errorf("event.detail: is null: use {} to prune every policy, or {\"policy\": \"...\", \"dryRun\"?: bool, \"force\"?: bool}")
+	}
+	if len(env.Detail) > 0 {
 		if err := strictDecode(env.Detail, &d, "event.detail"); err != nil {
 			return Prune{}, err
 		}

@@ -2,6 +2,7 @@ package trigger
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"time"
@@ -80,4 +81,20 @@ func ParseShare(raw []byte) (Share, error) {
 	}
 	out.ImageIDs = []string{d.ImageID}
 	return out, nil
+}
+
+// errNotSweep: the copy function has no event trigger.
+var errNotSweep = errors.New("input: the copy function takes only its Scheduler input {\"sweep\": true, \"time\": \"<aws.scheduler.scheduled-time>\"}")
+
+// ParseCopy accepts the copy function's only input, the Scheduler input
+// {"sweep": true, "time": "..."}, and returns its time.
+func ParseCopy(raw []byte) (time.Time, error) {
+	req, err := ParseShare(raw)
+	if err == nil && !req.Sweep {
+		err = errNotSweep
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	return req.Time, nil
 }

@@ -8,7 +8,9 @@ package trigger
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -54,18 +56,24 @@ const (
 )
 
 // Classify decodes the raw input far enough to tell its shape. It rejects
-// everything that is neither a JSON object with "detail-type" nor one without.
+// everything that is not exactly one JSON object: an empty payload, any
+// other JSON value, and anything after the object (trailing data or a second
+// object would otherwise be ignored by a decoder that stops after the first
+// value, and a request the sender did not mean would run).
 func Classify(raw []byte) (Kind, map[string]json.RawMessage, error) {
 	if len(raw) > maxEventSize {
 		return 0, nil, fmt.Errorf("input: %d bytes is larger than an EventBridge event can be (256 KiB)", len(raw))
 	}
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || raw[0] != '{' {
+	raw = trimJSONSpace(raw)
+	if len(raw) == 0 {
+		return 0, nil, fmt.Errorf("input: is empty: a JSON object is required, a Scheduler input {\"policy\":...,\"time\":...} or an EventBridge event (README, section Triggers and manual runs)")
+	}
+	if raw[0] != '{' {
 		return 0, nil, fmt.Errorf("input: must be a JSON object: a Scheduler input {\"policy\":...,\"time\":...} or an EventBridge event")
 	}
 	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return 0, nil, fmt.Errorf("input: invalid JSON: %w", err)
+	if err := decodeOne(raw, &fields, "input", false); err != nil {
+		return 0, nil, err
 	}
 	if _, ok := fields["detail-type"]; ok {
 		return KindEvent, fields, nil
@@ -73,15 +81,96 @@ func Classify(raw []byte) (Kind, map[string]json.RawMessage, error) {
 	return KindScheduler, fields, nil
 }
 
-// strictDecode decodes JSON rejecting unknown fields, naming the input part.
-func strictDecode(raw []byte, v any, what string) error {
+// trimJSONSpace removes the whitespace JSON allows around a value, and only
+// that (bytes.TrimSpace would also drop characters JSON rejects).
+func trimJSONSpace(b []byte) []byte { return bytes.Trim(b, " \t\r\n") }
+
+// decodeOne decodes exactly one JSON value from raw into v; strict rejects
+// unknown fields. Anything but whitespace after the value is an error.
+func decodeOne(raw []byte, v any, what string, strict bool) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%s: %w", what, cleanJSONError(err))
+	if strict {
+		dec.DisallowUnknownFields()
 	}
-	if dec.More() {
-		return fmt.Errorf("%s: trailing data after the JSON object", what)
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: is empty: a JSON object is required", what)
+		}
+		if strict {
+			return fmt.Errorf("%s: %w", what, cleanJSONError(err))
+		}
+		return fmt.Errorf("%s: invalid JSON: %w", what, err)
+	}
+	// dec.More() misses a trailing '}' or ']': look at the rest instead.
+	if rest := trimJSONSpace(raw[dec.InputOffset():]); len(rest) > 0 {
+		return fmt.Errorf("%s: invalid JSON: trailing data after the JSON object (%s): send exactly one JSON object", what, excerpt(rest))
+	}
+	return nil
+}
+
+// excerpt quotes the start of b for an error message.
+func excerpt(b []byte) string {
+	const n = 32
+	if len(b) > n {
+		return fmt.Sprintf("%q...", b[:n])
+	}
+	return fmt.Sprintf("%q", b)
+}
+
+// nullHints are the messages for fields whose null would widen a request;
+// every other field gets the generic message.
+var nullHints = map[string]string{
+	"instanceIds": "name at least one instance, or omit instanceIds to back up every instance of the policy (a request that names instances never widens to the whole policy)",
+	"policy":      "name a configured policy (prune: omit policy to prune every policy)",
+}
+
+// strictDecode decodes an object we own (a Scheduler input, the detail of
+// our events): unknown fields, trailing data, null values and duplicate keys
+// are errors. encoding/json reads null as "absent" ("instanceIds": null
+// would back up the whole policy, "dryRun": null would run for real,
+// "policy": null would prune every policy) and keeps the last of duplicate
+// keys, matched case-insensitively (a second "DryRun": false would win
+// silently): neither may decide what a run does.
+func strictDecode(raw []byte, v any, what string) error {
+	if err := decodeOne(raw, v, what, true); err != nil {
+		return err
+	}
+	return checkKeys(raw, what)
+}
+
+// checkKeys rejects null values and duplicate keys in a JSON object; raw is
+// one valid JSON value (anything but an object passes: the typed decode has
+// already judged it).
+func checkKeys(raw []byte, what string) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	seen := map[string]string{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("%s: invalid JSON: %w", what, err)
+		}
+		key, _ := t.(string)
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			return fmt.Errorf("%s: invalid JSON: %w", what, err)
+		}
+		// encoding/json matches keys case-insensitively, with Unicode
+		// folding ("ſ" matches "s", the Kelvin sign "k"): fold the same way.
+		fold := strings.ToLower(strings.ToUpper(key))
+		if prev, dup := seen[fold]; dup {
+			return fmt.Errorf("%s.%s: is given more than once (also as %q): give each field once", what, key, prev)
+		}
+		seen[fold] = key
+		if string(val) == "null" {
+			hint, ok := nullHints[key]
+			if !ok {
+				hint = "give a value or omit the field; null is never read as a default"
+			}
+			return fmt.Errorf("%s.%s: is null: %s", what, key, hint)
+		}
 	}
 	return nil
 }
@@ -94,10 +183,13 @@ func cleanJSONError(err error) error {
 	return err
 }
 
-// DecodeEnvelope decodes and checks an EventBridge event.
+// DecodeEnvelope decodes and checks an EventBridge event. The envelope is
+// AWS's: EventBridge adds top-level fields (e.g. "replay-name" on replayed
+// events), so unknown envelope fields are accepted; the detail of our own
+// events stays strict (strictDecode). Trailing data is rejected.
 func DecodeEnvelope(raw []byte) (Envelope, error) {
 	var env Envelope
-	if err := strictDecode(raw, &env, "event"); err != nil {
+	if err := decodeOne(raw, &env, "event", false); err != nil {
 		return env, err
 	}
 	if env.Source == "" {
@@ -105,6 +197,9 @@ func DecodeEnvelope(raw []byte) (Envelope, error) {
 	}
 	if env.Time.IsZero() {
 		return env, fmt.Errorf("event.time: is required (RFC 3339); EventBridge sets it on every event")
+	}
+	if err := CheckNotBefore("event.time", env.Time); err != nil {
+		return env, err
 	}
 	return env, nil
 }
@@ -120,7 +215,30 @@ func ParseTime(field, v string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%s: %q is not an RFC 3339 time such as \"2026-11-24T03:00:00Z\"", field, v)
 	}
+	if err := CheckNotBefore(field, t); err != nil {
+		return time.Time{}, err
+	}
 	return Slot(t), nil
+}
+
+// EarliestTime bounds trigger times in the past: Amazon EC2 opened on
+// 2006-08-25, so no image, and no backup slot, can be older. An earlier time
+// (year 0000 is valid RFC 3339) comes from a broken or hand-made input: as a
+// backup slot it would name and date images decades before they existed,
+// and prune, which takes its trigger time as "now", would compute every age
+// from it. The bound is fixed rather than relative to the clock so that a
+// late delivery of a real trigger (Scheduler's retries for up to 24 hours,
+// a dead-letter redrive days later) is never refused. The future is bounded
+// by CheckNotFuture.
+var EarliestTime = time.Date(2006, 8, 25, 0, 0, 0, 0, time.UTC)
+
+// CheckNotBefore rejects a trigger time before EarliestTime.
+func CheckNotBefore(field string, t time.Time) error {
+	if t.Before(EarliestTime) {
+		return fmt.Errorf("%s: %s is before %s, when EC2 opened: no backup can be that old; use the trigger's real time (Scheduler: \"<aws.scheduler.scheduled-time>\"; put-events without a Time entry uses the current time)",
+			field, t.UTC().Format(time.RFC3339), EarliestTime.Format("2006-01-02"))
+	}
+	return nil
 }
 
 // Slot normalises a trigger time.
