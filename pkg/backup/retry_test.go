@@ -321,11 +321,11 @@ func TestManualRunsDoNotFeedZeroSelectedAlarm(t *testing.T) {
 }
 
 // BenchmarkRetriedTrigger measures how many deliveries of one trigger
-// finish a fleet of k times one invocation's capacity (deadline 3 s real,
+// finish a fleet of k times one invocation's capacity (deadline 5 s real,
 // margin 1 s, EC2's buckets on, time-scaled), and the API calls per
 // instance over all deliveries.
 func BenchmarkRetriedTrigger(b *testing.B) {
-	const deadline, margin, k = 3 * time.Second, time.Second, 3
+	const deadline, margin, k = 5 * time.Second, time.Second, 3
 	for b.Loop() {
 		b.StopTimer()
 		c := capacity(b, benchScale(), deadline, margin)
