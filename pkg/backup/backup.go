@@ -429,7 +429,11 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 }
 
 // clockSkew is how far EC2's clock (an image's creation date) and the
-// function's may disagree.
+// function's may disagree. The creation-time check keeps an earlier
+// delivery's image "already done" when the slot listing failed and an
+// attempt of this call failed ambiguously; an image a concurrent delivery
+// made during this run while this call also lost an answer cannot be told
+// apart and counts as created (both deliveries then report it).
 const clockSkew = 5 * time.Second
 
 // lostAnswer records whether an attempt of one call may have taken effect
