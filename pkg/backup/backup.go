@@ -6,17 +6,20 @@ package backup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/config"
@@ -76,7 +79,10 @@ func (b *Backuper) Handle(ctx context.Context, raw []byte) (*runner.Summary, err
 }
 
 // Run backs up the instances the request selects and returns the summary;
-// the error is non-nil when any instance failed or was not reached.
+// the error is non-nil when any instance failed or was not reached. Every
+// run that gets past input checks returns its summary, emits its metrics
+// and logs its summary line before the deadline, also when a listing fails
+// or hangs.
 func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary, error) {
 	now := b.now()
 	start := now()
@@ -87,11 +93,28 @@ func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary
 	log := b.Log.With("policy", pol.Name, "slot", tags.FormatTime(req.Slot), "trigger", req.Trigger, "dryRun", req.DryRun)
 	sum := &runner.Summary{Function: Function, Deployment: b.Config.Deployment, Policy: pol.Name,
 		Trigger: req.Trigger, Slot: req.Slot, DryRun: req.DryRun}
+	margin := b.Margin
+	if margin == 0 {
+		margin = DefaultMargin
+	}
+	finish := func(selectionKnown bool) (*runner.Summary, error) {
+		sum.DurationMS = now().Sub(start).Milliseconds()
+		b.emit(sum, start, selectionKnown)
+		sum.Log(ctx, log)
+		return sum, sum.Err()
+	}
+	// The listings run on the same work context as the workers: a hung or
+	// endlessly retried listing is cut off half a margin before the
+	// deadline, leaving time for the summary, metrics and log line (on the
+	// full context Lambda would end the invocation with "Task timed out").
+	lctx, cancel := runner.WorkContext(ctx, margin)
+	defer cancel()
 
-	targets, err := b.selectInstances(ctx, pol, req)
+	targets, err := b.selectInstances(lctx, pol, req)
 	if err != nil {
 		log.Error("instance selection failed; nothing was backed up", "error", err.Error(), "code", awsclient.ErrorCode(err))
-		return nil, err
+		sum.AddFailed(runner.Entry{ID: "DescribeInstances", Detail: err.Error() + "; nothing was backed up"})
+		return finish(false)
 	}
 	sum.Selected = len(targets)
 	for _, id := range req.InstanceIDs {
@@ -104,20 +127,119 @@ func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary
 		log.Warn("zero instances selected", "selector", selectorText(pol.Selector))
 	}
 
-	margin := b.Margin
-	if margin == 0 {
-		margin = DefaultMargin
+	var existing map[string]types.Image
+	if !req.DryRun && len(targets) > 0 {
+		existing, err = b.slotImages(lctx, pol, req)
+		if err != nil {
+			// Without the listing every instance gets its CreateImage and a
+			// duplicate name is resolved one by one, as before the listing
+			// existed: slower on a retry, but nothing is skipped.
+			log.Error("listing the slot's images failed; every instance gets a CreateImage", "error", err.Error(), "code", awsclient.ErrorCode(err))
+			sum.AddFailed(runner.Entry{ID: "DescribeImages", Detail: err.Error() + "; images that exist were not recognised up front"})
+		}
 	}
-	notReached := runner.ForEach(ctx, targets, b.Config.Concurrency, margin, func(ctx context.Context, t target) {
-		b.backupOne(ctx, log, pol, req, t, sum)
+	jobs := b.plan(log, pol, req, targets, existing, sum)
+	notReached := runner.ForEach(ctx, jobs, b.Config.Concurrency, margin, func(ctx context.Context, j job) {
+		if j.existing != nil {
+			b.deprecate(ctx, log, pol, aws.ToString(j.existing.ImageId), createdAt(*j.existing, now), sum)
+			return
+		}
+		b.backupOne(ctx, log, pol, req, j.t, start, sum)
 	})
-	for _, t := range notReached {
-		sum.NotReached = append(sum.NotReached, t.id)
+	for _, j := range notReached {
+		if j.existing != nil {
+			sum.Warn("%s: deprecation not set before the deadline; prune sets it once the image is available", aws.ToString(j.existing.ImageId))
+			continue
+		}
+		sum.NotReached = append(sum.NotReached, j.t.id)
 	}
-	sum.DurationMS = now().Sub(start).Milliseconds()
-	b.emit(sum, start)
-	sum.Log(ctx, log)
-	return sum, sum.Err()
+	return finish(true)
+}
+
+// job is one unit of a run's work: a CreateImage for an instance, or only
+// the deprecation time of an image an earlier delivery made (existing).
+type job struct {
+	t        target
+	existing *types.Image
+}
+
+// plan settles the instances whose image of this slot exists (already
+// done, or failed with the reason, without any EC2 call) and returns the
+// work: first a CreateImage for every instance without an image, so a
+// retried trigger spends its time on what is left, then the deprecation
+// times an earlier delivery did not set.
+func (b *Backuper) plan(log *slog.Logger, pol *config.Policy, req trigger.Backup, targets []target, existing map[string]types.Image, sum *runner.Summary) []job {
+	var create, deprecate []job
+	for _, t := range targets {
+		name := tags.ImageName(pol.Name, t.id, req.Slot)
+		im, ok := existing[name]
+		if !ok {
+			create = append(create, job{t: t})
+			continue
+		}
+		entry := runner.Entry{ID: t.id, Name: name, ImageID: aws.ToString(im.ImageId),
+			Detail: "reboot=" + awsclient.TagMap(im.Tags)[tags.Reboot]}
+		if !b.settleExisting(log, pol, t.id, entry, im, sum) {
+			continue
+		}
+		if pol.DeprecateAfter.D() > 0 && im.DeprecationTime == nil {
+			deprecate = append(deprecate, job{t: t, existing: &im})
+		}
+	}
+	return append(create, deprecate...)
+}
+
+// settleExisting records an image holding this trigger's name: already
+// done if it is this backup, failed with the reason and the fix otherwise.
+// It reports whether the image counts as done.
+func (b *Backuper) settleExisting(log *slog.Logger, pol *config.Policy, instanceID string, entry runner.Entry, im types.Image, sum *runner.Summary) bool {
+	if problem := b.notThisBackup(im, pol.Name, instanceID); problem != "" {
+		entry.Detail = fmt.Sprintf("image name %s is taken by %s, which %s", entry.Name, entry.ImageID, problem)
+		sum.AddFailed(entry)
+		log.Error("image name taken", "instance", instanceID, "image", entry.ImageID, "name", entry.Name, "problem", problem)
+		return false
+	}
+	sum.AddExisted(entry)
+	log.Info("image already exists for this trigger", "instance", instanceID, "image", entry.ImageID, "name", entry.Name, "state", im.State)
+	return true
+}
+
+// createdAt is the image's creation time (now if EC2's date is unreadable):
+// deprecation age counts from the creation, not from a retry.
+func createdAt(im types.Image, now func() time.Time) time.Time {
+	created, err := time.Parse(time.RFC3339, aws.ToString(im.CreationDate))
+	if err != nil {
+		return now()
+	}
+	return created
+}
+
+// slotImages lists this deployment's images of the policy's slot, by name:
+// one DescribeImages page per 1,000 images, instead of one CreateImage
+// (answered InvalidAMIName.Duplicate, but paid for with a CreateImage
+// token) and one DescribeImages per instance already done. The tags are
+// the ones every backup image gets in its CreateImage call.
+func (b *Backuper) slotImages(ctx context.Context, pol *config.Policy, req trigger.Backup) (map[string]types.Image, error) {
+	pg := ec2.NewDescribeImagesPaginator(b.EC2, &ec2.DescribeImagesInput{
+		Owners: []string{"self"},
+		Filters: []types.Filter{
+			{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{b.Config.Deployment}},
+			{Name: aws.String("tag:" + tags.Policy), Values: []string{pol.Name}},
+			{Name: aws.String("tag:" + tags.Time), Values: []string{tags.FormatTime(req.Slot)}},
+		},
+		MaxResults: aws.Int32(1000),
+	})
+	out := map[string]types.Image{}
+	for pg.HasMorePages() {
+		page, err := pg.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list images of policy %s for slot %s: %w", pol.Name, tags.FormatTime(req.Slot), err)
+		}
+		for _, im := range page.Images {
+			out[aws.ToString(im.Name)] = im
+		}
+	}
+	return out, nil
 }
 
 func (b *Backuper) now() func() time.Time {
@@ -217,7 +339,7 @@ func imageTags(deployment string, pol *config.Policy, req trigger.Backup, t targ
 	return out, dropped
 }
 
-func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.Policy, req trigger.Backup, t target, sum *runner.Summary) {
+func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.Policy, req trigger.Backup, t target, runStart time.Time, sum *runner.Summary) {
 	reboot := pol.RebootEnabled()
 	if req.Reboot != nil {
 		reboot = *req.Reboot
@@ -260,7 +382,8 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 		sum.AddFailed(entry)
 		return
 	}
-	out, err := b.EC2.CreateImage(ctx, in)
+	var lost lostAnswer
+	out, err := b.EC2.CreateImage(ctx, in, ec2.WithAPIOptions(lost.record))
 	switch {
 	case err == nil:
 		entry.ImageID = aws.ToString(out.ImageId)
@@ -268,9 +391,10 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 		log.Info("image created", "instance", t.id, "image", entry.ImageID, "name", name, "reboot", reboot)
 		b.deprecate(ctx, log, pol, entry.ImageID, b.now()(), sum)
 	case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
-		// The name is deterministic: a duplicate is normally this
-		// trigger's image from an earlier delivery. It counts as done only
-		// if it is ours for this instance and not failed.
+		// The name is deterministic and the slot's images were listed at
+		// the start: a duplicate now is a race with another delivery, or
+		// this call's own image when EC2's answer to an earlier attempt was
+		// lost. It counts only if it is ours for this instance and not failed.
 		im, lerr := b.findByName(ctx, name)
 		if lerr != nil {
 			entry.Detail = fmt.Sprintf("image name %s exists but cannot be looked up: %v", name, lerr)
@@ -278,21 +402,23 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 			return
 		}
 		entry.ImageID = aws.ToString(im.ImageId)
-		if problem := b.notThisBackup(im, pol.Name, t.id); problem != "" {
-			entry.Detail = fmt.Sprintf("image name %s is taken by %s, which %s", name, entry.ImageID, problem)
-			sum.AddFailed(entry)
-			log.Error("image name taken", "instance", t.id, "image", entry.ImageID, "name", name, "problem", problem)
+		created := createdAt(im, b.now())
+		if lost.maybe() && !created.Before(runStart.Add(-clockSkew)) {
+			if problem := b.notThisBackup(im, pol.Name, t.id); problem == "" {
+				entry.Detail += "; created by this run (EC2's answer to the first attempt was lost, the retry found the image)"
+				sum.AddDone(entry)
+				log.Info("image created; EC2's first answer was lost", "instance", t.id, "image", entry.ImageID, "name", name, "reboot", reboot)
+				if im.DeprecationTime == nil {
+					b.deprecate(ctx, log, pol, entry.ImageID, created, sum)
+				}
+				return
+			}
+		}
+		if !b.settleExisting(log, pol, t.id, entry, im, sum) {
 			return
 		}
-		sum.AddExisted(entry)
-		log.Info("image already exists for this trigger", "instance", t.id, "image", entry.ImageID, "name", name, "state", im.State)
 		if im.DeprecationTime == nil {
-			// The earlier delivery may have died before setting it; the age
-			// counts from the image's creation, not from this retry.
-			created, perr := time.Parse(time.RFC3339, aws.ToString(im.CreationDate))
-			if perr != nil {
-				created = b.now()()
-			}
+			// The earlier delivery may have died before setting it.
 			b.deprecate(ctx, log, pol, entry.ImageID, created, sum)
 		}
 	default:
@@ -300,6 +426,62 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 		sum.AddFailed(entry)
 		log.Error("create image failed", "instance", t.id, "error", err.Error(), "code", awsclient.ErrorCode(err))
 	}
+}
+
+// clockSkew is how far EC2's clock (an image's creation date) and the
+// function's may disagree. The creation-time check keeps an earlier
+// delivery's image "already done" when the slot listing failed and an
+// attempt of this call failed ambiguously; an image a concurrent delivery
+// made during this run while this call also lost an answer cannot be told
+// apart and counts as created (both deliveries then report it).
+const clockSkew = 5 * time.Second
+
+// lostAnswer records whether an attempt of one call may have taken effect
+// in EC2 although the caller never saw its answer: the SDK's retry of a
+// CreateImage whose first answer was lost meets the image under its name.
+type lostAnswer struct {
+	mu      sync.Mutex
+	applied bool
+}
+
+// record adds a middleware that sees every attempt (it runs after the
+// SDK's retry middleware, inside its loop).
+func (l *lostAnswer) record(st *middleware.Stack) error {
+	return st.Finalize.Insert(middleware.FinalizeMiddlewareFunc("amibackup.LostAnswer",
+		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+			out, md, err := next.HandleFinalize(ctx, in)
+			if err != nil && mayHaveApplied(err) {
+				l.mu.Lock()
+				l.applied = true
+				l.mu.Unlock()
+			}
+			return out, md, err
+		}), "Retry", middleware.After)
+}
+
+func (l *lostAnswer) maybe() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.applied
+}
+
+// mayHaveApplied reports whether a failed attempt may still have been
+// carried out by EC2: a 5xx or no answer at all (connection reset, timeout)
+// may come after the work; a 4xx answer, RequestLimitExceeded included
+// (EC2 throttles before acting, though it answers 503), never does.
+func mayHaveApplied(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The caller gave up; there is no retry that could meet the image.
+		return false
+	}
+	if awsclient.ErrorCode(err) == "RequestLimitExceeded" {
+		return false
+	}
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode() >= 500
+	}
+	return true
 }
 
 // deprecate sets the image's deprecation time. EC2 may refuse while the
@@ -356,20 +538,29 @@ func (b *Backuper) notThisBackup(im types.Image, policy, instanceID string) stri
 	return ""
 }
 
-func (b *Backuper) emit(sum *runner.Summary, at time.Time) {
+// emit writes the run's metrics. InstancesSelected feeds the zero-selected
+// alarm (dimension Policy, Minimum <= 0 in an hour), which is about the
+// scheduled selection: it is emitted only for scheduled runs whose
+// selection succeeded. A manual run that names an untagged instance, or a
+// failed DescribeInstances, is not "zero instances carry the tag"; both
+// are reported (InstancesSkipped, ImagesFailed and the function's error).
+func (b *Backuper) emit(sum *runner.Summary, at time.Time, selectionKnown bool) {
 	// A dry run creates nothing; its counts would mislead dashboards and alarms.
 	if b.Metrics == nil || sum.DryRun {
 		return
 	}
-	err := b.Metrics.Emit(at, map[string]string{"Policy": sum.Policy},
-		emf.Metric{Name: "InstancesSelected", Unit: emf.Count, Value: float64(sum.Selected)},
+	var metrics []emf.Metric
+	if selectionKnown && sum.Trigger == tags.TriggerSchedule {
+		metrics = append(metrics, emf.Metric{Name: "InstancesSelected", Unit: emf.Count, Value: float64(sum.Selected)})
+	}
+	err := b.Metrics.Emit(at, map[string]string{"Policy": sum.Policy}, append(metrics,
 		emf.Metric{Name: "ImagesCreated", Unit: emf.Count, Value: float64(len(sum.Done))},
 		emf.Metric{Name: "ImagesExisting", Unit: emf.Count, Value: float64(len(sum.Existed))},
 		emf.Metric{Name: "ImagesFailed", Unit: emf.Count, Value: float64(len(sum.Failed))},
 		emf.Metric{Name: "InstancesSkipped", Unit: emf.Count, Value: float64(len(sum.Skipped))},
 		emf.Metric{Name: "InstancesNotReached", Unit: emf.Count, Value: float64(len(sum.NotReached))},
 		emf.Metric{Name: "BackupDuration", Unit: emf.Milliseconds, Value: float64(sum.DurationMS)},
-	)
+	)...)
 	if err != nil {
 		b.Log.Error("emit metrics", "error", err.Error())
 	}

@@ -105,6 +105,11 @@ type Fault struct {
 	// then served normally; with Code set it then fails with that error.
 	// The wait ends early when the client gives up on the request.
 	Delay time.Duration
+	// After makes the call take effect first and then answer with the
+	// error: EC2 did the work but its answer was lost (a 5xx or a dropped
+	// connection after the change), so the client's retry of the same call
+	// meets its own result (e.g. InvalidAMIName.Duplicate).
+	After bool
 }
 
 type faultRule struct {
@@ -137,9 +142,10 @@ func (s *Sim) ClearFaults() {
 	s.opts.FaultRate = 0
 }
 
-// matchFault returns the injected error for this call, if any, and how long
-// to hold the call first. Caller holds mu.
-func (s *Sim) matchFault(action string, p params) (time.Duration, *apiError) {
+// matchFault returns the injected error for this call, if any, how long
+// to hold the call first, and whether the call is to take effect before the
+// error is answered (Fault.After). Caller holds mu.
+func (s *Sim) matchFault(action string, p params) (time.Duration, *apiError, bool) {
 	for _, f := range s.faults {
 		if f.Action != action {
 			continue
@@ -160,18 +166,18 @@ func (s *Sim) matchFault(action string, p params) (time.Duration, *apiError) {
 		if fire {
 			f.fired++
 			if f.Code == "" {
-				return f.Delay, nil
+				return f.Delay, nil, false
 			}
-			return f.Delay, &apiError{status: f.HTTPStatus, code: f.Code, msg: f.Message}
+			return f.Delay, &apiError{status: f.HTTPStatus, code: f.Code, msg: f.Message}, f.After
 		}
 	}
 	if s.opts.FaultRate > 0 && s.rng.Float64() < s.opts.FaultRate {
 		if s.rng.Intn(2) == 0 {
-			return 0, &apiError{status: http.StatusInternalServerError, code: "InternalError", msg: "An internal error has occurred (random fault)."}
+			return 0, &apiError{status: http.StatusInternalServerError, code: "InternalError", msg: "An internal error has occurred (random fault)."}, false
 		}
-		return 0, &apiError{status: http.StatusServiceUnavailable, code: "Unavailable", msg: "The service is unavailable (random fault)."}
+		return 0, &apiError{status: http.StatusServiceUnavailable, code: "Unavailable", msg: "The service is unavailable (random fault)."}, false
 	}
-	return 0, nil
+	return 0, nil, false
 }
 
 func statusFor(code string) int {

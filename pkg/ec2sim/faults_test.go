@@ -128,3 +128,39 @@ func TestDelayFault(t *testing.T) {
 		t.Fatalf("delayed fault with a code: got %v, want UnauthorizedOperation", err)
 	}
 }
+
+// TestAfterFault: an After fault lets the call take effect, then answers the
+// error, so the client's retry meets its own result; without After the
+// failed call changes nothing.
+func TestAfterFault(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		after      bool
+		wantImages int
+	}{{false, 0}, {true, 1}} {
+		sim, u := start(t, ec2sim.Options{})
+		c := noRetryClient(u, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+		in := sim.AddInstance(ec2sim.InstanceSpec{})
+		sim.Inject(ec2sim.Fault{Action: "CreateImage", InstanceID: in, Code: "InternalError", After: tc.after, Times: 1})
+		create := func() error {
+			_, err := c.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(in), Name: aws.String("lost-answer")})
+			return err
+		}
+		if err := create(); code(err) != "InternalError" {
+			t.Fatalf("after=%v: first call %v, want the injected InternalError", tc.after, err)
+		}
+		if n := len(sim.Images("", "")); n != tc.wantImages {
+			t.Fatalf("after=%v: %d images after the failed call, want %d", tc.after, n, tc.wantImages)
+		}
+		wantRetry := ""
+		if tc.after {
+			wantRetry = "InvalidAMIName.Duplicate"
+		}
+		if err := create(); code(err) != wantRetry {
+			t.Fatalf("after=%v: retry %v, want %q", tc.after, err, wantRetry)
+		}
+		if c := sim.Calls(); c.Faults["CreateImage"] != 1 || c.Count("CreateImage") != 2 {
+			t.Fatalf("after=%v: calls %+v", tc.after, c)
+		}
+	}
+}

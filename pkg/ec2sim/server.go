@@ -157,7 +157,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(account, c.action, dry)
-	delay, e := s.matchFault(c.action, p)
+	delay, e, after := s.matchFault(c.action, p)
 	if delay > 0 {
 		// Hold the call without the lock, as a slow EC2 would.
 		s.mu.Unlock()
@@ -167,6 +167,12 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.mu.Lock()
+	}
+	if e != nil && after {
+		// The work is done, the answer is lost: the client sees only e.
+		c.r = s.region(region)
+		c.out = newXML(c.action+"Response", reqID)
+		handler(s, c)
 	}
 	if e != nil {
 		s.calls.Faults[c.action]++
