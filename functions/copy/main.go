@@ -15,7 +15,6 @@ import (
 	"github.com/amibackup/amibackup/pkg/drcopy"
 	"github.com/amibackup/amibackup/pkg/invoke"
 	"github.com/amibackup/amibackup/pkg/runner"
-	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
 func main() {
@@ -28,13 +27,7 @@ func main() {
 	client := ec2.NewFromConfig(env.AWS)
 	// A lambda.Handler gets the payload as received (see pkg/invoke).
 	lambda.Start(lambda.Handler(invoke.Func[*runner.Summary](func(ctx context.Context, raw []byte) (*runner.Summary, error) {
-		log := env.Logger(ctx)
-		at, err := trigger.ParseCopy(raw)
-		if err != nil {
-			log.Error("rejected input; nothing was copied", "error", err.Error())
-			return nil, err
-		}
-		c := &drcopy.Copier{EC2: client, Config: env.Config, Region: env.AWS.Region, Log: log, Metrics: env.Metrics}
-		return c.Run(ctx, at)
+		c := &drcopy.Copier{EC2: client, Config: env.Config, Region: env.AWS.Region, Log: env.Logger(ctx), Metrics: env.Metrics}
+		return c.Handle(ctx, raw)
 	})))
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/amibackup/amibackup/pkg/invoke"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/share"
-	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
 func main() {
@@ -29,17 +28,7 @@ func main() {
 	ec2Client, kmsClient := ec2.NewFromConfig(env.AWS), kms.NewFromConfig(env.AWS)
 	// A lambda.Handler gets the payload as received (see pkg/invoke).
 	lambda.Start(lambda.Handler(invoke.Func[*runner.Summary](func(ctx context.Context, raw []byte) (*runner.Summary, error) {
-		log := env.Logger(ctx)
-		req, err := trigger.ParseShare(raw)
-		if err != nil {
-			log.Error("rejected input; nothing was changed", "error", err.Error())
-			return nil, err
-		}
-		if req.Ignored != "" {
-			log.Info("nothing to do", "reason", req.Ignored)
-			return &runner.Summary{Function: share.Function, Deployment: env.Config.Deployment}, nil
-		}
-		s := &share.Sharer{EC2: ec2Client, KMS: kmsClient, Config: env.Config, Log: log, Metrics: env.Metrics}
-		return s.Run(ctx, share.Request{ImageIDs: req.ImageIDs, Sweep: req.Sweep, Time: req.Time})
+		s := &share.Sharer{EC2: ec2Client, KMS: kmsClient, Config: env.Config, Log: env.Logger(ctx), Metrics: env.Metrics}
+		return s.Handle(ctx, raw)
 	})))
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/retention"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
+	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
 // EC2 is the part of the EC2 API copying needs; *ec2.Client satisfies it.
@@ -50,6 +51,28 @@ type Copier struct {
 	Metrics *emf.Writer
 	// Margin before the context deadline (default backup.DefaultMargin).
 	Margin time.Duration
+	// Now is the clock that bounds trigger times (default time.Now).
+	Now func() time.Time
+}
+
+// Handle is the function's handler without the Lambda plumbing: it parses
+// the raw trigger (rejecting bad input before any EC2 call) and runs it.
+func (c *Copier) Handle(ctx context.Context, raw []byte) (*runner.Summary, error) {
+	at, err := trigger.ParseCopy(raw)
+	if err == nil {
+		// at is "now" for the recovery retention that decides what is worth
+		// copying: a future time would skip every source as already expired.
+		now := time.Now
+		if c.Now != nil {
+			now = c.Now
+		}
+		err = trigger.CheckNotFuture("time", at, now())
+	}
+	if err != nil {
+		c.Log.Error("rejected input; nothing was copied", "error", err.Error())
+		return nil, err
+	}
+	return c.Run(ctx, at)
 }
 
 // sourceNameRE: the source's tags are invisible to the accounts an image

@@ -574,3 +574,36 @@ func TestHungListingEndsWithSummary(t *testing.T) {
 		t.Fatalf("summary %+v, err %v, logs %s", sum, err, logs.String())
 	}
 }
+
+// TestHandleBoundsTriggerTime: the share and copy handlers reject a trigger
+// time ahead of the clock (copy's time is "now" for the recovery
+// retention, which would skip every source as expired) before any EC2
+// call, and run a valid one.
+func TestHandleBoundsTriggerTime(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	w.instance(ec2sim.VolumeSpec{})
+	w.backup(t, slot)
+	now := slot.Add(time.Hour)
+	w.sharer.Now = func() time.Time { return now }
+	w.copier.Now = func() time.Time { return now }
+	ctx := context.Background()
+	future := `{"sweep":true,"time":"` + now.Add(time.Hour).Format(time.RFC3339) + `"}`
+	present := `{"sweep":true,"time":"` + now.Format(time.RFC3339) + `"}`
+
+	w.env.Sim.ResetCalls()
+	if _, err := w.sharer.Handle(ctx, []byte(future)); err == nil || !strings.Contains(err.Error(), "time") {
+		t.Fatalf("share with a future time: %v, want an error naming time", err)
+	}
+	if _, err := w.copier.Handle(ctx, []byte(future)); err == nil || !strings.Contains(err.Error(), "time") {
+		t.Fatalf("copy with a future time: %v, want an error naming time", err)
+	}
+	if n := w.env.Sim.Calls().Total; n != 0 {
+		t.Fatalf("%d EC2 calls for rejected input, want 0", n)
+	}
+	if sum, err := w.sharer.Handle(ctx, []byte(present)); err != nil || len(sum.Done) == 0 {
+		t.Fatalf("share sweep: %v %+v", err, sum)
+	}
+	if sum, err := w.copier.Handle(ctx, []byte(present)); err != nil || len(sum.Done) == 0 {
+		t.Fatalf("copy sweep: %v %+v", err, sum)
+	}
+}

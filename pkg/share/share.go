@@ -27,6 +27,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/emf"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
+	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
 // EC2 is the part of the EC2 API sharing needs; *ec2.Client satisfies it.
@@ -69,8 +70,33 @@ type Sharer struct {
 	// Margin before the context deadline (default backup.DefaultMargin).
 	Margin time.Duration
 
+	// Now is the clock that bounds trigger times (default time.Now).
+	Now func() time.Time
+
 	mu   sync.Mutex
 	keys map[string]bool // key ARN -> AWS-managed
+}
+
+// Handle is the function's handler without the Lambda plumbing: it parses
+// the raw trigger (rejecting bad input before any EC2 call) and runs it.
+func (s *Sharer) Handle(ctx context.Context, raw []byte) (*runner.Summary, error) {
+	req, err := trigger.ParseShare(raw)
+	if err == nil && !req.Time.IsZero() {
+		now := time.Now
+		if s.Now != nil {
+			now = s.Now
+		}
+		err = trigger.CheckNotFuture("time", req.Time, now())
+	}
+	if err != nil {
+		s.Log.Error("rejected input; nothing was changed", "error", err.Error())
+		return nil, err
+	}
+	if req.Ignored != "" {
+		s.Log.Info("nothing to do", "reason", req.Ignored)
+		return &runner.Summary{Function: Function, Deployment: s.Config.Deployment}, nil
+	}
+	return s.Run(ctx, Request{ImageIDs: req.ImageIDs, Sweep: req.Sweep, Time: req.Time})
 }
 
 // Run shares the request's images.
