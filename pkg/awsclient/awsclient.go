@@ -118,7 +118,9 @@ func LoadConfig(ctx context.Context, optFns ...func(*config.LoadOptions) error) 
 	if err != nil {
 		return aws.Config{}, RetrySettings{}, fmt.Errorf("load AWS configuration: %w", err)
 	}
-	if cfg.Retryer == nil { // a caller's config.WithRetryer stays
+	// A caller's config.WithRetryer (tests) stays; s then describes what
+	// amibackup would have used.
+	if cfg.Retryer == nil {
 		cfg.Retryer = s.NewRetryer
 		cfg.RetryMode, cfg.RetryMaxAttempts = s.Mode, s.MaxAttempts
 	}
