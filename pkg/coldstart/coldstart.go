@@ -17,6 +17,10 @@ import (
 	"github.com/amibackup/amibackup/pkg/logging"
 )
 
+// SDKSettingsMessage is the message of the cold-start line that reports the
+// effective AWS SDK retry settings.
+const SDKSettingsMessage = "AWS SDK settings"
+
 // Env is what a function's handler needs.
 type Env struct {
 	Log     *slog.Logger
@@ -43,9 +47,14 @@ func Init(ctx context.Context, function string, require func(*config.Config) err
 		return env, fmt.Errorf("invalid configuration, fix AMIBACKUP_CONFIG (the stack sets it from cdk.json / -c amibackup:config): %w", err)
 	}
 	env.Config = cfg
-	if env.AWS, err = awsclient.LoadConfig(ctx); err != nil {
+	var retry awsclient.RetrySettings
+	if env.AWS, retry, err = awsclient.LoadConfig(ctx); err != nil {
 		return env, err
 	}
+	// Once per execution environment: what the SDK will do when EC2
+	// throttles or hangs, and whether the user's AWS_RETRY_MODE /
+	// AWS_MAX_ATTEMPTS took effect.
+	env.Log.Info(SDKSettingsMessage, retry.LogAttrs()...)
 	return env, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amibackup/amibackup/pkg/coldstart"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/localrun"
 	"github.com/amibackup/amibackup/pkg/tags"
@@ -92,6 +93,14 @@ func TestNightUnderRIE(t *testing.T) {
 		t.Errorf("no RIE report: %+v", rep)
 	}
 	checkLogs(t, h.Backup.Logs())
+	// The functions reached EC2 the way a user's proxied, TLS-inspected
+	// network allows only: through HTTPS_PROXY, trusting AWS_CA_BUNDLE.
+	if h.Proxy.Tunnels() == 0 {
+		t.Error("the functions reached EC2 without the proxy")
+	}
+	if got := sdkSettings(t, h.Backup.Logs()); got["retryMode"] != "adaptive" || got["maxAttempts"] != 12.0 || got["maxAttemptsFrom"] != "default" {
+		t.Errorf("cold-start SDK settings %v, want amibackup's defaults", got)
+	}
 	// Emulator state: one image per selected instance, rebooted unless opted out, tagged.
 	images := h.Sim.Images("", "")
 	if len(images) != 5 { // 4 new + the foreign one
@@ -215,7 +224,7 @@ func checkLogs(t *testing.T, logs string) {
 		if json.Unmarshal([]byte(strings.TrimSpace(line)), &rec) != nil {
 			continue
 		}
-		if _, app := rec["level"]; app {
+		if _, app := rec["level"]; app && rec["message"] != coldstart.SDKSettingsMessage { // the cold start is no invocation
 			if id, _ := rec["requestId"].(string); id == "" || rec["timestamp"] == nil || rec["function"] != "backup" {
 				t.Errorf("application line without request ID, timestamp or function: %s", line)
 			}
@@ -232,5 +241,44 @@ func checkLogs(t *testing.T, logs string) {
 	}
 	if !summary || !emfRecord {
 		t.Errorf("logs lack the summary line (%v) or the EMF record (%v):\n%s", summary, emfRecord, logs)
+	}
+}
+
+// sdkSettings returns the attributes of the cold-start line reporting the
+// SDK's retry settings.
+func sdkSettings(t *testing.T, logs string) map[string]any {
+	t.Helper()
+	for line := range strings.SplitSeq(logs, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(strings.TrimSpace(line)), &rec) == nil && rec["message"] == coldstart.SDKSettingsMessage {
+			return rec
+		}
+	}
+	t.Fatalf("no %q line at cold start:\n%s", coldstart.SDKSettingsMessage, logs)
+	return nil
+}
+
+// TestRetryEnvironmentUnderRIE: the bootstraps honour the user's
+// AWS_RETRY_MODE and AWS_MAX_ATTEMPTS (they used to be replaced by
+// amibackup's retryer): the cold start reports them, and an EC2 call that
+// fails every time is attempted exactly AWS_MAX_ATTEMPTS times.
+func TestRetryEnvironmentUnderRIE(t *testing.T) {
+	sim := ec2sim.New(ec2sim.Options{Start: start})
+	h, err := prepared.Start(context.Background(), sim, "AWS_RETRY_MODE=standard", "AWS_MAX_ATTEMPTS=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	sim.SeedFleet("", "", 2, map[string]string{"Backup": "nightly"})
+	sim.Inject(ec2sim.Fault{Action: "DescribeInstances", Code: "InternalError"})
+	if _, _, err := h.Backup.Invoke(context.Background(), schedInput("nightly", start.Add(time.Hour))); err == nil {
+		t.Fatalf("backup succeeded although every DescribeInstances failed:\n%s", h.Backup.Logs())
+	}
+	if got := sim.Calls().Faults["DescribeInstances"]; got != 3 {
+		t.Errorf("DescribeInstances attempted %d times, want AWS_MAX_ATTEMPTS=3", got)
+	}
+	got := sdkSettings(t, h.Backup.Logs())
+	if got["retryMode"] != "standard" || got["retryModeFrom"] != "environment" || got["maxAttempts"] != 3.0 || got["maxAttemptsFrom"] != "environment" {
+		t.Errorf("cold-start SDK settings %v, want standard and 3 from the environment", got)
 	}
 }

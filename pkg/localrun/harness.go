@@ -2,6 +2,7 @@ package localrun
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -19,13 +20,31 @@ const Stack = "AmiBackup"
 
 // Harness is an emulated account: ec2sim on a local port and the backup and
 // prune bootstraps under the RIE, configured from the synthesized template.
+//
+// The functions get the environment of a user behind a corporate TLS proxy,
+// which the SDK must honour or fail: ec2sim speaks HTTPS with a certificate
+// of a private CA that only AWS_CA_BUNDLE trusts, and EC2's endpoint
+// (FunctionEndpoint, a name that does not resolve) is reachable only
+// through the CONNECT proxy in HTTPS_PROXY; NO_PROXY keeps loopback (the
+// RIE's Runtime API) direct.
 type Harness struct {
-	Sim           *ec2sim.Sim
-	Endpoint      string
+	Sim *ec2sim.Sim
+	// Endpoint is the emulator's direct HTTPS URL (control API, tests);
+	// FunctionEndpoint is the AWS_ENDPOINT_URL_EC2 the functions get.
+	Endpoint, FunctionEndpoint string
+	// CABundle is the PEM file of the emulator's certificate (AWS_CA_BUNDLE).
+	CABundle      string
+	Proxy         *Proxy
 	Backup, Prune *Function
 	Config        string
 	srv           *httptest.Server
+	dir           string
 }
+
+// EndpointHost is the EC2 host name the functions use: covered by the
+// emulator's certificate (httptest's, for example.com and *.example.com)
+// and reachable only through the harness's proxy.
+const EndpointHost = "ec2.example.com"
 
 // FindRIE returns the RIE binary: $AMIBACKUP_RIE, .tools/bin or PATH.
 func FindRIE(root string) (string, error) {
@@ -81,16 +100,35 @@ func Prepare(ctx context.Context, root, work string) (*Prepared, error) {
 }
 
 // Start serves sim on a local port and starts both functions against it.
-func (p *Prepared) Start(ctx context.Context, sim *ec2sim.Sim) (*Harness, error) {
-	h := &Harness{Sim: sim, Config: p.BackupConfig}
-	h.srv = httptest.NewServer(http.Handler(sim))
-	h.Endpoint = h.srv.URL
+// extraEnv is added last to both functions' environments, so it can
+// override (e.g. AWS_MAX_ATTEMPTS, AWS_RETRY_MODE).
+func (p *Prepared) Start(ctx context.Context, sim *ec2sim.Sim, extraEnv ...string) (*Harness, error) {
+	h := &Harness{Sim: sim, Config: p.BackupConfig, FunctionEndpoint: "https://" + EndpointHost}
 	var err error
-	if h.Backup, err = Start(ctx, p.RIE, "backup", p.BackupBin, Env(h.Endpoint, ec2sim.DefaultAccount, ec2sim.DefaultRegion, p.BackupEnv)); err != nil {
+	if h.dir, err = os.MkdirTemp("", "amibackup-harness-"); err != nil {
+		return nil, err
+	}
+	h.srv = httptest.NewTLSServer(http.Handler(sim))
+	h.Endpoint = h.srv.URL
+	h.CABundle = filepath.Join(h.dir, "ca-bundle.pem")
+	if err := os.WriteFile(h.CABundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: h.srv.Certificate().Raw}), 0o600); err != nil {
 		h.Close()
 		return nil, err
 	}
-	if h.Prune, err = Start(ctx, p.RIE, "prune", p.PruneBin, Env(h.Endpoint, ec2sim.DefaultAccount, ec2sim.DefaultRegion, p.PruneEnv)); err != nil {
+	if h.Proxy, err = StartProxy(EndpointHost, h.srv.Listener.Addr().String()); err != nil {
+		h.Close()
+		return nil, err
+	}
+	env := func(fnEnv []string) []string {
+		e := Env(h.FunctionEndpoint, ec2sim.DefaultAccount, ec2sim.DefaultRegion, fnEnv)
+		e = append(e, "AWS_CA_BUNDLE="+h.CABundle, "HTTPS_PROXY="+h.Proxy.URL, "NO_PROXY=localhost,127.0.0.1")
+		return append(e, extraEnv...)
+	}
+	if h.Backup, err = Start(ctx, p.RIE, "backup", p.BackupBin, env(p.BackupEnv)); err != nil {
+		h.Close()
+		return nil, err
+	}
+	if h.Prune, err = Start(ctx, p.RIE, "prune", p.PruneBin, env(p.PruneEnv)); err != nil {
 		h.Close()
 		return nil, err
 	}
@@ -104,7 +142,13 @@ func (h *Harness) Close() {
 			f.Stop()
 		}
 	}
+	if h.Proxy != nil {
+		h.Proxy.Close()
+	}
 	if h.srv != nil {
 		h.srv.Close()
+	}
+	if h.dir != "" {
+		os.RemoveAll(h.dir)
 	}
 }

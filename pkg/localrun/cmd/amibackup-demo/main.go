@@ -87,6 +87,7 @@ func run(ctx context.Context) error {
 	defer h.Close()
 	go func() { <-ctx.Done(); h.Close() }()
 	fmt.Printf("  ec2sim  %s   (account %s, %s)\n", h.Endpoint, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
+	fmt.Printf("  the functions reach it as %s only through HTTPS_PROXY=%s, trusting AWS_CA_BUNDLE=%s\n", h.FunctionEndpoint, h.Proxy.URL, h.CABundle)
 	fmt.Printf("  backup  %s (RIE pid %d)\n  prune   %s (RIE pid %d)\n", h.Backup.URL, h.Backup.PID(), h.Prune.URL, h.Prune.PID())
 	printFleet(sim, web, db, ci)
 
