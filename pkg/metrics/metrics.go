@@ -1,0 +1,46 @@
+// Package metrics names the CloudWatch metrics the functions emit (as EMF
+// records, pkg/emf) and the stacks alarm on and chart: one contract, so a
+// renamed metric cannot leave an alarm watching nothing.
+package metrics
+
+// Dimension is the one dimension of every metric; its value is a policy
+// name, AllPolicies or config.CopyPolicy.
+const Dimension = "Policy"
+
+// AllPolicies is the dimension value under which prune and share report
+// every run, so one alarm hears runs of any policy.
+const AllPolicies = "all"
+
+// Backup.
+const (
+	InstancesSelected   = "InstancesSelected"
+	ImagesCreated       = "ImagesCreated"
+	ImagesExisting      = "ImagesExisting"
+	ImagesFailed        = "ImagesFailed"
+	InstancesSkipped    = "InstancesSkipped"
+	InstancesNotReached = "InstancesNotReached"
+	BackupDuration      = "BackupDuration"
+)
+
+// Prune.
+const (
+	ImagesPruned           = "ImagesPruned"
+	ImagesKept             = "ImagesKept"
+	PruneFailures          = "PruneFailures"
+	OrphanSnapshotsDeleted = "OrphanSnapshotsDeleted"
+	PruneBlocked           = "PruneBlocked"
+	PruneDuration          = "PruneDuration"
+)
+
+// Share.
+const (
+	ImagesShared = "ImagesShared"
+	ShareErrors  = "ShareErrors"
+)
+
+// Copy.
+const (
+	CopiesStarted = "CopiesStarted"
+	CopiesWaiting = "CopiesWaiting"
+	CopyFailures  = "CopyFailures"
+)
