@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/amibackup/amibackup/pkg/config"
-	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/localrun"
 )
 
@@ -66,7 +65,7 @@ func inputFunctions(t *testing.T) (*localrun.Harness, map[string]*localrun.Funct
 	}
 	fns := map[string]*localrun.Function{"backup": h.Backup, "prune": h.Prune}
 	for fn, cfg := range map[string]string{"share": shareCfg, "copy": copyCfg} {
-		env := localrun.Env(h.Endpoint, ec2sim.DefaultAccount, ec2sim.DefaultRegion, []string{config.EnvVar + "=" + cfg, "AWS_ENDPOINT_URL_KMS=" + h.Endpoint})
+		env := h.Env([]string{config.EnvVar + "=" + cfg, "AWS_ENDPOINT_URL_KMS=" + h.FunctionEndpoint})
 		f, err := localrun.Start(context.Background(), prepared.RIE, fn, bins[fn], env)
 		if err != nil {
 			t.Fatal(err)

@@ -39,6 +39,7 @@ type Harness struct {
 	Config        string
 	srv           *httptest.Server
 	dir           string
+	extraEnv      []string
 }
 
 // EndpointHost is the EC2 host name the functions use: covered by the
@@ -119,20 +120,28 @@ func (p *Prepared) Start(ctx context.Context, sim *ec2sim.Sim, extraEnv ...strin
 		h.Close()
 		return nil, err
 	}
-	env := func(fnEnv []string) []string {
-		e := Env(h.FunctionEndpoint, ec2sim.DefaultAccount, ec2sim.DefaultRegion, fnEnv)
-		e = append(e, "AWS_CA_BUNDLE="+h.CABundle, "HTTPS_PROXY="+h.Proxy.URL, "NO_PROXY=localhost,127.0.0.1")
-		return append(e, extraEnv...)
-	}
-	if h.Backup, err = Start(ctx, p.RIE, "backup", p.BackupBin, env(p.BackupEnv)); err != nil {
+	h.extraEnv = extraEnv
+	if h.Backup, err = Start(ctx, p.RIE, "backup", p.BackupBin, h.Env(p.BackupEnv)); err != nil {
 		h.Close()
 		return nil, err
 	}
-	if h.Prune, err = Start(ctx, p.RIE, "prune", p.PruneBin, env(p.PruneEnv)); err != nil {
+	if h.Prune, err = Start(ctx, p.RIE, "prune", p.PruneBin, h.Env(p.PruneEnv)); err != nil {
 		h.Close()
 		return nil, err
 	}
 	return h, nil
+}
+
+// Env is the environment a function of this harness runs with: fnEnv (the
+// template's variables) plus what a user's machine sets: the emulator's
+// endpoint name, reachable only through HTTPS_PROXY, its CA in
+// AWS_CA_BUNDLE, NO_PROXY, and the extra variables given to Start. Tests
+// that start further functions use it, so every bootstrap meets the same
+// environment.
+func (h *Harness) Env(fnEnv []string) []string {
+	e := Env(h.FunctionEndpoint, ec2sim.DefaultAccount, ec2sim.DefaultRegion, fnEnv)
+	e = append(e, "AWS_CA_BUNDLE="+h.CABundle, "HTTPS_PROXY="+h.Proxy.URL, "NO_PROXY=localhost,127.0.0.1")
+	return append(e, h.extraEnv...)
 }
 
 // Close stops the functions and the emulator.
