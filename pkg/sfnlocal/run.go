@@ -108,7 +108,7 @@ type Event struct {
 	Output    json.RawMessage `json:"output,omitempty"`
 	Error     string          `json:"error,omitempty"`
 	Cause     string          `json:"cause,omitempty"`
-	Attempt   int             `json:"attempt,omitempty"` // StateRetried: retries of this retrier before this one
+	Attempt   int             `json:"attempt,omitempty"` // StateRetried: 1 for the first retry of its retrier
 	Next      string          `json:"next,omitempty"`    // StateCaught: the catcher's target
 	// Invocation events.
 	Function          string `json:"function,omitempty"`
