@@ -96,7 +96,9 @@ type Options struct {
 // StateEntered, StateExited, StateFailed, StateRetried, StateCaught,
 // MapIterationStarted/Succeeded/Failed, ParallelBranch*, ExecutionSucceeded,
 // ExecutionFailed) and one per Lambda invocation: TaskStarted, then
-// TaskSucceeded or TaskFailed with the same Call.
+// TaskSucceeded or TaskFailed with the same Call. TaskSuppressed is a task of
+// a queued iteration that the engine started after another iteration of its
+// (top-level) Map failed: AWS would not start it, so it is not invoked.
 type Event struct {
 	Type      string          `json:"type"`
 	Timestamp int64           `json:"timestamp"` // Unix milliseconds

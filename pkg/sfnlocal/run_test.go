@@ -496,3 +496,40 @@ func runnerChild(t *testing.T) int {
 	}
 	return 0
 }
+
+// The engine starts a Map's queued iterations even after one failed; AWS
+// stops them. Run suppresses their tasks, so a failed wave is not followed
+// by the next one.
+func TestFailedMapStartsNoFurtherIterations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs RIEs")
+	}
+	f := startFn(t, "square")
+	def := `{"StartAt":"M","States":{
+	  "M":{"Type":"Map","ItemsPath":"$.items","MaxConcurrency":1,"ItemProcessor":{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"` + LocalFunctionARN("Sq") + `","End":true}}},
+	    "Catch":[{"ErrorEquals":["States.ALL"],"ResultPath":"$.error","Next":"Linger"}],"End":true},
+	  "Linger":{"Type":"Wait","Seconds":1,"Next":"Done"},
+	  "Done":{"Type":"Pass","End":true}}}`
+	res, err := engine(t).Run(context.Background(), []byte(def),
+		[]byte(`{"items":[{"permanent":"first wave failed"},{"value":2,"sleepMs":10},{"value":3},{"value":4}]}`),
+		Options{Functions: map[string][]string{LocalFunctionARN("Sq"): {f.URL}}, WaitOverrides: map[string]time.Duration{"Linger": 700 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != Succeeded || strings.Join(res.Entered(), ",") != "M,T,Linger,Done" {
+		t.Fatalf("status %s path %v: %s %s", res.Status, res.Entered(), res.Error, res.Cause)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := invocationsIn(f); n != 1 || len(res.Invocations()) != 1 {
+		t.Errorf("the RIE saw %d invocations, the result %d: want only the failed first item", n, len(res.Invocations()))
+	}
+	suppressed := 0
+	for _, e := range res.Events {
+		if e.Type == "TaskSuppressed" {
+			suppressed++
+		}
+	}
+	if suppressed == 0 {
+		t.Errorf("no TaskSuppressed event: the engine did not start the queued iterations, update the package doc")
+	}
+}

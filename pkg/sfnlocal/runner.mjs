@@ -31,14 +31,38 @@ const MAX_TIMER_SECONDS = Math.floor(2147483647 / 1000);
 const LAMBDA_INVOKE = /^arn:[^:]+:states:::lambda:invoke$/;
 const LAMBDA_FUNCTION = /^arn:[^:]+:lambda:[^:]+:\d{12}:function:[^:]+(:[^:]+)?$/;
 
-// forEachState calls fn(name, state) for every state, nested ones included.
-function forEachState(def, fn) {
+// forEachState calls fn(name, state, outer) for every state, nested ones
+// included; outer is the Map or Parallel state around it ('' at the top).
+function forEachState(def, fn, outer = '') {
   for (const [name, state] of Object.entries(def.States ?? {})) {
-    fn(name, state);
+    fn(name, state, outer);
     const inner = state.ItemProcessor ?? state.Iterator;
-    if (inner) forEachState(inner, fn);
-    for (const b of state.Branches ?? []) forEachState(b, fn);
+    if (inner) forEachState(inner, fn, name);
+    for (const b of state.Branches ?? []) forEachState(b, fn, name);
   }
+}
+
+// Stray Map iterations. The engine starts the Map's queued iterations even
+// after one failed (its p-limit queue is not cleared), so their tasks would
+// invoke functions after the Map, and maybe the execution, failed; AWS stops
+// a Map's iterations when one fails. For a Map at the top level of the
+// definition (one live instance at a time), tasks of its iterations that
+// start after an iteration failed are not invoked: they never settle and
+// are reported as TaskSuppressed. topMap maps a state inside such a Map to
+// the Map.
+function topMaps(def) {
+  const topMap = {};
+  const outerOf = {};
+  forEachState(def, (name, state, outer) => { outerOf[name] = outer; });
+  for (const name of Object.keys(outerOf)) {
+    let top = name;
+    while (outerOf[top]) top = outerOf[top];
+    if (top !== name && def.States[top]?.Type === 'Map') {
+      // Only when the Map itself is not inside a Map or Parallel.
+      topMap[name] = top;
+    }
+  }
+  return topMap;
 }
 
 // prepare makes the engine's timers behave as in AWS (see the package doc)
@@ -110,6 +134,8 @@ async function run(req) {
   const def = req.definition;
   const waitOverrides = req.waitOverrides ?? {};
   const resources = prepare(def, waitOverrides);
+  const topMap = topMaps(def);
+  const failedMaps = new Set();
   const pools = new Map();
   for (const [arn, urls] of Object.entries(req.functions ?? {})) pools.set(arn, new Pool(urls));
   const findPool = (nameOrArn) => {
@@ -143,6 +169,14 @@ async function run(req) {
       }
       const [arn, pool] = findPool(fn);
       const call = ++calls;
+      // Let the engine's events (queued in microtasks) reach the event loop
+      // below first: they are printed before this task's, and a failed
+      // iteration of the Map is known.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (failedMaps.has(topMap[stateName])) {
+        emit({ kind: 'event', event: { type: 'TaskSuppressed', timestamp: Date.now(), state: stateName, stateType: 'Task', input: payload, function: arn, call } });
+        return new Promise(() => {});
+      }
       const url = await pool.acquire();
       emit({ kind: 'event', event: { type: 'TaskStarted', timestamp: Date.now(), state: stateName, stateType: 'Task', input: payload, function: arn, endpoint: url, call } });
       let res, text;
@@ -199,7 +233,15 @@ async function run(req) {
     context: req.context,
   });
   const drained = (async () => {
-    for await (const ev of execution.eventLogs) emit({ kind: 'event', event: flatten(ev) });
+    for await (const ev of execution.eventLogs) {
+      const parent = ev.parentState?.name;
+      if (ev.type === 'MapIterationFailed' && Object.values(topMap).includes(parent)) failedMaps.add(parent);
+      if ((ev.type === 'StateEntered' || ev.type === 'StateRetried') && failedMaps.has(ev.state.name)) failedMaps.delete(ev.state.name);
+      // Events of stray iterations (see topMaps) are not AWS's.
+      if (ev.type === 'MapIterationStarted' && failedMaps.has(parent)) continue;
+      if (ev.index !== undefined && ev.state && failedMaps.has(topMap[ev.state.name])) continue;
+      emit({ kind: 'event', event: flatten(ev) });
+    }
   })();
   let result;
   try {
@@ -217,6 +259,9 @@ async function run(req) {
   }
   await drained;
   emit(result);
+  // Invocations still in flight (iterations of a failed Map) finish in
+  // their RIE, as in Lambda; the execution does not wait for them.
+  process.exit(0);
 }
 
 function causeText(c) {
