@@ -51,7 +51,7 @@ var fixture struct {
 	err  error
 }
 
-func fixtureBootstrap(t *testing.T) string {
+func fixtureBootstrap(t testing.TB) string {
 	t.Helper()
 	fixture.once.Do(func() {
 		dir, err := os.MkdirTemp("", "sfnlocal-fn-")
@@ -74,7 +74,7 @@ func fixtureBootstrap(t *testing.T) string {
 }
 
 // startFn runs the fixture with role under its own RIE.
-func startFn(t *testing.T, role string, env ...string) *localrun.Function {
+func startFn(t testing.TB, role string, env ...string) *localrun.Function {
 	t.Helper()
 	rie, err := localrun.FindRIE(repoRoot(t))
 	if err != nil {
@@ -99,7 +99,7 @@ var testMachine struct {
 	err      error
 }
 
-func synthTestMachine(t *testing.T) []byte {
+func synthTestMachine(t testing.TB) []byte {
 	t.Helper()
 	testMachine.once.Do(func() {
 		if _, err := exec.LookPath("node"); err != nil {
@@ -181,7 +181,7 @@ type machine struct {
 	opts    Options
 }
 
-func startMachine(t *testing.T, env ...string) *machine {
+func startMachine(t testing.TB, env ...string) *machine {
 	t.Helper()
 	tmpl := synthTestMachine(t)
 	def, err := Resolve(tmpl, "", nil)
@@ -211,7 +211,7 @@ func startMachine(t *testing.T, env ...string) *machine {
 }
 
 // lambdaID is the logical ID CDK gave the function construct id.
-func lambdaID(t *testing.T, tmpl []byte, prefix string) string {
+func lambdaID(t testing.TB, tmpl []byte, prefix string) string {
 	t.Helper()
 	var tt struct {
 		Resources map[string]struct{ Type string }
@@ -226,7 +226,7 @@ func lambdaID(t *testing.T, tmpl []byte, prefix string) string {
 	return ""
 }
 
-func (m *machine) run(t *testing.T, input string) *Result {
+func (m *machine) run(t testing.TB, input string) *Result {
 	t.Helper()
 	res, err := m.eng.Run(context.Background(), m.def, []byte(input), m.opts)
 	if err != nil {
