@@ -21,7 +21,8 @@ var (
 // Output), Distributed Map (ItemReader, ItemBatcher, ResultWriter,
 // ProcessorConfig.Mode DISTRIBUTED, ToleratedFailure*, Label), task
 // heartbeats, .sync and .waitForTaskToken integrations, Credentials, and any
-// task that is not a synchronous Lambda invocation. nil when def is clean.
+// task that is not a synchronous Lambda invocation, and paths into the
+// context object's State and Task fields. nil when def is clean.
 func Unsupported(def []byte) error {
 	var d map[string]any
 	if err := json.Unmarshal(def, &d); err != nil {
@@ -82,6 +83,7 @@ func walkStates(machine map[string]any, prefix string, add func(path, what strin
 			add(p+".QueryLanguage", fmt.Sprintf("%v is not supported (JSONPath only)", ql))
 		}
 		flag(s, p, ignoredEverywhere, add)
+		contextPaths(s, p, add)
 		for _, list := range []string{"Catch", "Choices"} {
 			items, _ := s[list].([]any)
 			for i, it := range items {
@@ -116,6 +118,32 @@ func walkStates(machine map[string]any, prefix string, add func(path, what strin
 					walkStates(m, fmt.Sprintf("%s.Branches[%d].", p, i), add)
 				}
 			}
+		}
+	}
+}
+
+// contextPaths flags references to the context object's State and Task
+// fields, which the engine does not fill ($$.Execution and $$.StateMachine
+// come from Options, $$.Map from the engine).
+func contextPaths(v any, path string, add func(path, what string)) {
+	switch v := v.(type) {
+	case string:
+		for _, f := range []string{"$$.State.", "$$.Task."} {
+			if strings.Contains(v, f) {
+				add(path, fmt.Sprintf("%s is not in the local context object (%q)", strings.TrimSuffix(f, "."), v))
+			}
+		}
+	case map[string]any:
+		for k, x := range v {
+			// Nested states are walked by walkStates with their own paths.
+			if k == "ItemProcessor" || k == "Iterator" || k == "Branches" {
+				continue
+			}
+			contextPaths(x, path+"."+k, add)
+		}
+	case []any:
+		for i, x := range v {
+			contextPaths(x, fmt.Sprintf("%s[%d]", path, i), add)
 		}
 	}
 }

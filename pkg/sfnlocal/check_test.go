@@ -89,6 +89,10 @@ func TestUnsupported(t *testing.T) {
 		{".sync", func(d map[string]any) { invoke(d)["Resource"] = "arn:aws:states:::states:startExecution.sync:2" }, ".sync integrations"},
 		{"SDK integration", func(d map[string]any) { invoke(d)["Resource"] = "arn:aws:states:::aws-sdk:ec2:describeInstances" }, "only Lambda tasks"},
 		{"activity", func(d map[string]any) { item(d)["Resource"] = "arn:aws:states:us-east-1:123456789012:activity:x" }, "States.Each.ItemProcessor.States.Item.Resource"},
+		{"$$.State", func(d map[string]any) {
+			state(d, "States", "Invoke", "Parameters")["Entered.$"] = "$$.State.EnteredTime"
+		}, "States.Invoke.Parameters.Entered.$: $$.State is not in the local context"},
+		{"$$.Task", func(d map[string]any) { item(d)["Parameters"] = map[string]any{"token.$": "$$.Task.Token"} }, "States.Each.ItemProcessor.States.Item.Parameters.token.$: $$.Task"},
 		{"async invoke", func(d map[string]any) { state(d, "States", "Invoke", "Parameters")["InvocationType"] = "Event" }, "InvocationType: Event"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -170,6 +174,32 @@ func TestRunRefusesAndReportsHarnessErrors(t *testing.T) {
 	res, err := eng.Run(ctx, long, []byte(`{"a":1}`), Options{WaitOverrides: map[string]time.Duration{"W": 0}})
 	if err != nil || res.Status != Succeeded || string(res.Output) != `{"a":1}` {
 		t.Errorf("overridden long Wait: %v %+v", err, res)
+	}
+}
+
+func TestContextObjectAndLimits(t *testing.T) {
+	eng := engine(t)
+	ctx := context.Background()
+	def := []byte(`{"StartAt":"P","States":{"P":{"Type":"Pass","Parameters":{"name.$":"$$.Execution.Name","id.$":"$$.Execution.Id",
+	  "machine.$":"$$.StateMachine.Name","input.$":"$$.Execution.Input","start.$":"$$.Execution.StartTime"},"End":true}}}`)
+	res, err := eng.Run(ctx, def, []byte(`{"a":1}`), Options{Name: "backup-20261129", StateMachineName: "Waves"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Name, ID, Machine, Start string
+		Input                    struct{ A int }
+	}
+	json.Unmarshal(res.Output, &out)
+	if out.Name != "backup-20261129" || out.ID != "arn:aws:states:us-east-1:123456789012:execution:Waves:backup-20261129" ||
+		out.Machine != "Waves" || out.Input.A != 1 || out.Start == "" {
+		t.Errorf("context object: %s", res.Output)
+	}
+	// Step Functions' 256 KiB payload limit is enforced, not ignored.
+	big := []byte(`{"pad":"` + strings.Repeat("x", 262144) + `"}`)
+	var he *HarnessError
+	if _, err := eng.Run(ctx, def, big, Options{}); !errors.As(err, &he) || !strings.Contains(he.Message, "States.DataLimitExceeded") {
+		t.Errorf("oversized input: %v", err)
 	}
 }
 

@@ -3,6 +3,7 @@ package sfnlocal
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -87,6 +88,11 @@ type Options struct {
 	// RetryIntervalOverrides replaces the interval before every retry of
 	// the named states.
 	RetryIntervalOverrides map[string]time.Duration
+	// Name is the execution's name ($$.Execution.Name, default "local");
+	// StateMachineName the state machine's ($$.StateMachine.Name, default
+	// "local"). $$.Execution.Id, RoleArn and $$.StateMachine.Id are the
+	// matching local ARNs.
+	Name, StateMachineName string
 	// OnEvent, when set, sees every event as it happens (from the goroutine
 	// reading the engine), e.g. to cancel the context at a chosen point.
 	OnEvent func(Event)
@@ -207,8 +213,21 @@ func (e *Engine) Run(ctx context.Context, def, input []byte, opts Options) (*Res
 		}
 		return out
 	}
+	name, smName := cmp.Or(opts.Name, "local"), cmp.Or(opts.StateMachineName, "local")
+	// The engine itself fills only $$.Execution.Input and StartTime.
+	contextObject := map[string]any{
+		"Execution": map[string]any{
+			"Id":      fmt.Sprintf("arn:%s:states:%s:%s:execution:%s:%s", Partition, Region, Account, smName, name),
+			"Name":    name,
+			"RoleArn": fmt.Sprintf("arn:%s:iam::%s:role/%s", Partition, Account, smName),
+		},
+		"StateMachine": map[string]any{
+			"Id":   fmt.Sprintf("arn:%s:states:%s:%s:stateMachine:%s", Partition, Region, Account, smName),
+			"Name": smName,
+		},
+	}
 	req := map[string]any{
-		"mode": "run", "definition": json.RawMessage(def), "input": json.RawMessage(input),
+		"mode": "run", "definition": json.RawMessage(def), "input": json.RawMessage(input), "context": contextObject,
 		"functions": opts.Functions, "waitOverrides": ms(opts.WaitOverrides), "retryIntervalOverrides": ms(opts.RetryIntervalOverrides),
 	}
 	res := &Result{}

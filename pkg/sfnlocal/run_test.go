@@ -435,6 +435,24 @@ func TestFunctionTimeoutIsLambdaUnknown(t *testing.T) {
 	}
 }
 
+func TestOversizedResultStopsTheRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs RIEs")
+	}
+	f := startFn(t, "square")
+	def := `{"StartAt":"Big","States":{"Big":{"Type":"Task","Resource":"` + LocalFunctionARN("Big") + `",
+	  "Catch":[{"ErrorEquals":["States.ALL"],"Next":"Caught"}],"End":true},"Caught":{"Type":"Pass","End":true}}}`
+	opts := Options{Functions: map[string][]string{LocalFunctionARN("Big"): {f.URL}}}
+	if res, err := engine(t).Run(context.Background(), []byte(def), []byte(`{"value":2,"pad":200000}`), opts); err != nil || res.Status != Succeeded {
+		t.Fatalf("200 kB result: %v %+v", err, res)
+	}
+	_, err := engine(t).Run(context.Background(), []byte(def), []byte(`{"value":2,"pad":270000}`), opts)
+	var he *HarnessError
+	if !errors.As(err, &he) || !strings.Contains(he.Message, "state Big: the result of "+LocalFunctionARN("Big")) {
+		t.Fatalf("270 kB result: %v", err)
+	}
+}
+
 func TestCancelKillsExecution(t *testing.T) {
 	if testing.Short() {
 		t.Skip("synthesizes a CDK app and runs RIEs")

@@ -28,6 +28,17 @@ function fatal(message) {
 // Task and execution timeouts and for Wait states.
 const MAX_TIMER_SECONDS = Math.floor(2147483647 / 1000);
 
+// Step Functions' payload limit per state input, output and task result
+// (256 KiB of UTF-8); AWS fails with States.DataLimitExceeded, which
+// States.ALL does not catch. The engine has no limit: stop the run instead.
+const MAX_PAYLOAD_BYTES = 262144;
+function checkSize(what, value) {
+  const n = Buffer.byteLength(JSON.stringify(value ?? null), 'utf8');
+  if (n > MAX_PAYLOAD_BYTES) {
+    fatal(`${what} is ${n} bytes, more than Step Functions' 256 KiB: AWS would fail with States.DataLimitExceeded`);
+  }
+}
+
 const LAMBDA_INVOKE = /^arn:[^:]+:states:::lambda:invoke$/;
 const LAMBDA_FUNCTION = /^arn:[^:]+:lambda:[^:]+:\d{12}:function:[^:]+(:[^:]+)?$/;
 
@@ -211,6 +222,7 @@ async function run(req) {
       if (!parsed || res.status !== 200) {
         fatal(`state ${stateName}: invoke ${arn} at ${url}: HTTP ${res.status}: ${text.slice(0, 500)}`);
       }
+      checkSize(`state ${stateName}: the result of ${arn}`, body);
       emit({ kind: 'event', event: { type: 'TaskSucceeded', timestamp: Date.now(), state: stateName, stateType: 'Task', output: body, function: arn, endpoint: url, call } });
       if (!wrap) return body;
       return {
@@ -237,6 +249,8 @@ async function run(req) {
       const parent = ev.parentState?.name;
       if (ev.type === 'MapIterationFailed' && Object.values(topMap).includes(parent)) failedMaps.add(parent);
       if ((ev.type === 'StateEntered' || ev.type === 'StateRetried') && failedMaps.has(ev.state.name)) failedMaps.delete(ev.state.name);
+      if (ev.type === 'ExecutionStarted') checkSize('the execution input', ev.input);
+      if (ev.type === 'StateExited') checkSize(`state ${ev.state.name}: the output`, ev.state.output);
       // Events of stray iterations (see topMaps) are not AWS's.
       if (ev.type === 'MapIterationStarted' && failedMaps.has(parent)) continue;
       if (ev.index !== undefined && ev.state && failedMaps.has(topMap[ev.state.name])) continue;

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +51,8 @@ type Input struct {
 	Skip bool `json:"skip"`
 	// Crash exits the process without answering.
 	Crash bool `json:"crash"`
+	// Pad adds this many bytes to the answer of "square".
+	Pad int `json:"pad"`
 }
 
 var (
@@ -84,7 +87,7 @@ func handle(_ context.Context, in Input) (map[string]any, error) {
 	case "prepare":
 		return map[string]any{"value": in.Value * 2, "items": in.Items, "skip": in.Skip}, nil
 	case "square":
-		return map[string]any{"index": in.Index, "square": in.Value * in.Value, "pid": os.Getpid()}, nil
+		return map[string]any{"index": in.Index, "square": in.Value * in.Value, "pid": os.Getpid(), "pad": strings.Repeat("x", in.Pad)}, nil
 	}
 	return nil, fmt.Errorf("FIXTURE_ROLE %q is neither prepare nor square", role)
 }
