@@ -258,8 +258,9 @@ func (e *Engine) call(ctx context.Context, req any, out any) error {
 	return e.stream(ctx, req, func(Event) {}, out)
 }
 
-// stream runs the script in its own process group, passes events to onEvent
-// and decodes the result line into out. The group is killed when ctx ends.
+// stream runs the script in its own process group (a terminal's signals
+// reach the test, not the engine), passes events to onEvent and decodes the
+// result line into out. Node is killed when ctx ends.
 func (e *Engine) stream(ctx context.Context, req any, onEvent func(Event), out any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -278,7 +279,6 @@ func (e *Engine) stream(ctx context.Context, req any, onEvent func(Event), out a
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("sfnlocal: start %s: %w", e.Node, err)
 	}
-	pid := cmd.Process.Pid
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -286,7 +286,9 @@ func (e *Engine) stream(ctx context.Context, req any, onEvent func(Event), out a
 		defer wg.Done()
 		select {
 		case <-ctx.Done():
-			syscall.Kill(-pid, syscall.SIGKILL)
+			// The script starts no processes, so killing node ends the run;
+			// os.Process.Kill is safe against a reaped and reused pid.
+			cmd.Process.Kill()
 		case <-stop:
 		}
 	}()
