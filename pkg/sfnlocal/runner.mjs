@@ -10,6 +10,7 @@
 import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 import { readFileSync, writeSync } from 'node:fs';
+import http from 'node:http';
 
 const modules = process.env.SFNLOCAL_MODULES;
 
@@ -122,6 +123,21 @@ class Pool {
   }
 }
 
+// post sends body to url. node:http rather than fetch: fetch gives up on a
+// response after 300 s, and a function may run for 900 s.
+function post(url, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 function functionName(nameOrArn) {
   // arn:aws:lambda:us-east-1:123456789012:function:name[:qualifier],
   // 123456789012:function:name, name[:qualifier]
@@ -189,16 +205,21 @@ async function run(req) {
         return new Promise(() => {});
       }
       const url = await pool.acquire();
+      if (failedMaps.has(topMap[stateName])) {
+        pool.release(url);
+        emit({ kind: 'event', event: { type: 'TaskSuppressed', timestamp: Date.now(), state: stateName, stateType: 'Task', input: payload, function: arn, call } });
+        return new Promise(() => {});
+      }
       emit({ kind: 'event', event: { type: 'TaskStarted', timestamp: Date.now(), state: stateName, stateType: 'Task', input: payload, function: arn, endpoint: url, call } });
-      let res, text;
+      let res;
       try {
-        res = await fetch(url, { method: 'POST', body: JSON.stringify(payload), headers: { 'content-type': 'application/json' } });
-        text = await res.text();
+        res = await post(url, JSON.stringify(payload));
       } catch (e) {
-        fatal(`state ${stateName}: invoke ${arn} at ${url}: ${e.cause?.message ?? e.message}`);
+        fatal(`state ${stateName}: invoke ${arn} at ${url}: ${e.message}`);
       } finally {
         pool.release(url);
       }
+      const text = res.text;
       let body, parsed = false;
       try {
         body = JSON.parse(text);
