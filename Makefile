@@ -6,6 +6,10 @@ export PATH := $(TOOLS)/bin:$(TOOLS)/node_modules/.bin:$(PATH)
 RIE_VERSION := v0.0.0-20261030222936-bef5c4ba774d
 CDK_VERSION := 2.1148
 NODE_VERSION := 22
+# Offline Step Functions (pkg/sfnlocal); pinned, read by the package's FindEngine.
+LOCAL_SFN_VERSION := 3.0.0
+ASL_VALIDATOR_VERSION := 4.0.0
+space := $(subst ,, )
 FUNCTIONS := $(notdir $(wildcard functions/*))
 # The stacks build arm64; the local run and e2e tests build for this machine
 # with the same flags so the RIE can execute them.
@@ -19,11 +23,20 @@ rie: $(TOOLS)/bin/aws-lambda-rie
 $(TOOLS)/bin/aws-lambda-rie:
 	GOBIN=$(TOOLS)/bin go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$(RIE_VERSION)
 
-node: $(TOOLS)/node_modules/.bin/cdk
-$(TOOLS)/node_modules/.bin/cdk:
+# The stamp names the package set, so a .tools installed before a package
+# was added (or a version changed) gets it on the next `make node`.
+NODE_PACKAGES := node@$(NODE_VERSION) aws-cdk@$(CDK_VERSION) \
+  aws-local-stepfunctions@$(LOCAL_SFN_VERSION) asl-validator@$(ASL_VALIDATOR_VERSION)
+NODE_STAMP := $(TOOLS)/.stamp-npm-$(subst @,-,$(subst $(space),_,$(strip $(NODE_PACKAGES))))
+
+node: $(NODE_STAMP)
+$(NODE_STAMP):
 	mkdir -p $(TOOLS)
 	cd $(TOOLS) && { [ -f package.json ] || echo '{"name":"amibackup-tools","private":true}' > package.json; } && \
-	  npm install --no-audit --no-fund --loglevel=error node@$(NODE_VERSION) aws-cdk@$(CDK_VERSION)
+	  npm install --no-audit --no-fund --loglevel=error node@$(NODE_VERSION) aws-cdk@$(CDK_VERSION) && \
+	  npm install --no-audit --no-fund --loglevel=error --save-exact \
+	    aws-local-stepfunctions@$(LOCAL_SFN_VERSION) asl-validator@$(ASL_VALIDATOR_VERSION)
+	touch $@
 
 # Lambda artifacts exactly as the stacks bundle them (linux/arm64).
 build:
