@@ -262,13 +262,14 @@ func TestNagFlagsNewWildcard(t *testing.T) {
 		t.Fatal(err)
 	}
 	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(t.TempDir())})
-	s := newBase(app, "NagProbe", &BackupStackProps{Config: cfg, Root: repoRoot(t)}, "probe")
-	extra := statement("NewWildcard", []string{"ec2:DeleteVolume"}, []string{arn(s.Stack, "volume/*")}, managedBy(cfg))
-	if _, err := s.function(repoRoot(t), "prune", cfg, append(pruneStatements(s.Stack, cfg), extra), pruneWildcards(s.Stack)); err != nil {
+	stack := awscdk.NewStack(app, jsii.String("NagProbe"), nil)
+	extra := statement("NewWildcard", []string{"ec2:DeleteVolume"}, []string{arn(stack, "volume/*")}, managedBy(cfg))
+	if _, err := NewAmiFunction(stack, &AmiFunctionProps{Name: "prune", Config: cfg, Root: repoRoot(t),
+		Statements: append(pruneStatements(stack, cfg), extra), Wildcards: pruneWildcards(stack), Notifications: NewNotifications(stack, cfg)}); err != nil {
 		t.Fatal(err)
 	}
 	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
-	errs := assertions.Annotations_FromStack(s.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-IAM5")))
+	errs := assertions.Annotations_FromStack(stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-IAM5")))
 	var flagged []string
 	for _, e := range *errs {
 		flagged = append(flagged, fmt.Sprint(e.Entry.Data))

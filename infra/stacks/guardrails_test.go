@@ -182,11 +182,11 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 
 func TestGuardrailsCdkNagClean(t *testing.T) {
 	stack, _ := synth(t, guardConfig)
-	errs := assertions.Annotations_FromStack(stack.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
+	errs := assertions.Annotations_FromStack(stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
 	for _, e := range *errs {
 		t.Errorf("cdk-nag: %s %v", *e.Id, e.Entry.Data)
 	}
-	warns := assertions.Annotations_FromStack(stack.Stack).FindWarning(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
+	warns := assertions.Annotations_FromStack(stack).FindWarning(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
 	for _, w := range *warns {
 		t.Errorf("cdk-nag warning: %s %v", *w.Id, w.Entry.Data)
 	}

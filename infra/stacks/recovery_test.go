@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
 	"github.com/aws/jsii-runtime-go"
 
@@ -20,9 +21,9 @@ const sharingConfig = `{"deployment":"prod","policies":[{"name":"nightly","selec
 const recoveryConfig = `{"deployment":"dr","recovery":{"sourceAccountIds":["111111111111"],"sourceDeployment":"prod",
  "sourceRegion":"eu-west-1","retention":{"daily":14}}}`
 
-func nagErrors(t *testing.T, s *Stack) {
+func nagErrors(t *testing.T, s awscdk.Stack) {
 	t.Helper()
-	errs := assertions.Annotations_FromStack(s.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
+	errs := assertions.Annotations_FromStack(s).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
 	for _, e := range *errs {
 		t.Errorf("cdk-nag: %s %v", *e.Id, e.Entry.Data)
 	}

@@ -44,12 +44,12 @@ func requireNode(t testing.TB) {
 	}
 }
 
-func synth(t testing.TB, cfgJSON string) (*BackupStack, map[string]any) {
+func synth(t testing.TB, cfgJSON string) (awscdk.Stack, map[string]any) {
 	t.Helper()
 	return synthIn(t, cfgJSON, t.TempDir())
 }
 
-func synthIn(t testing.TB, cfgJSON, outdir string) (*BackupStack, map[string]any) {
+func synthIn(t testing.TB, cfgJSON, outdir string) (awscdk.Stack, map[string]any) {
 	t.Helper()
 	requireNode(t)
 	app := awscdk.NewApp(&awscdk.AppProps{
@@ -60,7 +60,7 @@ func synthIn(t testing.TB, cfgJSON, outdir string) (*BackupStack, map[string]any
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
-	tmpl := assertions.Template_FromStack(stack.Stack, nil)
+	tmpl := assertions.Template_FromStack(stack, nil)
 	return stack, *tmpl.ToJSON()
 }
 
@@ -398,7 +398,7 @@ func TestCheckIAMCatchesMissingCondition(t *testing.T) {
 
 func TestCdkNagClean(t *testing.T) {
 	stack, _ := synthCached(t, testConfig)
-	errs := assertions.Annotations_FromStack(stack.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
+	errs := assertions.Annotations_FromStack(stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
 	for _, e := range *errs {
 		t.Errorf("cdk-nag: %s %v", *e.Id, e.Entry.Data)
 	}
