@@ -20,6 +20,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
 	"github.com/amibackup/amibackup/pkg/metrics"
+	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
 // Notifications are where a stack's problems go: the alarm topic (with
@@ -143,7 +144,7 @@ func (n *Notifications) FailedImageRule(cfg *config.Config, next string) awseven
 		Description: jsii.String("amibackup: an AMI in this account and Region failed"),
 		EventPattern: &awsevents.EventPattern{
 			Source:     jsii.Strings("aws.ec2"),
-			DetailType: jsii.Strings("EC2 AMI State Change"),
+			DetailType: jsii.Strings(trigger.AMIStateChange),
 			Detail:     &map[string]any{"State": []string{"failed"}},
 		},
 	})
@@ -171,26 +172,3 @@ func metric(name, dimension, stat string, period awscdk.Duration) awscloudwatch.
 // hourly and daily are the alarms' and the dashboard's periods.
 func hourly() awscdk.Duration { return awscdk.Duration_Hours(jsii.Number(1)) }
 func daily() awscdk.Duration  { return awscdk.Duration_Days(jsii.Number(1)) }
-
-func graph(title string, m ...awscloudwatch.IMetric) awscloudwatch.IWidget {
-	return awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String(title), Left: &m, Width: jsii.Number(12)})
-}
-
-// newDashboard adds the deployment's dashboard: the stack's own rows, then
-// what every stack has: prune results and each function's runs and errors
-// (fns in the order they are charted).
-func newDashboard(scope constructs.Construct, cfg *config.Config, fns []*AmiFunction, rows ...[]awscloudwatch.IWidget) awscloudwatch.Dashboard {
-	d := awscloudwatch.NewDashboard(scope, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
-		DashboardName: jsii.String(deploymentName(cfg.Deployment, maxDashboardName)),
-	})
-	for _, r := range rows {
-		d.AddWidgets(r...)
-	}
-	var runs []awscloudwatch.IMetric
-	for _, fn := range fns {
-		runs = append(runs, fn.MetricInvocations(&awscloudwatch.MetricOptions{Period: daily()}), fn.MetricErrors(&awscloudwatch.MetricOptions{Period: daily()}))
-	}
-	d.AddWidgets(graph("Images pruned", metric(metrics.ImagesPruned, metrics.AllPolicies, "Sum", daily()), metric(metrics.OrphanSnapshotsDeleted, metrics.AllPolicies, "Sum", daily())),
-		graph("Function runs and errors", runs...))
-	return d
-}

@@ -1,12 +1,3 @@
-// Package stacks defines amibackup's CloudFormation stacks: the functions,
-// their schedules, manual-run rules, least-privilege IAM, alarms, dashboard
-// and the Recycle Bin safety net.
-//
-// One file per concern: function.go (AmiFunction: a function with its log
-// group, role, policy, accepted wildcards and errors alarm), alarms.go
-// (topic, dead-letter queue, alarms, dashboard), schedules.go (Scheduler
-// and EventBridge rules), recyclebin.go, prune.go, sharing.go,
-// guardrails.go, and the two stacks: backup_stack.go and recovery_stack.go.
 package stacks
 
 import (
