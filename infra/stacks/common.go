@@ -6,6 +6,13 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/tags"
+)
+
+// Tags of the stack, which CloudFormation puts on every taggable resource.
+const (
+	stackTagDeployment = tags.Prefix + "deployment"
+	stackTagComponent  = tags.Prefix + "component"
 )
 
 // Common is what every amibackup stack has: the stack with the
@@ -25,8 +32,8 @@ func newCommon(scope constructs.Construct, id string, sp awscdk.StackProps, cfg 
 		sp.Description = jsii.String(description)
 	}
 	stack := awscdk.NewStack(scope, jsii.String(id), &sp)
-	awscdk.Tags_Of(stack).Add(jsii.String("amibackup:deployment"), jsii.String(cfg.Deployment), nil)
-	awscdk.Tags_Of(stack).Add(jsii.String("amibackup:component"), jsii.String("infrastructure"), nil)
+	awscdk.Tags_Of(stack).Add(jsii.String(stackTagDeployment), jsii.String(cfg.Deployment), nil)
+	awscdk.Tags_Of(stack).Add(jsii.String(stackTagComponent), jsii.String("infrastructure"), nil)
 	n := NewNotifications(stack, cfg)
 	return &Common{Stack: stack, Notifications: n, Schedules: NewSchedules(stack, cfg, n)}
 }

@@ -80,7 +80,9 @@ type AmiFunction struct {
 	ErrorsAlarm awscloudwatch.Alarm
 }
 
-// NewAmiFunction adds the function props.Name to scope. An unknown name,
+// NewAmiFunction adds the function props.Name to scope. Unlike most
+// constructs it takes no ID: the name fixes it (functionIDs), so that a
+// function's logical IDs cannot drift. An unknown name,
 // a configuration too large for Lambda's environment and an unsupported
 // build architecture are errors, found before anything is bundled.
 func NewAmiFunction(scope constructs.Construct, props *AmiFunctionProps) (*AmiFunction, error) {
@@ -92,6 +94,9 @@ func NewAmiFunction(scope constructs.Construct, props *AmiFunctionProps) (*AmiFu
 		}
 		slices.Sort(known)
 		return nil, fmt.Errorf("function %q: unknown; amibackup's functions are %s (folders under functions/)", props.Name, strings.Join(known, ", "))
+	}
+	if props.Config == nil || props.Notifications == nil {
+		return nil, fmt.Errorf("function %q: Config and Notifications are required", props.Name)
 	}
 	cfg := props.Config
 	// Checked before bundling: a too large configuration would otherwise
