@@ -42,7 +42,14 @@ func goldenConfigs(t *testing.T) map[string]string {
 // behaviour; a deliberate change rewrites the files with -update-golden
 // and shows up in review as their diff.
 func TestTemplatesMatchGolden(t *testing.T) {
-	for name, cfg := range goldenConfigs(t) {
+	configs := goldenConfigs(t)
+	files, _ := filepath.Glob(filepath.Join("testdata", "golden", "*.json"))
+	for _, f := range files {
+		if _, ok := configs[strings.TrimSuffix(filepath.Base(f), ".json")]; !ok {
+			t.Errorf("%s belongs to no configuration of goldenConfigs: remove it or add its configuration", f)
+		}
+	}
+	for name, cfg := range configs {
 		t.Run(name, func(t *testing.T) {
 			_, tmpl := synthCached(t, cfg)
 			got, err := normaliseTemplate(tmpl)
