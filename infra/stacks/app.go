@@ -48,10 +48,10 @@ func ConfigFromContext(v any, stackName string) (*config.Config, error) {
 	return config.Parse(raw, stackName)
 }
 
-// Build defines the app's stack from its context (a backup stack when
-// policies are configured, else a recovery stack: config.Validate rejects
+// Build defines the app's stack from its context (a BackupStack when
+// policies are configured, else a RecoveryStack: config.Validate rejects
 // a configuration with both) and applies cdk-nag's AwsSolutions checks.
-func Build(app awscdk.App, root string) (*Stack, error) {
+func Build(app awscdk.App, root string) (awscdk.Stack, error) {
 	name := DefaultStack
 	if v, ok := app.Node().TryGetContext(jsii.String(ContextStack)).(string); ok && v != "" {
 		name = v
@@ -67,15 +67,20 @@ func Build(app awscdk.App, root string) (*Stack, error) {
 	if r := os.Getenv("CDK_DEFAULT_REGION"); r != "" {
 		env.Region = jsii.String(r)
 	}
-	props := &BackupStackProps{StackProps: awscdk.StackProps{Env: env}, Config: cfg, Root: root}
-	var stack *Stack
+	sp := awscdk.StackProps{Env: env}
+	var stack awscdk.Stack
 	if len(cfg.Policies) > 0 {
-		stack, err = NewBackupStack(app, name, props)
+		s, err := NewBackupStack(app, name, &BackupStackProps{StackProps: sp, Config: cfg, Root: root})
+		if err != nil {
+			return nil, err
+		}
+		stack = s.Stack
 	} else {
-		stack, err = NewRecoveryStack(app, name, props)
-	}
-	if err != nil {
-		return nil, err
+		s, err := NewRecoveryStack(app, name, &RecoveryStackProps{StackProps: sp, Config: cfg, Root: root})
+		if err != nil {
+			return nil, err
+		}
+		stack = s.Stack
 	}
 	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
 	return stack, nil

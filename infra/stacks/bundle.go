@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3assets"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/amibackup/amibackup/pkg/lambdabuild"
 )
 
 // goBundler builds a function's bootstrap locally during synth; no Docker.
@@ -25,16 +27,13 @@ type goBundler struct {
 	root, function string
 }
 
-// BuildFlags are the flags every Lambda binary is built with.
-var BuildFlags = []string{"-tags", "lambda.norpc", "-trimpath", "-ldflags=-s -w"}
-
 // TryBundle implements awscdk.ILocalBundling.
 func (b *goBundler) TryBundle(outputDir *string, _ *awscdk.BundlingOptions) *bool {
-	args := append([]string{"build"}, BuildFlags...)
+	args := append([]string{"build"}, lambdabuild.Flags...)
 	args = append(args, "-o", filepath.Join(*outputDir, "bootstrap"), "./functions/"+b.function)
 	cmd := exec.Command("go", args...)
 	cmd.Dir = b.root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+lambdabuild.GOOS, "GOARCH="+lambdabuild.GOARCH)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "amibackup: go build of functions/%s failed: %v\n", b.function, err)

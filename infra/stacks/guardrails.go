@@ -7,7 +7,6 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsconfig"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/customresources"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
@@ -169,24 +168,14 @@ func allowedImagesSetting(scope constructs.Construct, cfg *config.Config, a *con
 	// Own role and log group instead of the provider defaults: the default
 	// role carries the AWS-managed AWSLambdaBasicExecutionRole, and no
 	// amibackup role has managed policies.
-	logs := awslogs.NewLogGroup(scope, jsii.String("AllowedImagesLogs"), &awslogs.LogGroupProps{
-		Retention:     retentionDays[cfg.LogRetentionDays],
-		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
-	})
-	role := awsiam.NewRole(scope, jsii.String("AllowedImagesRole"), &awsiam.RoleProps{
-		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("lambda.amazonaws.com"), nil),
-		Description: jsii.String("amibackup " + cfg.Deployment + ": sets the account's EC2 Allowed AMIs"),
-	})
+	logs := newLogGroup(scope, "AllowedImagesLogs", cfg)
+	role := lambdaRole(scope, "AllowedImagesRole", "amibackup "+cfg.Deployment+": sets the account's EC2 Allowed AMIs")
+	writeLogs, logsWildcard := ownLogs(logs, "GuardrailsAllowedImagesLogs", "custom resource")
 	logPolicy := awsiam.NewPolicy(scope, jsii.String("AllowedImagesLogPolicy"), &awsiam.PolicyProps{
-		Statements: &[]awsiam.PolicyStatement{statement("WriteOwnLogs", []string{"logs:CreateLogStream", "logs:PutLogEvents"},
-			[]string{*logs.LogGroupArn() + ":*"}, nil)},
+		Statements: &[]awsiam.PolicyStatement{writeLogs},
 	})
 	logPolicy.AttachToRole(role)
-	cdknag.NagSuppressions_AddResourceSuppressions(logPolicy, &[]*cdknag.NagPackSuppression{{
-		Id:        jsii.String("AwsSolutions-IAM5"),
-		AppliesTo: &[]any{&cdknag.RegexAppliesTo{Regex: jsii.String(`/^Resource::<GuardrailsAllowedImagesLogs[0-9A-F]{8}\.Arn>:\*$/g`)}},
-		Reason:    jsii.String("Log streams are created at run time; the wildcard is limited to the custom resource's own log group."),
-	}}, jsii.Bool(false))
+	cdknag.NagSuppressions_AddResourceSuppressions(logPolicy, &[]*cdknag.NagPackSuppression{logsWildcard}, jsii.Bool(false))
 	// The Allowed AMIs actions act on the account's setting, not on a
 	// resource with an ARN, so Resource is "*".
 	policy := customresources.AwsCustomResourcePolicy_FromStatements(&[]awsiam.PolicyStatement{

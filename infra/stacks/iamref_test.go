@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
 )
 
 // synthCache holds one synth per configuration for tests that only read
@@ -29,13 +31,13 @@ func TestMain(m *testing.M) {
 
 type cachedSynth struct {
 	once  sync.Once
-	stack *Stack
+	stack awscdk.Stack
 	tmpl  map[string]any
 	ok    bool
 }
 
 // synthCached is synth, shared between tests of the same configuration.
-func synthCached(t *testing.T, cfgJSON string) (*Stack, map[string]any) {
+func synthCached(t *testing.T, cfgJSON string) (awscdk.Stack, map[string]any) {
 	t.Helper()
 	synthMu.Lock()
 	c := synthCache[cfgJSON]

@@ -9,75 +9,11 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
 	"github.com/aws/jsii-runtime-go"
 
-	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/tags"
 )
 
-const sharingConfig = `{"deployment":"prod","policies":[{"name":"nightly","selector":{"tagKey":"Backup"},
- "schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"daily":7}}],
- "sharing":{"accountIds":["222222222222"],"organizationArns":["arn:aws:organizations::111111111111:organization/o-abcdefghij"],"organizationalUnitArns":["arn:aws:organizations::111111111111:ou/o-abcdefghij/ou-ab12-cdefgh34"],"createKey":true}}`
-
 const recoveryConfig = `{"deployment":"dr","recovery":{"sourceAccountIds":["111111111111"],"sourceDeployment":"prod",
  "sourceRegion":"eu-west-1","retention":{"daily":14}}}`
-
-func nagErrors(t *testing.T, s *Stack) {
-	t.Helper()
-	errs := assertions.Annotations_FromStack(s.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
-	for _, e := range *errs {
-		t.Errorf("cdk-nag: %s %v", *e.Id, e.Entry.Data)
-	}
-}
-
-func TestSharingOnBackupStack(t *testing.T) {
-	stack, tmpl := synthCached(t, sharingConfig)
-	template := assertions.Template_FromJSON(&tmpl, nil)
-	template.ResourceCountIs(jsii.String("AWS::Lambda::Function"), jsii.Number(3))
-	template.HasResourceProperties(jsii.String("AWS::Events::Rule"), map[string]any{
-		"EventPattern": map[string]any{"source": []string{"aws.ec2"}, "detail-type": []string{"EC2 AMI State Change"}, "detail": map[string]any{"State": []string{"available"}}},
-	})
-	template.HasResourceProperties(jsii.String("AWS::Scheduler::Schedule"), map[string]any{
-		"Name": "share-sweep", "ScheduleExpression": "rate(1 hour)",
-		"Target": assertions.Match_ObjectLike(&map[string]any{"Input": SweepInput}),
-	})
-	// The shared key lets the target account use it for copies.
-	template.HasResourceProperties(jsii.String("AWS::KMS::Key"), map[string]any{
-		"EnableKeyRotation": true,
-		"KeyPolicy": assertions.Match_ObjectLike(&map[string]any{"Statement": assertions.Match_ArrayWith(&[]any{
-			assertions.Match_ObjectLike(&map[string]any{"Sid": "TargetAccountGrants0", "Action": "kms:CreateGrant",
-				"Condition": map[string]any{"Bool": map[string]any{"kms:GrantIsForAWSResource": "true"}}}),
-		})}),
-	})
-	template.HasOutput(jsii.String("SharedBackupKeyArn"), map[string]any{})
-	// Organizations and OUs reach the key through Principal * narrowed by
-	// the principal's organization or OU path.
-	keySts := statements(tmpl, "AWS::KMS::Key")
-	for sid, want := range map[string][]string{
-		"TargetOrganizationsUse": {"StringEquals", "aws:PrincipalOrgID", "o-abcdefghij"}, "TargetOrganizationsGrants": {"StringEquals", "aws:PrincipalOrgID", "o-abcdefghij"},
-		"TargetOUsUse": {"ForAnyValue:StringLike", "aws:PrincipalOrgPaths", "o-abcdefghij/*/ou-ab12-cdefgh34/*"}, "TargetOUsGrants": {"ForAnyValue:StringLike", "aws:PrincipalOrgPaths", "o-abcdefghij/*/ou-ab12-cdefgh34/*"},
-	} {
-		s := bySid(t, keySts, sid)[0]
-		if p, _ := s.Principal.(map[string]any); p["AWS"] != "*" || !slices.Equal(cond(s, want[0], want[1]), want[2:]) {
-			t.Errorf("%s: principal %v, condition %v", sid, s.Principal, s.Condition)
-		}
-	}
-	for _, s := range keySts {
-		if p, _ := s.Principal.(map[string]any); p["AWS"] == "*" && s.Condition == nil {
-			t.Errorf("key statement %s open to every principal", s.Sid)
-		}
-	}
-	checkIAM(t, tmpl, "prod", map[string][]string{"Backup": nil})
-	checkShareRole(t, tmpl, "prod", []string{"222222222222"})
-	checkGrants(t, tmpl)
-	checkSchedulerInvokes(t, tmpl)
-	checkDashboard(t, tmpl, "prod", "ImagesCreated")
-	for _, fn := range resources(tmpl, "AWS::Lambda::Function") {
-		env := fn["Environment"].(map[string]any)["Variables"].(map[string]any)
-		if c, err := config.Parse([]byte(env[config.EnvVar].(string)), ""); err != nil || c.Sharing == nil {
-			t.Errorf("function config: %v", err)
-		}
-	}
-	nagErrors(t, stack)
-}
 
 func TestRecoveryStack(t *testing.T) {
 	stack, tmpl := synthCached(t, recoveryConfig)
@@ -126,4 +62,54 @@ func TestRecoveryStack(t *testing.T) {
 func jsonString(v any) (string, error) {
 	b, err := json.Marshal(v)
 	return string(b), err
+}
+
+// checkCopyRole: per statement, what the copy role may do.
+func checkCopyRole(t *testing.T, tmpl map[string]any, deployment, srcRegion string, sources []string) {
+	t.Helper()
+	sts := statements(tmpl, "AWS::IAM::Policy")
+	// CopyImage evaluates ec2:Owner on the source image only; its snapshot
+	// resource is the new snapshot, so an owner clause on snapshots would
+	// never match anything.
+	read := bySid(t, sts, "ReadSharedSources")[0]
+	if !slices.Equal(read.Actions, []string{"ec2:CopyImage"}) ||
+		!slices.Equal(read.Resources, []string{"arn:<AWS::Partition>:ec2:" + srcRegion + "::image/*"}) ||
+		!slices.Equal(cond(read, "StringEquals", "ec2:Owner"), sources) {
+		t.Errorf("ReadSharedSources %+v", read)
+	}
+	// The copy key: what EBS encryption needs from the caller (EBS
+	// encryption requirements), and nothing EBS does not use.
+	use := bySid(t, sts, "UseCopyKey")[0]
+	grant := bySid(t, sts, "GrantCopyKeyToEC2")[0]
+	have := append(slices.Clone(use.Actions), grant.Actions...)
+	for _, a := range []string{"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"} {
+		if !slices.Contains(have, a) {
+			t.Errorf("the copy role may not %s on the copy key: %v", a, have)
+		}
+	}
+	if slices.Contains(have, "kms:Encrypt") || !slices.Equal(use.Resources, grant.Resources) || len(use.Resources) != 1 {
+		t.Errorf("copy key statements %+v %+v", use, grant)
+	}
+	for _, s := range sts {
+		if s.Effect == "Allow" && hasAction(s, "ec2:CopyImage") && cond(s, "StringEquals", "ec2:Owner") == nil &&
+			!slices.Equal(cond(s, "StringEquals", "aws:RequestTag/"+tags.ManagedBy), []string{deployment}) {
+			t.Errorf("CopyImage without ec2:Owner or the request-tag condition: %s %+v", s.Sid, s)
+		}
+	}
+	var keys []string
+	for _, a := range sources {
+		keys = append(keys, "arn:<AWS::Partition>:kms:"+srcRegion+":"+a+":key/*")
+	}
+	for _, sid := range []string{"UseSourceKeysThroughEC2", "GrantSourceKeysToEC2"} {
+		s := bySid(t, sts, sid)[0]
+		if !slices.Equal(s.Resources, keys) || !slices.Contains(cond(s, "StringEquals", "kms:ViaService"), "ec2."+srcRegion+".amazonaws.com") {
+			t.Errorf("%s %+v", sid, s)
+		}
+	}
+	for sid, action := range map[string]string{"RemoveOurFailedCopies": "ec2:DeregisterImage", "RemoveOurFailedCopySnapshots": "ec2:DeleteSnapshot"} {
+		s := bySid(t, sts, sid)[0]
+		if !slices.Equal(s.Actions, []string{action}) || !slices.Equal(cond(s, "StringEquals", "aws:ResourceTag/"+tags.ManagedBy), []string{deployment}) {
+			t.Errorf("%s %+v", sid, s)
+		}
+	}
 }

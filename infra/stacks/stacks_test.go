@@ -44,12 +44,12 @@ func requireNode(t testing.TB) {
 	}
 }
 
-func synth(t testing.TB, cfgJSON string) (*BackupStack, map[string]any) {
+func synth(t testing.TB, cfgJSON string) (awscdk.Stack, map[string]any) {
 	t.Helper()
 	return synthIn(t, cfgJSON, t.TempDir())
 }
 
-func synthIn(t testing.TB, cfgJSON, outdir string) (*BackupStack, map[string]any) {
+func synthIn(t testing.TB, cfgJSON, outdir string) (awscdk.Stack, map[string]any) {
 	t.Helper()
 	requireNode(t)
 	app := awscdk.NewApp(&awscdk.AppProps{
@@ -60,7 +60,7 @@ func synthIn(t testing.TB, cfgJSON, outdir string) (*BackupStack, map[string]any
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
-	tmpl := assertions.Template_FromStack(stack.Stack, nil)
+	tmpl := assertions.Template_FromStack(stack, nil)
 	return stack, *tmpl.ToJSON()
 }
 
@@ -398,24 +398,12 @@ func TestCheckIAMCatchesMissingCondition(t *testing.T) {
 
 func TestCdkNagClean(t *testing.T) {
 	stack, _ := synthCached(t, testConfig)
-	errs := assertions.Annotations_FromStack(stack.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
-	for _, e := range *errs {
-		t.Errorf("cdk-nag: %s %v", *e.Id, e.Entry.Data)
-	}
+	nagErrors(t, stack)
 }
 
 func TestInvalidConfigFailsSynth(t *testing.T) {
-	requireNode(t)
-	app := awscdk.NewApp(&awscdk.AppProps{Context: &map[string]any{ContextConfig: `{"policies":[{"name":"Bad Name","selector":{},"schedule":{"expression":"daily"},"retention":{}}]}`}})
-	_, err := Build(app, repoRoot(t))
-	if err == nil {
-		t.Fatal("invalid configuration synthesized")
-	}
-	for _, want := range []string{"policies[0].name", "policies[0].selector.tagKey", "policies[0].schedule.expression", "policies[0].retention"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error does not name %s: %v", want, err)
-		}
-	}
+	err := buildError(t, `{"policies":[{"name":"Bad Name","selector":{},"schedule":{"expression":"daily"},"retention":{}}]}`)
+	wantMentions(t, err, "policies[0].name", "policies[0].selector.tagKey", "policies[0].schedule.expression", "policies[0].retention")
 	// A file path in -c works too, and reports a missing file clearly.
 	if _, err := ConfigFromContext("/nonexistent/amibackup.json", "X"); err == nil || !strings.Contains(err.Error(), "read configuration file") {
 		t.Errorf("missing file: %v", err)
@@ -471,5 +459,37 @@ func BenchmarkSynth(b *testing.B) {
 		start := time.Now()
 		synth(b, testConfig)
 		b.ReportMetric(time.Since(start).Seconds(), "s/synth")
+	}
+}
+
+// nagErrors fails the test for every cdk-nag AwsSolutions error on s.
+func nagErrors(t *testing.T, s awscdk.Stack) {
+	t.Helper()
+	errs := assertions.Annotations_FromStack(s).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
+	for _, e := range *errs {
+		t.Errorf("cdk-nag: %s %v", *e.Id, e.Entry.Data)
+	}
+}
+
+// buildError is Build's error for a configuration that must not
+// synthesize; the test fails if it does.
+func buildError(t *testing.T, cfgJSON string) error {
+	t.Helper()
+	requireNode(t)
+	app := awscdk.NewApp(&awscdk.AppProps{Context: &map[string]any{ContextConfig: cfgJSON}, Outdir: jsii.String(t.TempDir())})
+	_, err := Build(app, repoRoot(t))
+	if err == nil {
+		t.Fatal("invalid configuration synthesized")
+	}
+	return err
+}
+
+// wantMentions fails the test for each of wants err does not mention.
+func wantMentions(t *testing.T, err error, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q: %v", want, err)
+		}
 	}
 }

@@ -1,0 +1,149 @@
+package stacks
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/amibackup/amibackup/pkg/config"
+)
+
+func TestConfigSizeLimit(t *testing.T) {
+	var ids []string
+	for i := range 300 {
+		ids = append(ids, fmt.Sprintf("%012d", 200000000000+i))
+	}
+	idsJSON, _ := json.Marshal(ids)
+	big := `{"deployment":"huge","policies":[{"name":"nightly","selector":{"tagKey":"Backup"},"schedule":{"expression":"cron(0 3 * * ? *)"},
+	  "retention":{"daily":7}}],"sharing":{"accountIds":` + string(idsJSON) + `}}`
+	cfg, err := config.Parse([]byte(big), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = checkConfigSize(cfg, "share")
+	if err == nil || !strings.Contains(err.Error(), `deployment "huge"`) || !strings.Contains(err.Error(), config.EnvVar) || !strings.Contains(err.Error(), "4 KB") {
+		t.Fatalf("too large configuration: %v", err)
+	}
+	small, _ := config.Parse([]byte(testConfig), "")
+	if err := checkConfigSize(small, "backup"); err != nil {
+		t.Fatalf("test configuration rejected: %v", err)
+	}
+	// Synth fails with that error, before bundling anything.
+	wantMentions(t, buildError(t, big), "too large")
+}
+
+// TestNagFlagsNewWildcard: the IAM5 suppressions name their findings, so a
+// wildcard nobody accepted still fails cdk-nag.
+func TestNagFlagsNewWildcard(t *testing.T) {
+	requireNode(t)
+	cfg := mustParse(t, recoveryConfig)
+	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(t.TempDir())})
+	stack := awscdk.NewStack(app, jsii.String("NagProbe"), nil)
+	extra := statement("NewWildcard", []string{"ec2:DeleteVolume"}, []string{arn(stack, "volume/*")}, managedBy(cfg))
+	if _, err := NewAmiFunction(stack, &AmiFunctionProps{Name: "prune", Config: cfg, Root: repoRoot(t),
+		Statements: append(pruneStatements(stack, cfg), extra), Wildcards: pruneWildcards(stack), Notifications: NewNotifications(stack, cfg)}); err != nil {
+		t.Fatal(err)
+	}
+	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
+	errs := assertions.Annotations_FromStack(stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-IAM5")))
+	var flagged []string
+	for _, e := range *errs {
+		flagged = append(flagged, fmt.Sprint(e.Entry.Data))
+	}
+	if len(flagged) != 1 || !strings.Contains(flagged[0], "volume/*") {
+		t.Fatalf("want exactly the new volume wildcard flagged, got %v", flagged)
+	}
+}
+
+// TestConfigSizeCountsResolvedKeyARN: a key the stack creates is a short
+// token at synth and a full ARN at deploy; the budget counts the ARN.
+func TestConfigSizeCountsResolvedKeyARN(t *testing.T) {
+	requireNode(t)
+	token := *awscdk.Fn_Ref(jsii.String("CopyKey"))
+	for n := 1; n < 400; n++ {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("%012d", 300000000000+i)
+		}
+		idsJSON, _ := json.Marshal(ids)
+		cfg, err := config.Parse([]byte(`{"deployment":"dr","recovery":{"sourceAccountIds":`+string(idsJSON)+`,"sourceDeployment":"prod","retention":{"last":3}}}`), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Recovery.KMSKeyARN = token
+		raw := len(config.EnvVar) + len(cfg.JSON())
+		if raw <= maxConfigEnvBytes-60 {
+			continue
+		}
+		if raw > maxConfigEnvBytes {
+			t.Fatalf("no account count puts the document just under the budget (raw %d)", raw)
+		}
+		if err := checkConfigSize(cfg, "copy"); err == nil {
+			t.Fatalf("%d bytes with a %d-byte token accepted; the resolved ARN would exceed the budget", raw, len(token))
+		}
+		return
+	}
+	t.Fatal("budget never reached")
+}
+
+// mustParse is the validated configuration of a test's JSON.
+func mustParse(t *testing.T, cfgJSON string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(cfgJSON), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestAmiFunctionRejectsUnknownName: a name that is none of the functions
+// is an error naming it and the known ones, before anything is bundled or
+// added to the stack. The old lookup map answered "" for it, which became
+// a construct ID.
+func TestAmiFunctionRejectsUnknownName(t *testing.T) {
+	requireNode(t)
+	cfg := mustParse(t, testConfig)
+	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(t.TempDir())})
+	stack := awscdk.NewStack(app, jsii.String("Probe"), nil)
+	n := NewNotifications(stack, cfg)
+	before := len(*stack.Node().Children())
+	for _, name := range []string{"", "Backup", "bakup", "../functions/backup"} {
+		_, err := NewAmiFunction(stack, &AmiFunctionProps{Name: name, Config: cfg, Root: repoRoot(t), Notifications: n})
+		if err == nil {
+			t.Errorf("%q: accepted", name)
+			continue
+		}
+		wantMentions(t, err, fmt.Sprintf("function %q: unknown", name), "backup, copy, prune, share")
+	}
+	if after := len(*stack.Node().Children()); after != before {
+		t.Errorf("rejected functions added %d constructs", after-before)
+	}
+}
+
+// TestStacksNeedTheirConfiguration: each stack type rejects the other's
+// configuration with an error saying which stack it is for, before
+// creating anything (a recovery stack used to dereference the missing
+// recovery section).
+func TestStacksNeedTheirConfiguration(t *testing.T) {
+	requireNode(t)
+	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(t.TempDir())})
+	if _, err := NewBackupStack(app, "B", &BackupStackProps{Config: mustParse(t, recoveryConfig), Root: repoRoot(t)}); err == nil {
+		t.Error("backup stack from a recovery configuration")
+	} else {
+		wantMentions(t, err, "no policies", "RecoveryStack")
+	}
+	if _, err := NewRecoveryStack(app, "R", &RecoveryStackProps{Config: mustParse(t, testConfig), Root: repoRoot(t)}); err == nil {
+		t.Error("recovery stack from a backup configuration")
+	} else {
+		wantMentions(t, err, "no recovery section", "BackupStack")
+	}
+	if n := len(*app.Node().Children()); n != 0 {
+		t.Errorf("rejected stacks added %d constructs", n)
+	}
+}
