@@ -373,7 +373,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 	if req.DryRun {
 		in.DryRun = aws.Bool(true)
 		_, err := b.EC2.CreateImage(ctx, in)
-		if awsclient.ErrorCode(err) == "DryRunOperation" {
+		if awsclient.DryRunOK(err) {
 			entry.Detail += "; dry run: CreateImage permitted, nothing created"
 			sum.AddDone(entry)
 			return
@@ -390,7 +390,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 		sum.AddDone(entry)
 		log.Info("image created", "instance", t.id, "image", entry.ImageID, "name", name, "reboot", reboot)
 		b.deprecate(ctx, log, pol, entry.ImageID, b.now()(), sum)
-	case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
+	case awsclient.DuplicateName(err):
 		// The name is deterministic and the slot's images were listed at
 		// the start: a duplicate now is a race with another delivery, or
 		// this call's own image when EC2's answer to an earlier attempt was
@@ -474,7 +474,7 @@ func mayHaveApplied(err error) bool {
 		// The caller gave up; there is no retry that could meet the image.
 		return false
 	}
-	if awsclient.ErrorCode(err) == "RequestLimitExceeded" {
+	if awsclient.Throttled(err) {
 		return false
 	}
 	var re interface{ HTTPStatusCode() int }

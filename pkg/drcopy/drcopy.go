@@ -212,9 +212,9 @@ func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, 
 		*inFlight++
 		sum.AddDone(e)
 		c.Log.Info("copy started", "source", id, "copy", e.ImageID)
-	case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
+	case awsclient.DuplicateName(err):
 		c.duplicate(ctx, &e, sum)
-	case awsclient.ErrorCode(err) == "ResourceLimitExceeded":
+	case awsclient.LimitExceeded(err):
 		// Someone else's copies count too: wait for the next run.
 		*inFlight = r.MaxInFlight
 		e.Detail = "EC2's concurrent copy limit reached: copied by a later run"

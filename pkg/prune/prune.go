@@ -620,11 +620,11 @@ func (p *Pruner) sweepOrphans(ctx context.Context, log *slog.Logger, req trigger
 		id := aws.ToString(s.SnapshotId)
 		_, err := p.EC2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
 		switch {
-		case err == nil, awsclient.ErrorCode(err) == "InvalidSnapshot.NotFound":
+		case err == nil, awsclient.SnapshotGone(err):
 			sum.mu.Lock()
 			sum.OrphansDeleted = append(sum.OrphansDeleted, runner.Entry{ID: id, Detail: "orphaned snapshot deleted"})
 			sum.mu.Unlock()
-		case awsclient.ErrorCode(err) == "InvalidSnapshot.InUse":
+		case awsclient.SnapshotInUse(err):
 			// Someone registered an image from it: not ours to delete.
 			sum.AddSkipped(runner.Entry{ID: id, Detail: "snapshot in use by an image amibackup does not manage: kept"})
 		default:
