@@ -24,6 +24,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -171,7 +172,7 @@ type job struct {
 func (b *Backuper) plan(log *slog.Logger, pol *config.Policy, req trigger.Backup, targets []target, existing map[string]types.Image, sum *runner.Summary) []job {
 	var create, deprecate []job
 	for _, t := range targets {
-		name := tags.ImageName(pol.Name, t.id, req.Slot)
+		name := images.Name(pol.Name, t.id, req.Slot)
 		im, ok := existing[name]
 		if !ok {
 			create = append(create, job{t: t})
@@ -207,7 +208,7 @@ func (b *Backuper) settleExisting(log *slog.Logger, pol *config.Policy, instance
 // createdAt is the image's creation time (now if EC2's date is unreadable):
 // deprecation age counts from the creation, not from a retry.
 func createdAt(im types.Image, now func() time.Time) time.Time {
-	created, err := time.Parse(time.RFC3339, aws.ToString(im.CreationDate))
+	created, err := images.Created(im)
 	if err != nil {
 		return now()
 	}
@@ -220,24 +221,12 @@ func createdAt(im types.Image, now func() time.Time) time.Time {
 // token) and one DescribeImages per instance already done. The tags are
 // the ones every backup image gets in its CreateImage call.
 func (b *Backuper) slotImages(ctx context.Context, pol *config.Policy, req trigger.Backup) (map[string]types.Image, error) {
-	pg := ec2.NewDescribeImagesPaginator(b.EC2, &ec2.DescribeImagesInput{
-		Owners: []string{"self"},
-		Filters: []types.Filter{
-			{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{b.Config.Deployment}},
-			{Name: aws.String("tag:" + tags.Policy), Values: []string{pol.Name}},
-			{Name: aws.String("tag:" + tags.Time), Values: []string{tags.FormatTime(req.Slot)}},
-		},
-		MaxResults: aws.Int32(1000),
-	})
 	out := map[string]types.Image{}
-	for pg.HasMorePages() {
-		page, err := pg.NextPage(ctx)
+	for im, err := range images.Managed(ctx, b.EC2, images.Query{Deployment: b.Config.Deployment, Policy: pol.Name, Slot: req.Slot}) {
 		if err != nil {
 			return nil, fmt.Errorf("list images of policy %s for slot %s: %w", pol.Name, tags.FormatTime(req.Slot), err)
 		}
-		for _, im := range page.Images {
-			out[aws.ToString(im.Name)] = im
-		}
+		out[aws.ToString(im.Name)] = im
 	}
 	return out, nil
 }
@@ -354,7 +343,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 			"instance", t.id, "tag", tags.NoReboot+"=true")
 		sum.Warn("%s: %s=true, image taken without reboot (crash-consistent)", t.id, tags.NoReboot)
 	}
-	name := tags.ImageName(pol.Name, t.id, req.Slot)
+	name := images.Name(pol.Name, t.id, req.Slot)
 	tagList, dropped := imageTags(b.Config.Deployment, pol, req, t, reboot)
 	if len(dropped) > 0 {
 		sum.Warn("%s: %d tags did not fit EC2's limit of 50 and were not written: %v", t.id, len(dropped), dropped)
@@ -362,7 +351,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 	in := &ec2.CreateImageInput{
 		InstanceId:  aws.String(t.id),
 		Name:        aws.String(name),
-		Description: aws.String(tags.ImageDescription(b.Config.Deployment, pol.Name, t.id, req.Slot, reboot)),
+		Description: aws.String(images.Description(b.Config.Deployment, pol.Name, t.id, req.Slot, reboot)),
 		NoReboot:    aws.Bool(!reboot),
 		TagSpecifications: []types.TagSpecification{
 			{ResourceType: types.ResourceTypeImage, Tags: tagList},
@@ -491,36 +480,22 @@ func (b *Backuper) deprecate(ctx context.Context, log *slog.Logger, pol *config.
 	if age <= 0 {
 		return
 	}
-	at := DeprecationTime(created, age)
+	at := images.DeprecationTime(created, age)
 	if _, err := b.EC2.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{ImageId: aws.String(imageID), DeprecateAt: aws.Time(at)}); err != nil {
 		log.Warn("deprecation not set yet; prune will set it once the image is available", "image", imageID, "error", err.Error())
 		sum.Warn("%s: deprecation not set (%s); prune sets it later", imageID, awsclient.ErrorCode(err))
 	}
 }
 
-// DeprecationTime is creation plus age, rounded up to a whole minute so
-// EC2 (which rounds to the nearest minute) stores it unchanged and never
-// earlier than asked.
-func DeprecationTime(created time.Time, age time.Duration) time.Time {
-	at := created.UTC().Add(age)
-	if r := at.Truncate(time.Minute); !r.Equal(at) {
-		at = r.Add(time.Minute)
-	}
-	return at
-}
-
 func (b *Backuper) findByName(ctx context.Context, name string) (types.Image, error) {
-	out, err := b.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{
-		Owners:  []string{"self"},
-		Filters: []types.Filter{{Name: aws.String("name"), Values: []string{name}}},
-	})
+	im, found, err := images.FindByName(ctx, b.EC2, name)
 	if err != nil {
 		return types.Image{}, fmt.Errorf("describe image %s: %w", name, err)
 	}
-	if len(out.Images) == 0 {
+	if !found {
 		return types.Image{}, fmt.Errorf("no image named %s owned by this account", name)
 	}
-	return out.Images[0], nil
+	return im, nil
 }
 
 // notThisBackup says why an image holding this trigger's name is not the

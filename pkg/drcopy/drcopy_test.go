@@ -21,6 +21,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/drcopy"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/prune"
 	"github.com/amibackup/amibackup/pkg/share"
 	"github.com/amibackup/amibackup/pkg/tags"
@@ -413,7 +414,7 @@ func TestNameTakenByForeignImage(t *testing.T) {
 		{"failed", map[string]string{tags.ManagedBy: "someone-else", tags.Policy: config.CopyPolicy, tags.SourceImage: src.ID}},
 	} {
 		w.env.Sim.ResetCalls()
-		foreign, _ := w.env.Sim.AddImage(ec2sim.ImageSpec{Account: dstAcct, Region: dstRegion, Name: tags.CopyName(w.dst.Deployment, srcAcct, src.ID), State: tc.state, Tags: tc.tags})
+		foreign, _ := w.env.Sim.AddImage(ec2sim.ImageSpec{Account: dstAcct, Region: dstRegion, Name: images.CopyName(w.dst.Deployment, srcAcct, src.ID), State: tc.state, Tags: tc.tags})
 		sum, err := w.copier.Run(ctx, slot)
 		if err == nil || len(sum.Failed) != 1 || len(sum.Existed) != 0 || !strings.Contains(sum.Failed[0].Detail, foreign) ||
 			!strings.Contains(sum.Failed[0].Detail, "does not carry") {
@@ -466,8 +467,8 @@ func TestCopiesOnlyTheSourceDeployment(t *testing.T) {
 	w.backup(t, slot)
 	theirs := w.instance(ec2sim.VolumeSpec{})
 	src := w.env.Client(srcAcct, srcRegion)
-	out, err := src.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(theirs), Name: aws.String(tags.ImageName("nightly", theirs, slot)),
-		Description: aws.String(tags.ImageDescription("staging", "nightly", theirs, slot, true))})
+	out, err := src.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(theirs), Name: aws.String(images.Name("nightly", theirs, slot)),
+		Description: aws.String(images.Description("staging", "nightly", theirs, slot, true))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +515,7 @@ func TestTwoRecoveryDeploymentsInOneRegion(t *testing.T) {
 	for _, cp := range w.env.Sim.Images(dstAcct, dstRegion) {
 		dep := cp.Tags[tags.ManagedBy]
 		byDeployment[dep]++
-		if cp.Name != tags.CopyName(dep, srcAcct, cp.SourceImageID) || !tags.ValidImageName(cp.Name) || !strings.Contains(cp.Name, dep) {
+		if cp.Name != images.CopyName(dep, srcAcct, cp.SourceImageID) || !images.ValidName(cp.Name) || !strings.Contains(cp.Name, dep) {
 			t.Errorf("copy %s of %s is named %q", cp.ID, dep, cp.Name)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/retention"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
@@ -333,46 +334,31 @@ func (p *Pruner) list(ctx context.Context, policy string) ([]*candidate, map[str
 // the exact managed-by tag, and checks the tag again client-side: an image
 // without it is never a candidate, whatever its name.
 func (p *Pruner) listImages(ctx context.Context, policy string) ([]*candidate, error) {
-	filters := []types.Filter{{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{p.Config.Deployment}}}
-	if policy != "" {
-		filters = append(filters, types.Filter{Name: aws.String("tag:" + tags.Policy), Values: []string{policy}})
-	}
-	pg := ec2.NewDescribeImagesPaginator(p.EC2, &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: filters, MaxResults: aws.Int32(1000)})
 	var out []*candidate
-	for pg.HasMorePages() {
-		page, err := pg.NextPage(ctx)
+	for im, err := range images.Managed(ctx, p.EC2, images.Query{Deployment: p.Config.Deployment, Policy: policy}) {
 		if err != nil {
 			return nil, fmt.Errorf("list images of deployment %s: %w", p.Config.Deployment, err)
 		}
-		for _, im := range page.Images {
-			t := awsclient.TagMap(im.Tags)
-			if t[tags.ManagedBy] != p.Config.Deployment || (policy != "" && t[tags.Policy] != policy) {
-				continue
-			}
-			c := &candidate{entry: PlanEntry{ImageID: aws.ToString(im.ImageId), Name: aws.ToString(im.Name),
-				InstanceID: t[tags.InstanceID], Policy: t[tags.Policy], State: string(im.State)}}
-			if !tags.ValidInstanceID(c.entry.InstanceID) {
-				// Retention groups by instance: images without a valid
-				// instance-id would pool into one history and an instance
-				// could lose its only backup. Not decidable, so kept (and
-				// its snapshots count as used by the orphan sweep).
-				c.undecidable = fmt.Sprintf("tag %s is %q, not an instance ID: kept (fix the tag to let retention decide)", tags.InstanceID, c.entry.InstanceID)
-			}
-			if ts, err := time.Parse(time.RFC3339, t[tags.Time]); err == nil {
-				c.entry.Time = ts.UTC()
-			}
-			c.created, _ = time.Parse(time.RFC3339, aws.ToString(im.CreationDate))
-			if c.entry.Time.IsZero() {
-				c.entry.Time = c.created
-			}
-			c.deprecate = im.DeprecationTime == nil
-			for _, bdm := range im.BlockDeviceMappings {
-				if bdm.Ebs != nil && bdm.Ebs.SnapshotId != nil {
-					c.snapshots = append(c.snapshots, *bdm.Ebs.SnapshotId)
-				}
-			}
-			out = append(out, c)
+		t := awsclient.TagMap(im.Tags)
+		c := &candidate{entry: PlanEntry{ImageID: aws.ToString(im.ImageId), Name: aws.ToString(im.Name),
+			InstanceID: t[tags.InstanceID], Policy: t[tags.Policy], State: string(im.State)}}
+		if !tags.ValidInstanceID(c.entry.InstanceID) {
+			// Retention groups by instance: images without a valid
+			// instance-id would pool into one history and an instance
+			// could lose its only backup. Not decidable, so kept (and
+			// its snapshots count as used by the orphan sweep).
+			c.undecidable = fmt.Sprintf("tag %s is %q, not an instance ID: kept (fix the tag to let retention decide)", tags.InstanceID, c.entry.InstanceID)
 		}
+		if ts, err := time.Parse(time.RFC3339, t[tags.Time]); err == nil {
+			c.entry.Time = ts.UTC()
+		}
+		c.created, _ = images.Created(im)
+		if c.entry.Time.IsZero() {
+			c.entry.Time = c.created
+		}
+		c.deprecate = im.DeprecationTime == nil
+		c.snapshots = images.SnapshotIDs(im)
+		out = append(out, c)
 	}
 	return out, nil
 }
@@ -659,7 +645,7 @@ func (p *Pruner) repairDeprecation(ctx context.Context, log *slog.Logger, plan [
 		if created.IsZero() {
 			created = c.entry.Time
 		}
-		at := backup.DeprecationTime(created, pol.DeprecateAfter.D())
+		at := images.DeprecationTime(created, pol.DeprecateAfter.D())
 		// EC2 refuses times in the past: an overdue image is deprecated now.
 		if floor := now.Add(time.Minute).Truncate(time.Minute); at.Before(floor) {
 			at = floor

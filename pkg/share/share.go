@@ -25,6 +25,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -143,20 +144,13 @@ func (s *Sharer) Run(ctx context.Context, req Request) (*runner.Summary, error) 
 
 // candidates returns the available images of this deployment to share.
 func (s *Sharer) candidates(ctx context.Context, req Request, sum *runner.Summary) ([]types.Image, error) {
-	in := &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: []types.Filter{
-		{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{s.Config.Deployment}},
-		{Name: aws.String("state"), Values: []string{"available"}},
-	}}
-	if req.Sweep {
-		in.MaxResults = aws.Int32(1000)
-	} else {
-		in.ImageIds = req.ImageIDs
-		in.Filters = nil // ImageIds with filters would hide why an image is skipped
+	listing := images.Managed(ctx, s.EC2, images.Query{Deployment: s.Config.Deployment, States: []string{string(types.ImageStateAvailable)}})
+	if !req.Sweep {
+		// By ID without filters: filters would hide why an image is skipped.
+		listing = images.List(ctx, s.EC2, &ec2.DescribeImagesInput{Owners: []string{"self"}, ImageIds: req.ImageIDs})
 	}
 	var out []types.Image
-	pg := ec2.NewDescribeImagesPaginator(s.EC2, in)
-	for pg.HasMorePages() {
-		page, err := pg.NextPage(ctx)
+	for im, err := range listing {
 		if err != nil {
 			if awsclient.ImageGone(err) {
 				for _, id := range req.ImageIDs {
@@ -166,24 +160,22 @@ func (s *Sharer) candidates(ctx context.Context, req Request, sum *runner.Summar
 			}
 			return nil, fmt.Errorf("list images to share: %w", err)
 		}
-		for _, im := range page.Images {
-			t := awsclient.TagMap(im.Tags)
-			id := aws.ToString(im.ImageId)
-			switch {
-			case t[tags.ManagedBy] != s.Config.Deployment:
-				sum.AddSkipped(runner.Entry{ID: id, Detail: "not created by this deployment: not shared"})
-			case im.State != types.ImageStateAvailable:
-				sum.AddSkipped(runner.Entry{ID: id, Detail: "image is " + string(im.State) + ": shared once available"})
-			case t[tags.Share] == tags.ShareDone:
-				sum.AddExisted(runner.Entry{ID: id, ImageID: id, Detail: "already shared"})
-			default:
-				// Images tagged share=error are checked again on every run:
-				// each run fails while one cannot be shared (the README
-				// promises it, and the alarm must not go quiet after the
-				// first hour), and one whose problem was fixed (a key that
-				// KMS could not describe, a permission) is shared now.
-				out = append(out, im)
-			}
+		t := awsclient.TagMap(im.Tags)
+		id := aws.ToString(im.ImageId)
+		switch {
+		case t[tags.ManagedBy] != s.Config.Deployment:
+			sum.AddSkipped(runner.Entry{ID: id, Detail: "not created by this deployment: not shared"})
+		case im.State != types.ImageStateAvailable:
+			sum.AddSkipped(runner.Entry{ID: id, Detail: "image is " + string(im.State) + ": shared once available"})
+		case t[tags.Share] == tags.ShareDone:
+			sum.AddExisted(runner.Entry{ID: id, ImageID: id, Detail: "already shared"})
+		default:
+			// Images tagged share=error are checked again on every run:
+			// each run fails while one cannot be shared (the README
+			// promises it, and the alarm must not go quiet after the
+			// first hour), and one whose problem was fixed (a key that
+			// KMS could not describe, a permission) is shared now.
+			out = append(out, im)
 		}
 	}
 	return out, nil
@@ -192,12 +184,7 @@ func (s *Sharer) candidates(ctx context.Context, req Request, sum *runner.Summar
 func (s *Sharer) shareOne(ctx context.Context, im types.Image, sh *config.Sharing, sum *runner.Summary) {
 	id := aws.ToString(im.ImageId)
 	e := runner.Entry{ID: id, ImageID: id, Name: aws.ToString(im.Name)}
-	var snaps []string
-	for _, b := range im.BlockDeviceMappings {
-		if b.Ebs != nil && b.Ebs.SnapshotId != nil {
-			snaps = append(snaps, *b.Ebs.SnapshotId)
-		}
-	}
+	snaps := images.SnapshotIDs(im)
 	t := awsclient.TagMap(im.Tags)
 	if bad, err := s.awsManagedSnapshot(ctx, snaps); err != nil {
 		e.Detail = err.Error()
