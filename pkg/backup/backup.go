@@ -25,6 +25,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
 	"github.com/amibackup/amibackup/pkg/images"
+	"github.com/amibackup/amibackup/pkg/metrics"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -38,24 +39,14 @@ type EC2 interface {
 	EnableImageDeprecation(context.Context, *ec2.EnableImageDeprecationInput, ...func(*ec2.Options)) (*ec2.EnableImageDeprecationOutput, error)
 }
 
-// DefaultMargin is how long before the Lambda deadline no new image is
-// started: enough for in-flight CreateImage calls to finish their retries
-// and for the summary to be logged.
-const DefaultMargin = 60 * time.Second
-
 // Function is the name used in summaries and metrics.
 const Function = "backup"
 
-// Backuper runs backups.
+// Backuper runs backups. Its clock (Job.Now) also dates deprecation times.
 type Backuper struct {
-	EC2     EC2
-	Config  *config.Config
-	Log     *slog.Logger
-	Metrics *emf.Writer
-	// Margin before the context deadline (default DefaultMargin).
-	Margin time.Duration
-	// Now is the clock for durations and deprecation times (default time.Now).
-	Now func() time.Time
+	runner.Job
+	EC2    EC2
+	Config *config.Config
 }
 
 type target struct {
@@ -70,7 +61,7 @@ type target struct {
 func (b *Backuper) Handle(ctx context.Context, raw []byte) (*runner.Summary, error) {
 	req, err := trigger.ParseBackup(raw, b.Config)
 	if err == nil {
-		err = trigger.CheckNotFuture("time", req.Slot, b.now()())
+		err = trigger.CheckNotFuture("time", req.Slot, b.Clock()())
 	}
 	if err != nil {
 		b.Log.Error("rejected input; nothing was changed", "error", err.Error())
@@ -85,8 +76,8 @@ func (b *Backuper) Handle(ctx context.Context, raw []byte) (*runner.Summary, err
 // and logs its summary line before the deadline, also when a listing fails
 // or hangs.
 func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary, error) {
-	now := b.now()
-	start := now()
+	run := b.Start(b.Config.Concurrency)
+	now, start := b.Clock(), run.Began()
 	pol, ok := b.Config.Policy(req.Policy)
 	if !ok {
 		return nil, fmt.Errorf("backup: unknown policy %q", req.Policy)
@@ -94,21 +85,14 @@ func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary
 	log := b.Log.With("policy", pol.Name, "slot", tags.FormatTime(req.Slot), "trigger", req.Trigger, "dryRun", req.DryRun)
 	sum := &runner.Summary{Function: Function, Deployment: b.Config.Deployment, Policy: pol.Name,
 		Trigger: req.Trigger, Slot: req.Slot, DryRun: req.DryRun}
-	margin := b.Margin
-	if margin == 0 {
-		margin = DefaultMargin
-	}
 	finish := func(selectionKnown bool) (*runner.Summary, error) {
-		sum.DurationMS = now().Sub(start).Milliseconds()
-		b.emit(sum, start, selectionKnown)
-		sum.Log(ctx, log)
-		return sum, sum.Err()
+		return sum, run.Finish(ctx, log, sum, func(s *runner.Summary) runner.Metrics { return report(s, selectionKnown) })
 	}
 	// The listings run on the same work context as the workers: a hung or
 	// endlessly retried listing is cut off half a margin before the
 	// deadline, leaving time for the summary, metrics and log line (on the
 	// full context Lambda would end the invocation with "Task timed out").
-	lctx, cancel := runner.WorkContext(ctx, margin)
+	lctx, cancel := run.WorkContext(ctx)
 	defer cancel()
 
 	targets, err := b.selectInstances(lctx, pol, req)
@@ -140,7 +124,7 @@ func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary
 		}
 	}
 	jobs := b.plan(log, pol, req, targets, existing, sum)
-	notReached := runner.ForEach(ctx, jobs, b.Config.Concurrency, margin, func(ctx context.Context, j job) {
+	notReached := runner.Each(ctx, run, jobs, func(ctx context.Context, j job) {
 		if j.existing != nil {
 			b.deprecate(ctx, log, pol, aws.ToString(j.existing.ImageId), createdAt(*j.existing, now), sum)
 			return
@@ -229,13 +213,6 @@ func (b *Backuper) slotImages(ctx context.Context, pol *config.Policy, req trigg
 		out[aws.ToString(im.Name)] = im
 	}
 	return out, nil
-}
-
-func (b *Backuper) now() func() time.Time {
-	if b.Now != nil {
-		return b.Now
-	}
-	return time.Now
 }
 
 func selectorText(s config.Selector) string {
@@ -378,7 +355,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 		entry.ImageID = aws.ToString(out.ImageId)
 		sum.AddDone(entry)
 		log.Info("image created", "instance", t.id, "image", entry.ImageID, "name", name, "reboot", reboot)
-		b.deprecate(ctx, log, pol, entry.ImageID, b.now()(), sum)
+		b.deprecate(ctx, log, pol, entry.ImageID, b.Clock()(), sum)
 	case awsclient.DuplicateName(err):
 		// The name is deterministic and the slot's images were listed at
 		// the start: a duplicate now is a race with another delivery, or
@@ -391,7 +368,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 			return
 		}
 		entry.ImageID = aws.ToString(im.ImageId)
-		created := createdAt(im, b.now())
+		created := createdAt(im, b.Clock())
 		if lost.maybe() && !created.Before(runStart.Add(-clockSkew)) {
 			if problem := b.notThisBackup(im, pol.Name, t.id); problem == "" {
 				entry.Detail += "; created by this run (EC2's answer to the first attempt was lost, the retry found the image)"
@@ -513,30 +490,24 @@ func (b *Backuper) notThisBackup(im types.Image, policy, instanceID string) stri
 	return ""
 }
 
-// emit writes the run's metrics. InstancesSelected feeds the zero-selected
-// alarm (dimension Policy, Minimum <= 0 in an hour), which is about the
-// scheduled selection: it is emitted only for scheduled runs whose
-// selection succeeded. A manual run that names an untagged instance, or a
-// failed DescribeInstances, is not "zero instances carry the tag"; both
-// are reported (InstancesSkipped, ImagesFailed and the function's error).
-func (b *Backuper) emit(sum *runner.Summary, at time.Time, selectionKnown bool) {
-	// A dry run creates nothing; its counts would mislead dashboards and alarms.
-	if b.Metrics == nil || sum.DryRun {
-		return
-	}
-	var metrics []emf.Metric
+// report derives the run's metrics from its summary. InstancesSelected
+// feeds the zero-selected alarm (dimension Policy, Minimum <= 0 in an
+// hour), which is about the scheduled selection: it is reported only for
+// scheduled runs whose selection succeeded. A manual run that names an
+// untagged instance, or a failed DescribeInstances, is not "zero instances
+// carry the tag"; both are reported (InstancesSkipped, ImagesFailed and
+// the function's error).
+func report(sum *runner.Summary, selectionKnown bool) runner.Metrics {
+	var values []emf.Metric
 	if selectionKnown && sum.Trigger == tags.TriggerSchedule {
-		metrics = append(metrics, emf.Metric{Name: "InstancesSelected", Unit: emf.Count, Value: float64(sum.Selected)})
+		values = append(values, emf.Metric{Name: metrics.InstancesSelected, Unit: emf.Count, Value: float64(sum.Selected)})
 	}
-	err := b.Metrics.Emit(at, map[string]string{"Policy": sum.Policy}, append(metrics,
-		emf.Metric{Name: "ImagesCreated", Unit: emf.Count, Value: float64(len(sum.Done))},
-		emf.Metric{Name: "ImagesExisting", Unit: emf.Count, Value: float64(len(sum.Existed))},
-		emf.Metric{Name: "ImagesFailed", Unit: emf.Count, Value: float64(len(sum.Failed))},
-		emf.Metric{Name: "InstancesSkipped", Unit: emf.Count, Value: float64(len(sum.Skipped))},
-		emf.Metric{Name: "InstancesNotReached", Unit: emf.Count, Value: float64(len(sum.NotReached))},
-		emf.Metric{Name: "BackupDuration", Unit: emf.Milliseconds, Value: float64(sum.DurationMS)},
-	)...)
-	if err != nil {
-		b.Log.Error("emit metrics", "error", err.Error())
-	}
+	return runner.Metrics{Policies: []string{sum.Policy}, Values: append(values,
+		emf.Metric{Name: metrics.ImagesCreated, Unit: emf.Count, Value: float64(len(sum.Done))},
+		emf.Metric{Name: metrics.ImagesExisting, Unit: emf.Count, Value: float64(len(sum.Existed))},
+		emf.Metric{Name: metrics.ImagesFailed, Unit: emf.Count, Value: float64(len(sum.Failed))},
+		emf.Metric{Name: metrics.InstancesSkipped, Unit: emf.Count, Value: float64(len(sum.Skipped))},
+		emf.Metric{Name: metrics.InstancesNotReached, Unit: emf.Count, Value: float64(len(sum.NotReached))},
+		emf.Metric{Name: metrics.BackupDuration, Unit: emf.Milliseconds, Value: float64(sum.DurationMS)},
+	)}
 }

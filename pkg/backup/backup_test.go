@@ -18,6 +18,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 	"github.com/amibackup/amibackup/pkg/emf"
 	"github.com/amibackup/amibackup/pkg/images"
+	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
 )
@@ -45,7 +46,7 @@ func newBackuper(t testing.TB, env *simtest.Env, metrics io.Writer) *backup.Back
 		metrics = io.Discard
 	}
 	return &backup.Backuper{EC2: env.Client("", ""), Config: cfg(t),
-		Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(metrics), Now: env.Sim.Now}
+		Job: runner.Job{Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(metrics), Now: env.Sim.Now}}
 }
 
 func scheduled(policy string) trigger.Backup {

@@ -11,9 +11,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -21,10 +21,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
-	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
 	"github.com/amibackup/amibackup/pkg/images"
+	"github.com/amibackup/amibackup/pkg/metrics"
 	"github.com/amibackup/amibackup/pkg/retention"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
@@ -43,16 +43,11 @@ const Function = "copy"
 
 // Copier copies shared images into this account and Region.
 type Copier struct {
+	runner.Job
 	EC2    EC2
 	Config *config.Config
 	// Region is this (destination) Region; SourceRegion defaults to it.
-	Region  string
-	Log     *slog.Logger
-	Metrics *emf.Writer
-	// Margin before the context deadline (default backup.DefaultMargin).
-	Margin time.Duration
-	// Now is the clock that bounds trigger times (default time.Now).
-	Now func() time.Time
+	Region string
 }
 
 // Handle is the function's handler without the Lambda plumbing: it parses
@@ -62,11 +57,7 @@ func (c *Copier) Handle(ctx context.Context, raw []byte) (*runner.Summary, error
 	if err == nil {
 		// at is "now" for the recovery retention that decides what is worth
 		// copying: a future time would skip every source as already expired.
-		now := time.Now
-		if c.Now != nil {
-			now = c.Now
-		}
-		err = trigger.CheckNotFuture("time", at, now())
+		err = trigger.CheckNotFuture("time", at, c.Clock()())
 	}
 	if err != nil {
 		c.Log.Error("rejected input; nothing was copied", "error", err.Error())
@@ -77,7 +68,7 @@ func (c *Copier) Handle(ctx context.Context, raw []byte) (*runner.Summary, error
 
 // Run copies what is shared and not yet copied.
 func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error) {
-	start := time.Now()
+	run := c.Start(c.Config.Concurrency)
 	r := c.Config.Recovery
 	if r == nil {
 		return nil, errors.New("copy: recovery is not configured (config field \"recovery\")")
@@ -87,50 +78,73 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 		srcRegion = c.Region
 	}
 	sum := &runner.Summary{Function: Function, Deployment: c.Config.Deployment, Policy: config.CopyPolicy, Slot: at, Trigger: tags.TriggerSchedule}
-	margin := c.Margin
-	if margin == 0 {
-		margin = backup.DefaultMargin
-	}
-	// Listings and copies run on the work context: a hung or endlessly
-	// retried call is cut off half a margin before the deadline, and the
-	// run still ends with its summary and metrics.
-	wctx, cancel := runner.WorkContext(ctx, margin)
-	defer cancel()
-	sources, copies, inFlight, err := c.list(wctx, srcRegion)
+	// The listings run on the work context and the copies through
+	// runner.Each: a hung or endlessly retried call is cut off half a
+	// margin before the deadline, and the run still ends with its summary
+	// and metrics.
+	lctx, cancel := run.WorkContext(ctx)
+	sources, copies, inFlight, err := c.list(lctx, srcRegion)
+	cancel()
 	if err != nil {
 		c.Log.Error("listing failed; nothing was copied", "error", err.Error(), "code", awsclient.ErrorCode(err))
 		sum.AddFailed(runner.Entry{ID: "listing", Detail: err.Error()})
-		c.finish(ctx, sum, start)
-		return sum, sum.Err()
+		return sum, run.Finish(ctx, c.Log, sum, report)
 	}
 	sum.Selected = len(sources)
 	expired, err := c.expired(sources, copies, at)
 	if err != nil {
 		return nil, err
 	}
-	for i, im := range sources {
-		if wctx.Err() != nil {
-			// Out of time: the next run copies the rest.
-			for _, rest := range sources[i:] {
-				sum.NotReached = append(sum.NotReached, aws.ToString(rest.ImageId))
-			}
-			break
-		}
-		c.copyOne(wctx, im, srcRegion, copies[aws.ToString(im.ImageId)], expired, &inFlight, sum)
+	pending := &slots{used: inFlight, max: r.MaxInFlight}
+	left := runner.Each(ctx, run, sources, func(ctx context.Context, im types.Image) {
+		c.copyOne(ctx, im, srcRegion, copies[aws.ToString(im.ImageId)], expired, pending, sum)
+	})
+	for _, im := range left {
+		// Out of time: the next run copies the rest.
+		sum.NotReached = append(sum.NotReached, aws.ToString(im.ImageId))
 	}
-	c.finish(ctx, sum, start)
-	return sum, sum.Err()
+	return sum, run.Finish(ctx, c.Log, sum, report)
 }
 
-func (c *Copier) finish(ctx context.Context, sum *runner.Summary, start time.Time) {
-	sum.DurationMS = time.Since(start).Milliseconds()
-	if c.Metrics != nil {
-		c.Metrics.Emit(start, map[string]string{"Policy": config.CopyPolicy},
-			emf.Metric{Name: "CopiesStarted", Unit: emf.Count, Value: float64(len(sum.Done))},
-			emf.Metric{Name: "CopiesWaiting", Unit: emf.Count, Value: float64(len(sum.Skipped) + len(sum.NotReached))},
-			emf.Metric{Name: "CopyFailures", Unit: emf.Count, Value: float64(len(sum.Failed))})
+// report derives the run's metrics from its summary.
+func report(sum *runner.Summary) runner.Metrics {
+	return runner.Metrics{Policies: []string{config.CopyPolicy}, Values: []emf.Metric{
+		{Name: metrics.CopiesStarted, Unit: emf.Count, Value: float64(len(sum.Done))},
+		{Name: metrics.CopiesWaiting, Unit: emf.Count, Value: float64(len(sum.Skipped) + len(sum.NotReached))},
+		{Name: metrics.CopyFailures, Unit: emf.Count, Value: float64(len(sum.Failed))}}}
+}
+
+// slots counts this deployment's copies pending in EC2, so that the
+// concurrent workers of a run never start more than MaxInFlight: a worker
+// takes a slot before CopyImage and gives it back when no copy started.
+type slots struct {
+	mu        sync.Mutex
+	used, max int
+}
+
+// take reserves a slot; when none is free it returns how many are used.
+func (s *slots) take() (used int, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used >= s.max {
+		return s.used, false
 	}
-	sum.Log(ctx, c.Log)
+	s.used++
+	return s.used, true
+}
+
+// release gives back a slot whose copy did not start.
+func (s *slots) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.used--
+}
+
+// fill marks every slot used: EC2 says its limit is reached.
+func (s *slots) fill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.used = max(s.used, s.max)
 }
 
 // list returns the source images to consider, this deployment's copies
@@ -166,8 +180,7 @@ func (c *Copier) list(ctx context.Context, srcRegion string) ([]types.Image, map
 
 // copyOne copies one source unless it is copied, expired or over the
 // in-flight limit; cp is its existing copy, if any.
-func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, cp ownCopy, expired map[string]string, inFlight *int, sum *runner.Summary) {
-	r := c.Config.Recovery
+func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, cp ownCopy, expired map[string]string, pending *slots, sum *runner.Summary) {
 	id, owner := aws.ToString(im.ImageId), aws.ToString(im.OwnerId)
 	e := runner.Entry{ID: id, Name: images.CopyName(c.Config.Deployment, owner, id)}
 	haveCopy := cp.id != ""
@@ -183,8 +196,8 @@ func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, 
 		sum.AddSkipped(e)
 		return
 	}
-	if *inFlight >= r.MaxInFlight {
-		e.Detail = fmt.Sprintf("%d copies in flight (limit %d): copied by a later run", *inFlight, r.MaxInFlight)
+	if used, ok := pending.take(); !ok {
+		e.Detail = fmt.Sprintf("%d copies in flight (limit %d): copied by a later run", used, pending.max)
 		sum.AddSkipped(e)
 		return
 	}
@@ -192,6 +205,7 @@ func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, 
 		// The failed copy holds the deterministic name: without removing
 		// it the source would never be copied again.
 		if err := c.deregister(ctx, cp.id); err != nil {
+			pending.release()
 			e.Detail = fmt.Errorf("remove failed copy %s of %s: %w", cp.id, id, err).Error()
 			sum.AddFailed(e)
 			return
@@ -202,17 +216,18 @@ func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, 
 	switch {
 	case err == nil:
 		e.ImageID = aws.ToString(out.ImageId)
-		*inFlight++
 		sum.AddDone(e)
 		c.Log.Info("copy started", "source", id, "copy", e.ImageID)
 	case awsclient.DuplicateName(err):
+		pending.release()
 		c.duplicate(ctx, &e, sum)
 	case awsclient.LimitExceeded(err):
 		// Someone else's copies count too: wait for the next run.
-		*inFlight = r.MaxInFlight
+		pending.fill()
 		e.Detail = "EC2's concurrent copy limit reached: copied by a later run"
 		sum.AddSkipped(e)
 	default:
+		pending.release()
 		e.Detail = fmt.Errorf("copy image %s: %w", id, err).Error()
 		sum.AddFailed(e)
 	}

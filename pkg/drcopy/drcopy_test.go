@@ -23,6 +23,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/prune"
+	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/share"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -66,14 +67,14 @@ func newWorld(t *testing.T, opts ec2sim.Options) *world {
 	  "sourceRegion":"eu-west-1","kmsKeyArn":"`+dstCMK+`","retention":{"last":1}},"prune":{"maxDeleteShare":1}}`)
 	kmsClient := kms.New(kms.Options{Region: srcRegion, BaseEndpoint: aws.String(env.URL),
 		Credentials: credentials.NewStaticCredentialsProvider(srcAcct, "s", ""), Retryer: awsclient.NewRetryer()})
-	w.sharer = &share.Sharer{EC2: env.Client(srcAcct, srcRegion), KMS: kmsClient, Config: w.src, Log: quiet}
-	w.copier = &drcopy.Copier{EC2: env.Client(dstAcct, dstRegion), Config: w.dst, Region: dstRegion, Log: quiet}
+	w.sharer = &share.Sharer{EC2: env.Client(srcAcct, srcRegion), KMS: kmsClient, Config: w.src, Job: runner.Job{Log: quiet}}
+	w.copier = &drcopy.Copier{EC2: env.Client(dstAcct, dstRegion), Config: w.dst, Region: dstRegion, Job: runner.Job{Log: quiet}}
 	return w
 }
 
 func (w *world) backup(t *testing.T, at time.Time) {
 	t.Helper()
-	b := &backup.Backuper{EC2: w.env.Client(srcAcct, srcRegion), Config: w.src, Log: quiet}
+	b := &backup.Backuper{EC2: w.env.Client(srcAcct, srcRegion), Config: w.src, Job: runner.Job{Log: quiet}}
 	if _, err := b.Run(context.Background(), trigger.Backup{Policy: "nightly", Slot: at, Trigger: tags.TriggerSchedule}); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func TestShareAndCopyAcrossAccountsAndRegions(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.env.Sim.CompletePending()
-	p := &prune.Pruner{EC2: w.env.Client(dstAcct, dstRegion), Config: w.dst, Log: quiet}
+	p := &prune.Pruner{EC2: w.env.Client(dstAcct, dstRegion), Config: w.dst, Job: runner.Job{Log: quiet}}
 	psum, err := p.Run(ctx, trigger.Prune{Time: slot.AddDate(0, 0, 1).Add(2 * time.Hour), Trigger: tags.TriggerSchedule})
 	if err != nil || len(psum.Done) != 2 {
 		t.Fatalf("prune copies: %v, deleted %d", err, len(psum.Done))
@@ -274,7 +275,7 @@ func TestSameAccountOtherRegion(t *testing.T) {
 	w.backup(t, slot)
 	dr := parse(t, `{"deployment":"dr-eu","recovery":{"sourceAccountIds":["111111111111"],"sourceDeployment":"src",
 	  "sourceRegion":"eu-west-1","kmsKeyArn":"arn:aws:kms:eu-central-1:111111111111:key/abc","retention":{"last":2}}}`)
-	c := &drcopy.Copier{EC2: w.env.Client(srcAcct, dstRegion), Config: dr, Region: dstRegion, Log: quiet}
+	c := &drcopy.Copier{EC2: w.env.Client(srcAcct, dstRegion), Config: dr, Region: dstRegion, Job: runner.Job{Log: quiet}}
 	sum, err := c.Run(context.Background(), slot)
 	if err != nil || len(sum.Done) != 3 {
 		t.Fatalf("copy: %v %+v", err, sum)
@@ -501,7 +502,7 @@ func TestTwoRecoveryDeploymentsInOneRegion(t *testing.T) {
 	long := strings.Repeat("dr-long", 9) + "x" // 64 characters, the longest deployment name
 	other := parse(t, `{"deployment":"`+long+`","recovery":{"sourceAccountIds":["111111111111"],"sourceDeployment":"src",
 	  "sourceRegion":"eu-west-1","kmsKeyArn":"`+dstCMK+`","retention":{"last":5}}}`)
-	copiers := []*drcopy.Copier{w.copier, {EC2: w.env.Client(dstAcct, dstRegion), Config: other, Region: dstRegion, Log: quiet}}
+	copiers := []*drcopy.Copier{w.copier, {EC2: w.env.Client(dstAcct, dstRegion), Config: other, Region: dstRegion, Job: runner.Job{Log: quiet}}}
 	for run := range 2 {
 		for _, c := range copiers {
 			sum, err := c.Run(ctx, slot.Add(time.Duration(run+1)*time.Hour))
@@ -536,7 +537,7 @@ func TestRecoveryPruneReportsNoGoneInstances(t *testing.T) {
 	}
 	w.env.Sim.CompletePending()
 	w.env.Sim.ResetCalls()
-	p := &prune.Pruner{EC2: w.env.Client(dstAcct, dstRegion), Config: w.dst, Log: quiet}
+	p := &prune.Pruner{EC2: w.env.Client(dstAcct, dstRegion), Config: w.dst, Job: runner.Job{Log: quiet}}
 	sum, err := p.Run(ctx, trigger.Prune{Time: slot.Add(2 * time.Hour), Trigger: tags.TriggerSchedule})
 	if err != nil || len(sum.Plan) != 3 {
 		t.Fatalf("prune: %v, plan %d", err, len(sum.Plan))
@@ -606,5 +607,27 @@ func TestHandleBoundsTriggerTime(t *testing.T) {
 	}
 	if sum, err := w.copier.Handle(ctx, []byte(present)); err != nil || len(sum.Done) == 0 {
 		t.Fatalf("copy sweep: %v %+v", err, sum)
+	}
+}
+
+// TestCopyStopsBeforeTheDeadline: like every job, copy starts no new
+// CopyImage once the deadline is less than the margin away; the sources
+// are reported not reached and the run fails so the next run copies them.
+// (Copy used to check only its work context, which ends half a margin
+// before the deadline, so it still started copies inside the margin.)
+func TestCopyStopsBeforeTheDeadline(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	w.sharedBackup(t, 3)
+	w.env.Sim.ResetCalls()
+	c := *w.copier
+	c.Margin = 4 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	sum, err := c.Run(ctx, slot)
+	if err == nil || len(sum.NotReached) != 3 || len(sum.Done) != 0 {
+		t.Fatalf("err %v, summary %+v", err, sum)
+	}
+	if n := w.env.Sim.Calls().Count("CopyImage"); n != 0 {
+		t.Fatalf("%d CopyImage calls inside the margin", n)
 	}
 }

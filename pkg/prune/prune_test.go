@@ -43,7 +43,7 @@ func pruner(t testing.TB, env *simtest.Env, c *config.Config, api prune.EC2) *pr
 	if api == nil {
 		api = env.Client("", "")
 	}
-	return &prune.Pruner{EC2: api, Config: c, Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(io.Discard)}
+	return &prune.Pruner{EC2: api, Config: c, Job: runner.Job{Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(io.Discard)}}
 }
 
 // seedHistory gives each instance one nightly image per day for days days,

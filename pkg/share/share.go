@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -22,10 +21,10 @@ import (
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
-	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
 	"github.com/amibackup/amibackup/pkg/images"
+	"github.com/amibackup/amibackup/pkg/metrics"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -63,16 +62,10 @@ type Request struct {
 
 // Sharer shares images.
 type Sharer struct {
-	EC2     EC2
-	KMS     KMS
-	Config  *config.Config
-	Log     *slog.Logger
-	Metrics *emf.Writer
-	// Margin before the context deadline (default backup.DefaultMargin).
-	Margin time.Duration
-
-	// Now is the clock that bounds trigger times (default time.Now).
-	Now func() time.Time
+	runner.Job
+	EC2    EC2
+	KMS    KMS
+	Config *config.Config
 
 	mu   sync.Mutex
 	keys map[string]bool // key ARN -> AWS-managed
@@ -83,11 +76,7 @@ type Sharer struct {
 func (s *Sharer) Handle(ctx context.Context, raw []byte) (*runner.Summary, error) {
 	req, err := trigger.ParseShare(raw)
 	if err == nil && !req.Time.IsZero() {
-		now := time.Now
-		if s.Now != nil {
-			now = s.Now
-		}
-		err = trigger.CheckNotFuture("time", req.Time, now())
+		err = trigger.CheckNotFuture("time", req.Time, s.Clock()())
 	}
 	if err != nil {
 		s.Log.Error("rejected input; nothing was changed", "error", err.Error())
@@ -102,7 +91,7 @@ func (s *Sharer) Handle(ctx context.Context, raw []byte) (*runner.Summary, error
 
 // Run shares the request's images.
 func (s *Sharer) Run(ctx context.Context, req Request) (*runner.Summary, error) {
-	start := time.Now()
+	run := s.Start(s.Config.Concurrency)
 	sh := s.Config.Sharing
 	if sh == nil {
 		return nil, errors.New("share: sharing is not configured (config field \"sharing\")")
@@ -111,35 +100,32 @@ func (s *Sharer) Run(ctx context.Context, req Request) (*runner.Summary, error) 
 	if req.Sweep {
 		sum.Trigger = "sweep"
 	}
-	margin := s.Margin
-	if margin == 0 {
-		margin = backup.DefaultMargin
-	}
 	// The listing runs on the work context and the images through
-	// runner.ForEach: a hung or slow EC2 is cut off before the deadline and
+	// runner.Each: a hung or slow EC2 is cut off before the deadline and
 	// the run still ends with its summary and metrics.
-	lctx, cancel := runner.WorkContext(ctx, margin)
-	images, err := s.candidates(lctx, req, sum)
+	lctx, cancel := run.WorkContext(ctx)
+	imgs, err := s.candidates(lctx, req, sum)
 	cancel()
 	if err != nil {
 		s.Log.Error("listing failed; nothing was shared", "error", err.Error(), "code", awsclient.ErrorCode(err))
 		sum.AddFailed(runner.Entry{ID: "listing", Detail: err.Error()})
 	}
-	sum.Selected = len(images)
-	left := runner.ForEach(ctx, images, s.Config.Concurrency, margin, func(ctx context.Context, im types.Image) {
+	sum.Selected = len(imgs)
+	left := runner.Each(ctx, run, imgs, func(ctx context.Context, im types.Image) {
 		s.shareOne(ctx, im, sh, sum)
 	})
 	for _, im := range left {
 		sum.NotReached = append(sum.NotReached, aws.ToString(im.ImageId))
 	}
-	sum.DurationMS = time.Since(start).Milliseconds()
-	if s.Metrics != nil {
-		s.Metrics.Emit(start, map[string]string{"Policy": "all"},
-			emf.Metric{Name: "ImagesShared", Unit: emf.Count, Value: float64(len(sum.Done))},
-			emf.Metric{Name: "ShareErrors", Unit: emf.Count, Value: float64(len(sum.Failed))})
-	}
-	sum.Log(ctx, s.Log)
-	return sum, sum.Err()
+	return sum, run.Finish(ctx, s.Log, sum, report)
+}
+
+// report derives the run's metrics from its summary, under Policy=all
+// (sharing is not per policy).
+func report(sum *runner.Summary) runner.Metrics {
+	return runner.Metrics{Policies: []string{metrics.AllPolicies}, Values: []emf.Metric{
+		{Name: metrics.ImagesShared, Unit: emf.Count, Value: float64(len(sum.Done))},
+		{Name: metrics.ShareErrors, Unit: emf.Count, Value: float64(len(sum.Failed))}}}
 }
 
 // candidates returns the available images of this deployment to share.
