@@ -290,7 +290,7 @@ func (c *Copier) ownCopies(ctx context.Context) (map[string]ownCopy, int, error)
 		}
 		t := awsclient.TagMap(im.Tags)
 		if src := t[tags.SourceImage]; src != "" {
-			slot, _ := time.Parse(time.RFC3339, t[tags.Time])
+			slot, _ := tags.ParseTime(t[tags.Time])
 			copies[src] = ownCopy{id: aws.ToString(im.ImageId), state: im.State, instance: t[tags.InstanceID], slot: slot}
 		}
 		if im.State == types.ImageStatePending {

@@ -331,8 +331,8 @@ func (p *Pruner) listImages(ctx context.Context, policy string) ([]*candidate, e
 			// its snapshots count as used by the orphan sweep).
 			c.undecidable = fmt.Sprintf("tag %s is %q, not an instance ID: kept (fix the tag to let retention decide)", tags.InstanceID, c.entry.InstanceID)
 		}
-		if ts, err := time.Parse(time.RFC3339, t[tags.Time]); err == nil {
-			c.entry.Time = ts.UTC()
+		if ts, err := tags.ParseTime(t[tags.Time]); err == nil {
+			c.entry.Time = ts
 		}
 		c.created, _ = images.Created(im)
 		if c.entry.Time.IsZero() {

@@ -46,6 +46,12 @@ func ValidInstanceID(id string) bool { return instanceIDRE.MatchString(id) }
 // FormatTime renders a slot for the amibackup:time tag.
 func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
+// ParseTime reads an amibackup:time tag value (FormatTime's form), in UTC.
+func ParseTime(v string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, v)
+	return t.UTC(), err
+}
+
 // IsReserved reports whether a tag key may not be copied from an instance.
 func IsReserved(key string) bool {
 	return strings.HasPrefix(key, "aws:") || strings.HasPrefix(key, Prefix)
