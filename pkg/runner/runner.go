@@ -1,6 +1,8 @@
 // Package runner holds what every amibackup function does the same way:
-// bounded concurrency that stops starting work before the Lambda deadline,
-// and the run summary that is logged, returned and turned into an error.
+// the job skeleton (Job, Run: clock, deadline margin, metrics from the
+// summary), bounded concurrency that stops starting work before the Lambda
+// deadline, and the run summary that is logged, returned and turned into
+// an error.
 package runner
 
 import (
