@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -293,15 +294,19 @@ func TestSameAccountOtherRegion(t *testing.T) {
 
 // recordingEC2 records the copy function's requests and, like EC2, hides
 // other owners' deprecated images unless IncludeDeprecated is set.
+// recordingEC2 records the calls; copy's workers call it concurrently.
 type recordingEC2 struct {
 	drcopy.EC2
 	now      func() time.Time
+	mu       sync.Mutex
 	describe []*ec2.DescribeImagesInput
 	copies   []*ec2.CopyImageInput
 }
 
 func (r *recordingEC2) DescribeImages(ctx context.Context, in *ec2.DescribeImagesInput, opts ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error) {
+	r.mu.Lock()
 	r.describe = append(r.describe, in)
+	r.mu.Unlock()
 	out, err := r.EC2.DescribeImages(ctx, in, opts...)
 	if err != nil || aws.ToBool(in.IncludeDeprecated) {
 		return out, err
@@ -320,7 +325,9 @@ func (r *recordingEC2) DescribeImages(ctx context.Context, in *ec2.DescribeImage
 }
 
 func (r *recordingEC2) CopyImage(ctx context.Context, in *ec2.CopyImageInput, opts ...func(*ec2.Options)) (*ec2.CopyImageOutput, error) {
+	r.mu.Lock()
 	r.copies = append(r.copies, in)
+	r.mu.Unlock()
 	return r.EC2.CopyImage(ctx, in, opts...)
 }
 
