@@ -500,14 +500,14 @@ func (b *Backuper) notThisBackup(im types.Image, policy, instanceID string) stri
 func report(sum *runner.Summary, selectionKnown bool) runner.Metrics {
 	var values []emf.Metric
 	if selectionKnown && sum.Trigger == tags.TriggerSchedule {
-		values = append(values, emf.Metric{Name: metrics.InstancesSelected, Unit: emf.Count, Value: float64(sum.Selected)})
+		values = append(values, emf.CountOf(metrics.InstancesSelected, sum.Selected))
 	}
 	return runner.Metrics{Policies: []string{sum.Policy}, Values: append(values,
-		emf.Metric{Name: metrics.ImagesCreated, Unit: emf.Count, Value: float64(len(sum.Done))},
-		emf.Metric{Name: metrics.ImagesExisting, Unit: emf.Count, Value: float64(len(sum.Existed))},
-		emf.Metric{Name: metrics.ImagesFailed, Unit: emf.Count, Value: float64(len(sum.Failed))},
-		emf.Metric{Name: metrics.InstancesSkipped, Unit: emf.Count, Value: float64(len(sum.Skipped))},
-		emf.Metric{Name: metrics.InstancesNotReached, Unit: emf.Count, Value: float64(len(sum.NotReached))},
+		emf.CountOf(metrics.ImagesCreated, len(sum.Done)),
+		emf.CountOf(metrics.ImagesExisting, len(sum.Existed)),
+		emf.CountOf(metrics.ImagesFailed, len(sum.Failed)),
+		emf.CountOf(metrics.InstancesSkipped, len(sum.Skipped)),
+		emf.CountOf(metrics.InstancesNotReached, len(sum.NotReached)),
 		emf.Metric{Name: metrics.BackupDuration, Unit: emf.Milliseconds, Value: float64(sum.DurationMS)},
 	)}
 }

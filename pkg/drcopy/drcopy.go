@@ -99,19 +99,17 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 	left := runner.Each(ctx, run, sources, func(ctx context.Context, im types.Image) {
 		c.copyOne(ctx, im, srcRegion, copies[aws.ToString(im.ImageId)], expired, pending, sum)
 	})
-	for _, im := range left {
-		// Out of time: the next run copies the rest.
-		sum.NotReached = append(sum.NotReached, aws.ToString(im.ImageId))
-	}
+	// Out of time: the next run copies the rest.
+	runner.AddNotReached(sum, left, images.ID)
 	return sum, run.Finish(ctx, c.Log, sum, report)
 }
 
 // report derives the run's metrics from its summary.
 func report(sum *runner.Summary) runner.Metrics {
 	return runner.Metrics{Policies: []string{config.CopyPolicy}, Values: []emf.Metric{
-		{Name: metrics.CopiesStarted, Unit: emf.Count, Value: float64(len(sum.Done))},
-		{Name: metrics.CopiesWaiting, Unit: emf.Count, Value: float64(len(sum.Skipped) + len(sum.NotReached))},
-		{Name: metrics.CopyFailures, Unit: emf.Count, Value: float64(len(sum.Failed))}}}
+		emf.CountOf(metrics.CopiesStarted, len(sum.Done)),
+		emf.CountOf(metrics.CopiesWaiting, len(sum.Skipped)+len(sum.NotReached)),
+		emf.CountOf(metrics.CopyFailures, len(sum.Failed))}}
 }
 
 // slots counts this deployment's copies pending in EC2, so that the

@@ -108,6 +108,9 @@ func FindByName(ctx context.Context, api DescribeImagesAPI, name string) (im typ
 	return out.Images[0], true, nil
 }
 
+// ID is the image's ID.
+func ID(im types.Image) string { return aws.ToString(im.ImageId) }
+
 // SnapshotIDs are the EBS snapshots of an image, in block-device order.
 func SnapshotIDs(im types.Image) []string {
 	var out []string

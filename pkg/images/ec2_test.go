@@ -3,10 +3,9 @@ package images
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -14,22 +13,6 @@ import (
 
 	"github.com/amibackup/amibackup/pkg/tags"
 )
-
-func TestDeprecationTime(t *testing.T) {
-	slot := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		created time.Time
-		age     time.Duration
-		want    time.Time
-	}{
-		{slot, 24 * time.Hour, slot.Add(24 * time.Hour)},
-		{slot.Add(30 * time.Second), time.Hour, slot.Add(time.Hour + time.Minute)},
-	} {
-		if got := DeprecationTime(tc.created, tc.age); !got.Equal(tc.want) {
-			t.Errorf("DeprecationTime(%v, %v) = %v, want %v", tc.created, tc.age, got, tc.want)
-		}
-	}
-}
 
 // pages is a DescribeImages that ignores filters (as a careless emulator
 // or a changed API might) and answers fixed pages, then fails if asked.
@@ -63,7 +46,7 @@ func img(id string, kv ...string) types.Image {
 // TestManaged: the listing filters in EC2 and checks the tags again here,
 // across pages; an error ends it after the images before it.
 func TestManaged(t *testing.T) {
-	slot := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
+	slot, _ := tags.ParseTime("2026-11-24T03:00:00Z") // a slot as the tag holds it
 	ours := func(id, policy string) types.Image {
 		return img(id, tags.ManagedBy, "prod", tags.Policy, policy, tags.Time, tags.FormatTime(slot))
 	}
@@ -84,9 +67,9 @@ func TestManaged(t *testing.T) {
 	in := api.calls[0]
 	var filters []string
 	for _, f := range in.Filters {
-		filters = append(filters, aws.ToString(f.Name)+"="+strings.Join(f.Values, ","))
+		filters = append(filters, fmt.Sprint(aws.ToString(f.Name), "=", f.Values))
 	}
-	want := []string{"tag:" + tags.ManagedBy + "=prod", "tag:" + tags.Policy + "=nightly", "tag:" + tags.Time + "=" + tags.FormatTime(slot)}
+	want := []string{"tag:" + tags.ManagedBy + "=[prod]", "tag:" + tags.Policy + "=[nightly]", "tag:" + tags.Time + "=[" + tags.FormatTime(slot) + "]"}
 	if !slices.Equal(filters, want) || !slices.Equal(in.Owners, []string{"self"}) || aws.ToInt32(in.MaxResults) != PageSize {
 		t.Fatalf("request filters %v owners %v max %d", filters, in.Owners, aws.ToInt32(in.MaxResults))
 	}

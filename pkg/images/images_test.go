@@ -101,3 +101,19 @@ func TestDescribesDeployment(t *testing.T) {
 		t.Errorf("description is %d characters; EC2 allows 255", len(desc))
 	}
 }
+
+func TestDeprecationTime(t *testing.T) {
+	slot := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		created time.Time
+		age     time.Duration
+		want    time.Time
+	}{
+		{slot, 24 * time.Hour, slot.Add(24 * time.Hour)},
+		{slot.Add(30 * time.Second), time.Hour, slot.Add(time.Hour + time.Minute)},
+	} {
+		if got := DeprecationTime(tc.created, tc.age); !got.Equal(tc.want) {
+			t.Errorf("DeprecationTime(%v, %v) = %v, want %v", tc.created, tc.age, got, tc.want)
+		}
+	}
+}

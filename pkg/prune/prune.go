@@ -162,9 +162,7 @@ func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
 		left := runner.Each(ctx, run, toDelete, func(ctx context.Context, c *candidate) {
 			p.deleteImage(ctx, log, c, sum)
 		})
-		for _, c := range left {
-			sum.NotReached = append(sum.NotReached, c.entry.ImageID)
-		}
+		runner.AddNotReached(&sum.Summary, left, func(c *candidate) string { return c.entry.ImageID })
 	}
 	if ctx.Err() == nil && len(sum.NotReached) == 0 {
 		if err := p.sweepOrphans(ctx, run, log, req, plan, sum); err != nil {
@@ -217,10 +215,10 @@ func (s *Summary) report() runner.Metrics {
 		blocked = 1
 	}
 	m := runner.Metrics{Policies: []string{metrics.AllPolicies}, Values: []emf.Metric{
-		{Name: metrics.ImagesPruned, Unit: emf.Count, Value: float64(len(s.Done))},
-		{Name: metrics.ImagesKept, Unit: emf.Count, Value: float64(s.kept())},
-		{Name: metrics.PruneFailures, Unit: emf.Count, Value: float64(len(s.Failed) + len(s.SnapshotsNotDeleted))},
-		{Name: metrics.OrphanSnapshotsDeleted, Unit: emf.Count, Value: float64(len(s.OrphansDeleted))},
+		emf.CountOf(metrics.ImagesPruned, len(s.Done)),
+		emf.CountOf(metrics.ImagesKept, s.kept()),
+		emf.CountOf(metrics.PruneFailures, len(s.Failed)+len(s.SnapshotsNotDeleted)),
+		emf.CountOf(metrics.OrphanSnapshotsDeleted, len(s.OrphansDeleted)),
 		{Name: metrics.PruneBlocked, Unit: emf.Count, Value: blocked},
 		{Name: metrics.PruneDuration, Unit: emf.Milliseconds, Value: float64(s.DurationMS)},
 	}}
@@ -600,9 +598,7 @@ func (p *Pruner) sweepOrphans(ctx context.Context, run *runner.Run, log *slog.Lo
 			log.Error("delete orphaned snapshot failed", "snapshot", id, "error", err.Error())
 		}
 	})
-	for _, s := range left {
-		sum.NotReached = append(sum.NotReached, aws.ToString(s.SnapshotId))
-	}
+	runner.AddNotReached(&sum.Summary, left, func(s types.Snapshot) string { return aws.ToString(s.SnapshotId) })
 	return nil
 }
 

@@ -108,3 +108,16 @@ func TestRunBoundsWork(t *testing.T) {
 		t.Fatalf("started %d items less than a margin before the deadline; left %v", called, left)
 	}
 }
+
+func TestAddNotReached(t *testing.T) {
+	sum := &Summary{Function: "f"}
+	sum.NotReached = []string{"i-0"}
+	AddNotReached(sum, []int{1, 2}, func(n int) string { return "i-" + string(rune('0'+n)) })
+	AddNotReached(sum, nil, func(int) string { return "never" })
+	if got := strings.Join(sum.NotReached, ","); got != "i-0,i-1,i-2" {
+		t.Fatalf("NotReached = %s", got)
+	}
+	if err := sum.Err(); err == nil || !strings.Contains(err.Error(), "3 not reached") {
+		t.Fatalf("Err = %v", err)
+	}
+}

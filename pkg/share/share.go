@@ -114,9 +114,7 @@ func (s *Sharer) Run(ctx context.Context, req Request) (*runner.Summary, error) 
 	left := runner.Each(ctx, run, imgs, func(ctx context.Context, im types.Image) {
 		s.shareOne(ctx, im, sh, sum)
 	})
-	for _, im := range left {
-		sum.NotReached = append(sum.NotReached, aws.ToString(im.ImageId))
-	}
+	runner.AddNotReached(sum, left, images.ID)
 	return sum, run.Finish(ctx, s.Log, sum, report)
 }
 
@@ -124,8 +122,8 @@ func (s *Sharer) Run(ctx context.Context, req Request) (*runner.Summary, error) 
 // (sharing is not per policy).
 func report(sum *runner.Summary) runner.Metrics {
 	return runner.Metrics{Policies: []string{metrics.AllPolicies}, Values: []emf.Metric{
-		{Name: metrics.ImagesShared, Unit: emf.Count, Value: float64(len(sum.Done))},
-		{Name: metrics.ShareErrors, Unit: emf.Count, Value: float64(len(sum.Failed))}}}
+		emf.CountOf(metrics.ImagesShared, len(sum.Done)),
+		emf.CountOf(metrics.ShareErrors, len(sum.Failed))}}
 }
 
 // candidates returns the available images of this deployment to share.
