@@ -22,7 +22,7 @@ func main() {
 	// A lambda.Handler gets the payload as received (see pkg/invoke).
 	lambda.Start(lambda.Handler(invoke.Func[*runner.Summary](func(ctx context.Context, raw []byte) (*runner.Summary, error) {
 		log := env.Logger(ctx)
-		b := &backup.Backuper{EC2: client, Config: env.Config, Log: log, Metrics: env.Metrics}
+		b := &backup.Backuper{EC2: client, Config: env.Config, Job: runner.Job{Log: log, Metrics: env.Metrics}}
 		return b.Handle(ctx, raw)
 	})))
 }

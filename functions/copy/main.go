@@ -27,7 +27,7 @@ func main() {
 	client := ec2.NewFromConfig(env.AWS)
 	// A lambda.Handler gets the payload as received (see pkg/invoke).
 	lambda.Start(lambda.Handler(invoke.Func[*runner.Summary](func(ctx context.Context, raw []byte) (*runner.Summary, error) {
-		c := &drcopy.Copier{EC2: client, Config: env.Config, Region: env.AWS.Region, Log: env.Logger(ctx), Metrics: env.Metrics}
+		c := &drcopy.Copier{EC2: client, Config: env.Config, Region: env.AWS.Region, Job: runner.Job{Log: env.Logger(ctx), Metrics: env.Metrics}}
 		return c.Handle(ctx, raw)
 	})))
 }

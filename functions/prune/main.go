@@ -13,6 +13,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/coldstart"
 	"github.com/amibackup/amibackup/pkg/invoke"
 	"github.com/amibackup/amibackup/pkg/prune"
+	"github.com/amibackup/amibackup/pkg/runner"
 )
 
 func main() {
@@ -21,7 +22,7 @@ func main() {
 	// A lambda.Handler gets the payload as received (see pkg/invoke).
 	lambda.Start(lambda.Handler(invoke.Func[*prune.Summary](func(ctx context.Context, raw []byte) (*prune.Summary, error) {
 		log := env.Logger(ctx)
-		p := &prune.Pruner{EC2: client, Config: env.Config, Log: log, Metrics: env.Metrics}
+		p := &prune.Pruner{EC2: client, Config: env.Config, Job: runner.Job{Log: log, Metrics: env.Metrics}}
 		return p.Handle(ctx, raw)
 	})))
 }

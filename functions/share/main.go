@@ -28,7 +28,7 @@ func main() {
 	ec2Client, kmsClient := ec2.NewFromConfig(env.AWS), kms.NewFromConfig(env.AWS)
 	// A lambda.Handler gets the payload as received (see pkg/invoke).
 	lambda.Start(lambda.Handler(invoke.Func[*runner.Summary](func(ctx context.Context, raw []byte) (*runner.Summary, error) {
-		s := &share.Sharer{EC2: ec2Client, KMS: kmsClient, Config: env.Config, Log: env.Logger(ctx), Metrics: env.Metrics}
+		s := &share.Sharer{EC2: ec2Client, KMS: kmsClient, Config: env.Config, Job: runner.Job{Log: env.Logger(ctx), Metrics: env.Metrics}}
 		return s.Handle(ctx, raw)
 	})))
 }

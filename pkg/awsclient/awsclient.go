@@ -6,7 +6,6 @@ package awsclient
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 )
 
 // amibackup's retry defaults. EC2 answers RequestLimitExceeded when a
@@ -134,26 +132,6 @@ func NewEC2(ctx context.Context, optFns ...func(*config.LoadOptions) error) (*ec
 		return nil, err
 	}
 	return ec2.NewFromConfig(cfg), nil
-}
-
-// ErrorCode returns the AWS API error code of err ("InvalidAMIName.Duplicate",
-// "RequestLimitExceeded", ...), or "" when err is not an API error.
-func ErrorCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
-
-// ImageGone reports whether err says the image no longer exists; cleanup
-// treats these answers as already done.
-func ImageGone(err error) bool {
-	switch ErrorCode(err) {
-	case "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable":
-		return true
-	}
-	return false
 }
 
 // TagMap turns EC2 tags into a map by key.

@@ -24,6 +24,8 @@ import (
 	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/images"
+	"github.com/amibackup/amibackup/pkg/metrics"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -37,24 +39,14 @@ type EC2 interface {
 	EnableImageDeprecation(context.Context, *ec2.EnableImageDeprecationInput, ...func(*ec2.Options)) (*ec2.EnableImageDeprecationOutput, error)
 }
 
-// DefaultMargin is how long before the Lambda deadline no new image is
-// started: enough for in-flight CreateImage calls to finish their retries
-// and for the summary to be logged.
-const DefaultMargin = 60 * time.Second
-
 // Function is the name used in summaries and metrics.
 const Function = "backup"
 
-// Backuper runs backups.
+// Backuper runs backups. Its clock (Job.Now) also dates deprecation times.
 type Backuper struct {
-	EC2     EC2
-	Config  *config.Config
-	Log     *slog.Logger
-	Metrics *emf.Writer
-	// Margin before the context deadline (default DefaultMargin).
-	Margin time.Duration
-	// Now is the clock for durations and deprecation times (default time.Now).
-	Now func() time.Time
+	runner.Job
+	EC2    EC2
+	Config *config.Config
 }
 
 type target struct {
@@ -69,7 +61,7 @@ type target struct {
 func (b *Backuper) Handle(ctx context.Context, raw []byte) (*runner.Summary, error) {
 	req, err := trigger.ParseBackup(raw, b.Config)
 	if err == nil {
-		err = trigger.CheckNotFuture("time", req.Slot, b.now()())
+		err = trigger.CheckNotFuture("time", req.Slot, b.Clock()())
 	}
 	if err != nil {
 		b.Log.Error("rejected input; nothing was changed", "error", err.Error())
@@ -84,8 +76,8 @@ func (b *Backuper) Handle(ctx context.Context, raw []byte) (*runner.Summary, err
 // and logs its summary line before the deadline, also when a listing fails
 // or hangs.
 func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary, error) {
-	now := b.now()
-	start := now()
+	run := b.Start(b.Config.Concurrency)
+	now, start := b.Clock(), run.Began()
 	pol, ok := b.Config.Policy(req.Policy)
 	if !ok {
 		return nil, fmt.Errorf("backup: unknown policy %q", req.Policy)
@@ -93,21 +85,14 @@ func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary
 	log := b.Log.With("policy", pol.Name, "slot", tags.FormatTime(req.Slot), "trigger", req.Trigger, "dryRun", req.DryRun)
 	sum := &runner.Summary{Function: Function, Deployment: b.Config.Deployment, Policy: pol.Name,
 		Trigger: req.Trigger, Slot: req.Slot, DryRun: req.DryRun}
-	margin := b.Margin
-	if margin == 0 {
-		margin = DefaultMargin
-	}
 	finish := func(selectionKnown bool) (*runner.Summary, error) {
-		sum.DurationMS = now().Sub(start).Milliseconds()
-		b.emit(sum, start, selectionKnown)
-		sum.Log(ctx, log)
-		return sum, sum.Err()
+		return sum, run.Finish(ctx, log, sum, func(s *runner.Summary) runner.Metrics { return report(s, selectionKnown) })
 	}
 	// The listings run on the same work context as the workers: a hung or
 	// endlessly retried listing is cut off half a margin before the
 	// deadline, leaving time for the summary, metrics and log line (on the
 	// full context Lambda would end the invocation with "Task timed out").
-	lctx, cancel := runner.WorkContext(ctx, margin)
+	lctx, cancel := run.WorkContext(ctx)
 	defer cancel()
 
 	targets, err := b.selectInstances(lctx, pol, req)
@@ -139,7 +124,7 @@ func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary
 		}
 	}
 	jobs := b.plan(log, pol, req, targets, existing, sum)
-	notReached := runner.ForEach(ctx, jobs, b.Config.Concurrency, margin, func(ctx context.Context, j job) {
+	notReached := runner.Each(ctx, run, jobs, func(ctx context.Context, j job) {
 		if j.existing != nil {
 			b.deprecate(ctx, log, pol, aws.ToString(j.existing.ImageId), createdAt(*j.existing, now), sum)
 			return
@@ -171,7 +156,7 @@ type job struct {
 func (b *Backuper) plan(log *slog.Logger, pol *config.Policy, req trigger.Backup, targets []target, existing map[string]types.Image, sum *runner.Summary) []job {
 	var create, deprecate []job
 	for _, t := range targets {
-		name := tags.ImageName(pol.Name, t.id, req.Slot)
+		name := images.Name(pol.Name, t.id, req.Slot)
 		im, ok := existing[name]
 		if !ok {
 			create = append(create, job{t: t})
@@ -207,7 +192,7 @@ func (b *Backuper) settleExisting(log *slog.Logger, pol *config.Policy, instance
 // createdAt is the image's creation time (now if EC2's date is unreadable):
 // deprecation age counts from the creation, not from a retry.
 func createdAt(im types.Image, now func() time.Time) time.Time {
-	created, err := time.Parse(time.RFC3339, aws.ToString(im.CreationDate))
+	created, err := images.Created(im)
 	if err != nil {
 		return now()
 	}
@@ -220,33 +205,14 @@ func createdAt(im types.Image, now func() time.Time) time.Time {
 // token) and one DescribeImages per instance already done. The tags are
 // the ones every backup image gets in its CreateImage call.
 func (b *Backuper) slotImages(ctx context.Context, pol *config.Policy, req trigger.Backup) (map[string]types.Image, error) {
-	pg := ec2.NewDescribeImagesPaginator(b.EC2, &ec2.DescribeImagesInput{
-		Owners: []string{"self"},
-		Filters: []types.Filter{
-			{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{b.Config.Deployment}},
-			{Name: aws.String("tag:" + tags.Policy), Values: []string{pol.Name}},
-			{Name: aws.String("tag:" + tags.Time), Values: []string{tags.FormatTime(req.Slot)}},
-		},
-		MaxResults: aws.Int32(1000),
-	})
 	out := map[string]types.Image{}
-	for pg.HasMorePages() {
-		page, err := pg.NextPage(ctx)
+	for im, err := range images.Managed(ctx, b.EC2, images.Query{Deployment: b.Config.Deployment, Policy: pol.Name, Slot: req.Slot}) {
 		if err != nil {
 			return nil, fmt.Errorf("list images of policy %s for slot %s: %w", pol.Name, tags.FormatTime(req.Slot), err)
 		}
-		for _, im := range page.Images {
-			out[aws.ToString(im.Name)] = im
-		}
+		out[aws.ToString(im.Name)] = im
 	}
 	return out, nil
-}
-
-func (b *Backuper) now() func() time.Time {
-	if b.Now != nil {
-		return b.Now
-	}
-	return time.Now
 }
 
 func selectorText(s config.Selector) string {
@@ -354,7 +320,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 			"instance", t.id, "tag", tags.NoReboot+"=true")
 		sum.Warn("%s: %s=true, image taken without reboot (crash-consistent)", t.id, tags.NoReboot)
 	}
-	name := tags.ImageName(pol.Name, t.id, req.Slot)
+	name := images.Name(pol.Name, t.id, req.Slot)
 	tagList, dropped := imageTags(b.Config.Deployment, pol, req, t, reboot)
 	if len(dropped) > 0 {
 		sum.Warn("%s: %d tags did not fit EC2's limit of 50 and were not written: %v", t.id, len(dropped), dropped)
@@ -362,7 +328,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 	in := &ec2.CreateImageInput{
 		InstanceId:  aws.String(t.id),
 		Name:        aws.String(name),
-		Description: aws.String(tags.ImageDescription(b.Config.Deployment, pol.Name, t.id, req.Slot, reboot)),
+		Description: aws.String(images.Description(b.Config.Deployment, pol.Name, t.id, req.Slot, reboot)),
 		NoReboot:    aws.Bool(!reboot),
 		TagSpecifications: []types.TagSpecification{
 			{ResourceType: types.ResourceTypeImage, Tags: tagList},
@@ -373,7 +339,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 	if req.DryRun {
 		in.DryRun = aws.Bool(true)
 		_, err := b.EC2.CreateImage(ctx, in)
-		if awsclient.ErrorCode(err) == "DryRunOperation" {
+		if awsclient.DryRunOK(err) {
 			entry.Detail += "; dry run: CreateImage permitted, nothing created"
 			sum.AddDone(entry)
 			return
@@ -389,8 +355,8 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 		entry.ImageID = aws.ToString(out.ImageId)
 		sum.AddDone(entry)
 		log.Info("image created", "instance", t.id, "image", entry.ImageID, "name", name, "reboot", reboot)
-		b.deprecate(ctx, log, pol, entry.ImageID, b.now()(), sum)
-	case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
+		b.deprecate(ctx, log, pol, entry.ImageID, b.Clock()(), sum)
+	case awsclient.DuplicateName(err):
 		// The name is deterministic and the slot's images were listed at
 		// the start: a duplicate now is a race with another delivery, or
 		// this call's own image when EC2's answer to an earlier attempt was
@@ -402,7 +368,7 @@ func (b *Backuper) backupOne(ctx context.Context, log *slog.Logger, pol *config.
 			return
 		}
 		entry.ImageID = aws.ToString(im.ImageId)
-		created := createdAt(im, b.now())
+		created := createdAt(im, b.Clock())
 		if lost.maybe() && !created.Before(runStart.Add(-clockSkew)) {
 			if problem := b.notThisBackup(im, pol.Name, t.id); problem == "" {
 				entry.Detail += "; created by this run (EC2's answer to the first attempt was lost, the retry found the image)"
@@ -474,7 +440,7 @@ func mayHaveApplied(err error) bool {
 		// The caller gave up; there is no retry that could meet the image.
 		return false
 	}
-	if awsclient.ErrorCode(err) == "RequestLimitExceeded" {
+	if awsclient.Throttled(err) {
 		return false
 	}
 	var re interface{ HTTPStatusCode() int }
@@ -491,36 +457,22 @@ func (b *Backuper) deprecate(ctx context.Context, log *slog.Logger, pol *config.
 	if age <= 0 {
 		return
 	}
-	at := DeprecationTime(created, age)
+	at := images.DeprecationTime(created, age)
 	if _, err := b.EC2.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{ImageId: aws.String(imageID), DeprecateAt: aws.Time(at)}); err != nil {
 		log.Warn("deprecation not set yet; prune will set it once the image is available", "image", imageID, "error", err.Error())
 		sum.Warn("%s: deprecation not set (%s); prune sets it later", imageID, awsclient.ErrorCode(err))
 	}
 }
 
-// DeprecationTime is creation plus age, rounded up to a whole minute so
-// EC2 (which rounds to the nearest minute) stores it unchanged and never
-// earlier than asked.
-func DeprecationTime(created time.Time, age time.Duration) time.Time {
-	at := created.UTC().Add(age)
-	if r := at.Truncate(time.Minute); !r.Equal(at) {
-		at = r.Add(time.Minute)
-	}
-	return at
-}
-
 func (b *Backuper) findByName(ctx context.Context, name string) (types.Image, error) {
-	out, err := b.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{
-		Owners:  []string{"self"},
-		Filters: []types.Filter{{Name: aws.String("name"), Values: []string{name}}},
-	})
+	im, found, err := images.FindByName(ctx, b.EC2, name)
 	if err != nil {
 		return types.Image{}, fmt.Errorf("describe image %s: %w", name, err)
 	}
-	if len(out.Images) == 0 {
+	if !found {
 		return types.Image{}, fmt.Errorf("no image named %s owned by this account", name)
 	}
-	return out.Images[0], nil
+	return im, nil
 }
 
 // notThisBackup says why an image holding this trigger's name is not the
@@ -538,30 +490,24 @@ func (b *Backuper) notThisBackup(im types.Image, policy, instanceID string) stri
 	return ""
 }
 
-// emit writes the run's metrics. InstancesSelected feeds the zero-selected
-// alarm (dimension Policy, Minimum <= 0 in an hour), which is about the
-// scheduled selection: it is emitted only for scheduled runs whose
-// selection succeeded. A manual run that names an untagged instance, or a
-// failed DescribeInstances, is not "zero instances carry the tag"; both
-// are reported (InstancesSkipped, ImagesFailed and the function's error).
-func (b *Backuper) emit(sum *runner.Summary, at time.Time, selectionKnown bool) {
-	// A dry run creates nothing; its counts would mislead dashboards and alarms.
-	if b.Metrics == nil || sum.DryRun {
-		return
-	}
-	var metrics []emf.Metric
+// report derives the run's metrics from its summary. InstancesSelected
+// feeds the zero-selected alarm (dimension Policy, Minimum <= 0 in an
+// hour), which is about the scheduled selection: it is reported only for
+// scheduled runs whose selection succeeded. A manual run that names an
+// untagged instance, or a failed DescribeInstances, is not "zero instances
+// carry the tag"; both are reported (InstancesSkipped, ImagesFailed and
+// the function's error).
+func report(sum *runner.Summary, selectionKnown bool) runner.Metrics {
+	var values []emf.Metric
 	if selectionKnown && sum.Trigger == tags.TriggerSchedule {
-		metrics = append(metrics, emf.Metric{Name: "InstancesSelected", Unit: emf.Count, Value: float64(sum.Selected)})
+		values = append(values, emf.CountOf(metrics.InstancesSelected, sum.Selected))
 	}
-	err := b.Metrics.Emit(at, map[string]string{"Policy": sum.Policy}, append(metrics,
-		emf.Metric{Name: "ImagesCreated", Unit: emf.Count, Value: float64(len(sum.Done))},
-		emf.Metric{Name: "ImagesExisting", Unit: emf.Count, Value: float64(len(sum.Existed))},
-		emf.Metric{Name: "ImagesFailed", Unit: emf.Count, Value: float64(len(sum.Failed))},
-		emf.Metric{Name: "InstancesSkipped", Unit: emf.Count, Value: float64(len(sum.Skipped))},
-		emf.Metric{Name: "InstancesNotReached", Unit: emf.Count, Value: float64(len(sum.NotReached))},
-		emf.Metric{Name: "BackupDuration", Unit: emf.Milliseconds, Value: float64(sum.DurationMS)},
-	)...)
-	if err != nil {
-		b.Log.Error("emit metrics", "error", err.Error())
-	}
+	return runner.Metrics{Policies: []string{sum.Policy}, Values: append(values,
+		emf.CountOf(metrics.ImagesCreated, len(sum.Done)),
+		emf.CountOf(metrics.ImagesExisting, len(sum.Existed)),
+		emf.CountOf(metrics.ImagesFailed, len(sum.Failed)),
+		emf.CountOf(metrics.InstancesSkipped, len(sum.Skipped)),
+		emf.CountOf(metrics.InstancesNotReached, len(sum.NotReached)),
+		emf.Metric{Name: metrics.BackupDuration, Unit: emf.Milliseconds, Value: float64(sum.DurationMS)},
+	)}
 }

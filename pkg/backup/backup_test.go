@@ -17,6 +17,8 @@ import (
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/images"
+	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
 )
@@ -44,7 +46,7 @@ func newBackuper(t testing.TB, env *simtest.Env, metrics io.Writer) *backup.Back
 		metrics = io.Discard
 	}
 	return &backup.Backuper{EC2: env.Client("", ""), Config: cfg(t),
-		Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(metrics), Now: env.Sim.Now}
+		Job: runner.Job{Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(metrics), Now: env.Sim.Now}}
 }
 
 func scheduled(policy string) trigger.Backup {
@@ -97,15 +99,15 @@ func TestBackupSelectsTagsAndReboots(t *testing.T) {
 	if sum.Selected != len(selected) || len(sum.Done) != len(selected) {
 		t.Fatalf("selected %d done %d, want %d", sum.Selected, len(sum.Done), len(selected))
 	}
-	images := env.Sim.Images("", "")
-	if len(images) != len(selected) {
-		t.Fatalf("%d images, want %d", len(images), len(selected))
+	imgs := env.Sim.Images("", "")
+	if len(imgs) != len(selected) {
+		t.Fatalf("%d images, want %d", len(imgs), len(selected))
 	}
 	snaps := map[string]ec2sim.Snapshot{}
 	for _, s := range env.Sim.Snapshots("", "") {
 		snaps[s.ID] = s
 	}
-	for _, im := range images {
+	for _, im := range imgs {
 		if !selected[im.InstanceID] {
 			t.Fatalf("image %s of unselected instance %s", im.ID, im.InstanceID)
 		}
@@ -118,7 +120,7 @@ func TestBackupSelectsTagsAndReboots(t *testing.T) {
 			tags.Time: "2026-11-24T03:00:00Z", tags.Reboot: "true", tags.Trigger: "schedule",
 			"team": "ops", "Name": in.Tags["Name"], "CostCenter": "42",
 		}
-		if im.Name != tags.ImageName("nightly", im.InstanceID, slot) {
+		if im.Name != images.Name("nightly", im.InstanceID, slot) {
 			t.Errorf("name %s", im.Name)
 		}
 		checkTags(t, "image "+im.ID, im.Tags, want)
@@ -435,21 +437,6 @@ func TestTagBudget(t *testing.T) {
 	}
 }
 
-func TestDeprecationTime(t *testing.T) {
-	for _, tc := range []struct {
-		created time.Time
-		age     time.Duration
-		want    time.Time
-	}{
-		{slot, 24 * time.Hour, slot.Add(24 * time.Hour)},
-		{slot.Add(30 * time.Second), time.Hour, slot.Add(time.Hour + time.Minute)},
-	} {
-		if got := backup.DeprecationTime(tc.created, tc.age); !got.Equal(tc.want) {
-			t.Errorf("DeprecationTime(%v, %v) = %v, want %v", tc.created, tc.age, got, tc.want)
-		}
-	}
-}
-
 // TestNameTakenIsNotAlwaysDone: a duplicate name counts as this trigger's
 // image only when the image is ours, for this instance, and not failed.
 func TestNameTakenIsNotAlwaysDone(t *testing.T) {
@@ -462,11 +449,11 @@ func TestNameTakenIsNotAlwaysDone(t *testing.T) {
 	}
 	other := ours(foreign)
 	other[tags.ManagedBy] = "staging"
-	foreignImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", foreign, slot), InstanceID: foreign, Tags: other})
-	failedImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", failed, slot), InstanceID: failed, Tags: ours(failed), State: "failed"})
+	foreignImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: images.Name("nightly", foreign, slot), InstanceID: foreign, Tags: other})
+	failedImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: images.Name("nightly", failed, slot), InstanceID: failed, Tags: ours(failed), State: "failed"})
 	// An earlier delivery created this one and died before deprecating it.
 	created := slot.Add(90 * time.Second)
-	resumedImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", resumed, slot), InstanceID: resumed, Tags: ours(resumed),
+	resumedImg, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: images.Name("nightly", resumed, slot), InstanceID: resumed, Tags: ours(resumed),
 		State: "pending", Created: created})
 
 	sum, err := newBackuper(t, env, nil).Run(context.Background(), scheduled("nightly"))

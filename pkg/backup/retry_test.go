@@ -12,6 +12,7 @@ import (
 
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -20,7 +21,7 @@ import (
 // ourImage seeds the image an earlier delivery of the scheduled trigger
 // made for instance id.
 func ourImage(sim *ec2sim.Sim, id, state string) string {
-	img, _ := sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", id, slot), InstanceID: id, State: state,
+	img, _ := sim.AddImage(ec2sim.ImageSpec{Name: images.Name("nightly", id, slot), InstanceID: id, State: state,
 		Tags: map[string]string{tags.ManagedBy: "prod", tags.Policy: "nightly", tags.InstanceID: id,
 			tags.Time: tags.FormatTime(slot), tags.Reboot: "true", tags.Trigger: "schedule"}})
 	return img

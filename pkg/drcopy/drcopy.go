@@ -11,10 +11,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -22,9 +21,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
-	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/images"
+	"github.com/amibackup/amibackup/pkg/metrics"
 	"github.com/amibackup/amibackup/pkg/retention"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
@@ -43,16 +43,11 @@ const Function = "copy"
 
 // Copier copies shared images into this account and Region.
 type Copier struct {
+	runner.Job
 	EC2    EC2
 	Config *config.Config
 	// Region is this (destination) Region; SourceRegion defaults to it.
-	Region  string
-	Log     *slog.Logger
-	Metrics *emf.Writer
-	// Margin before the context deadline (default backup.DefaultMargin).
-	Margin time.Duration
-	// Now is the clock that bounds trigger times (default time.Now).
-	Now func() time.Time
+	Region string
 }
 
 // Handle is the function's handler without the Lambda plumbing: it parses
@@ -62,11 +57,7 @@ func (c *Copier) Handle(ctx context.Context, raw []byte) (*runner.Summary, error
 	if err == nil {
 		// at is "now" for the recovery retention that decides what is worth
 		// copying: a future time would skip every source as already expired.
-		now := time.Now
-		if c.Now != nil {
-			now = c.Now
-		}
-		err = trigger.CheckNotFuture("time", at, now())
+		err = trigger.CheckNotFuture("time", at, c.Clock()())
 	}
 	if err != nil {
 		c.Log.Error("rejected input; nothing was copied", "error", err.Error())
@@ -75,14 +66,9 @@ func (c *Copier) Handle(ctx context.Context, raw []byte) (*runner.Summary, error
 	return c.Run(ctx, at)
 }
 
-// sourceNameRE: the source's tags are invisible to the accounts an image
-// is shared with, so the source image is recognised by amibackup's name,
-// which also carries the instance and the slot.
-var sourceNameRE = regexp.MustCompile(`^amibackup-([a-z0-9][a-z0-9-]*)-(i-[0-9a-f]{8,17})-([0-9]{8}T[0-9]{6}Z)$`)
-
 // Run copies what is shared and not yet copied.
 func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error) {
-	start := time.Now()
+	run := c.Start(c.Config.Concurrency)
 	r := c.Config.Recovery
 	if r == nil {
 		return nil, errors.New("copy: recovery is not configured (config field \"recovery\")")
@@ -92,50 +78,71 @@ func (c *Copier) Run(ctx context.Context, at time.Time) (*runner.Summary, error)
 		srcRegion = c.Region
 	}
 	sum := &runner.Summary{Function: Function, Deployment: c.Config.Deployment, Policy: config.CopyPolicy, Slot: at, Trigger: tags.TriggerSchedule}
-	margin := c.Margin
-	if margin == 0 {
-		margin = backup.DefaultMargin
-	}
-	// Listings and copies run on the work context: a hung or endlessly
-	// retried call is cut off half a margin before the deadline, and the
-	// run still ends with its summary and metrics.
-	wctx, cancel := runner.WorkContext(ctx, margin)
-	defer cancel()
-	sources, copies, inFlight, err := c.list(wctx, srcRegion)
+	// The listings run on the work context and the copies through
+	// runner.Each: a hung or endlessly retried call is cut off half a
+	// margin before the deadline, and the run still ends with its summary
+	// and metrics.
+	lctx, cancel := run.WorkContext(ctx)
+	sources, copies, inFlight, err := c.list(lctx, srcRegion)
+	cancel()
 	if err != nil {
 		c.Log.Error("listing failed; nothing was copied", "error", err.Error(), "code", awsclient.ErrorCode(err))
 		sum.AddFailed(runner.Entry{ID: "listing", Detail: err.Error()})
-		c.finish(ctx, sum, start)
-		return sum, sum.Err()
+		return sum, run.Finish(ctx, c.Log, sum, report)
 	}
 	sum.Selected = len(sources)
 	expired, err := c.expired(sources, copies, at)
 	if err != nil {
 		return nil, err
 	}
-	for i, im := range sources {
-		if wctx.Err() != nil {
-			// Out of time: the next run copies the rest.
-			for _, rest := range sources[i:] {
-				sum.NotReached = append(sum.NotReached, aws.ToString(rest.ImageId))
-			}
-			break
-		}
-		c.copyOne(wctx, im, srcRegion, copies[aws.ToString(im.ImageId)], expired, &inFlight, sum)
-	}
-	c.finish(ctx, sum, start)
-	return sum, sum.Err()
+	pending := &slots{used: inFlight, max: r.MaxInFlight}
+	left := runner.Each(ctx, run, sources, func(ctx context.Context, im types.Image) {
+		c.copyOne(ctx, im, srcRegion, copies[aws.ToString(im.ImageId)], expired, pending, sum)
+	})
+	// Out of time: the next run copies the rest.
+	runner.AddNotReached(sum, left, images.ID)
+	return sum, run.Finish(ctx, c.Log, sum, report)
 }
 
-func (c *Copier) finish(ctx context.Context, sum *runner.Summary, start time.Time) {
-	sum.DurationMS = time.Since(start).Milliseconds()
-	if c.Metrics != nil {
-		c.Metrics.Emit(start, map[string]string{"Policy": config.CopyPolicy},
-			emf.Metric{Name: "CopiesStarted", Unit: emf.Count, Value: float64(len(sum.Done))},
-			emf.Metric{Name: "CopiesWaiting", Unit: emf.Count, Value: float64(len(sum.Skipped) + len(sum.NotReached))},
-			emf.Metric{Name: "CopyFailures", Unit: emf.Count, Value: float64(len(sum.Failed))})
+// report derives the run's metrics from its summary.
+func report(sum *runner.Summary) runner.Metrics {
+	return runner.Metrics{Policies: []string{config.CopyPolicy}, Values: []emf.Metric{
+		emf.CountOf(metrics.CopiesStarted, len(sum.Done)),
+		emf.CountOf(metrics.CopiesWaiting, len(sum.Skipped)+len(sum.NotReached)),
+		emf.CountOf(metrics.CopyFailures, len(sum.Failed))}}
+}
+
+// slots counts this deployment's copies pending in EC2, so that the
+// concurrent workers of a run never start more than MaxInFlight: a worker
+// takes a slot before CopyImage and gives it back when no copy started.
+type slots struct {
+	mu        sync.Mutex
+	used, max int
+}
+
+// take reserves a slot; when none is free it returns how many are used.
+func (s *slots) take() (used int, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used >= s.max {
+		return s.used, false
 	}
-	sum.Log(ctx, c.Log)
+	s.used++
+	return s.used, true
+}
+
+// release gives back a slot whose copy did not start.
+func (s *slots) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.used--
+}
+
+// fill marks every slot used: EC2 says its limit is reached.
+func (s *slots) fill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.used = max(s.used, s.max)
 }
 
 // list returns the source images to consider, this deployment's copies
@@ -149,23 +156,21 @@ func (c *Copier) list(ctx context.Context, srcRegion string) ([]types.Image, map
 	var sources []types.Image
 	// EC2 hides deprecated AMIs of other owners unless asked: a source
 	// deprecated before its turn in the copy backlog would be skipped silently.
-	pg := ec2.NewDescribeImagesPaginator(c.EC2, &ec2.DescribeImagesInput{Owners: r.SourceAccountIDs, MaxResults: aws.Int32(1000),
+	in := &ec2.DescribeImagesInput{Owners: r.SourceAccountIDs, MaxResults: aws.Int32(images.PageSize),
 		IncludeDeprecated: aws.Bool(true),
-		Filters:           []types.Filter{{Name: aws.String("state"), Values: []string{"available"}}, {Name: aws.String("name"), Values: []string{"amibackup-*"}}}},
-	)
-	for pg.HasMorePages() {
-		page, err := pg.NextPage(ctx, func(o *ec2.Options) { o.Region = srcRegion })
+		Filters:           []types.Filter{{Name: aws.String("state"), Values: []string{"available"}}, {Name: aws.String("name"), Values: []string{"amibackup-*"}}}}
+	for im, err := range images.List(ctx, c.EC2, in, func(o *ec2.Options) { o.Region = srcRegion }) {
 		if err != nil {
 			return nil, nil, 0, fmt.Errorf("list images shared by %v in %s: %w", r.SourceAccountIDs, srcRegion, err)
 		}
-		for _, im := range page.Images {
-			// Another deployment in a source account may share with this
-			// account too; the description (visible across accounts, unlike
-			// tags) names the deployment.
-			if sourceNameRE.MatchString(aws.ToString(im.Name)) && slices.Contains(r.SourceAccountIDs, aws.ToString(im.OwnerId)) &&
-				tags.DescribesDeployment(aws.ToString(im.Description), r.SourceDeployment) {
-				sources = append(sources, im)
-			}
+		// The source's tags are invisible to the accounts an image is
+		// shared with: it is recognised by amibackup's name (which also
+		// carries the instance and the slot) and by its description, which
+		// names the deployment (another deployment in a source account may
+		// share with this account too).
+		if _, ok := images.ParseName(aws.ToString(im.Name)); ok && slices.Contains(r.SourceAccountIDs, aws.ToString(im.OwnerId)) &&
+			images.DescribesDeployment(aws.ToString(im.Description), r.SourceDeployment) {
+			sources = append(sources, im)
 		}
 	}
 	return sources, copies, inFlight, nil
@@ -173,10 +178,9 @@ func (c *Copier) list(ctx context.Context, srcRegion string) ([]types.Image, map
 
 // copyOne copies one source unless it is copied, expired or over the
 // in-flight limit; cp is its existing copy, if any.
-func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, cp ownCopy, expired map[string]string, inFlight *int, sum *runner.Summary) {
-	r := c.Config.Recovery
+func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, cp ownCopy, expired map[string]string, pending *slots, sum *runner.Summary) {
 	id, owner := aws.ToString(im.ImageId), aws.ToString(im.OwnerId)
-	e := runner.Entry{ID: id, Name: tags.CopyName(c.Config.Deployment, owner, id)}
+	e := runner.Entry{ID: id, Name: images.CopyName(c.Config.Deployment, owner, id)}
 	haveCopy := cp.id != ""
 	if haveCopy && cp.state != types.ImageStateFailed {
 		e.ImageID = cp.id
@@ -190,8 +194,8 @@ func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, 
 		sum.AddSkipped(e)
 		return
 	}
-	if *inFlight >= r.MaxInFlight {
-		e.Detail = fmt.Sprintf("%d copies in flight (limit %d): copied by a later run", *inFlight, r.MaxInFlight)
+	if used, ok := pending.take(); !ok {
+		e.Detail = fmt.Sprintf("%d copies in flight (limit %d): copied by a later run", used, pending.max)
 		sum.AddSkipped(e)
 		return
 	}
@@ -199,6 +203,7 @@ func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, 
 		// The failed copy holds the deterministic name: without removing
 		// it the source would never be copied again.
 		if err := c.deregister(ctx, cp.id); err != nil {
+			pending.release()
 			e.Detail = fmt.Errorf("remove failed copy %s of %s: %w", cp.id, id, err).Error()
 			sum.AddFailed(e)
 			return
@@ -209,17 +214,18 @@ func (c *Copier) copyOne(ctx context.Context, im types.Image, srcRegion string, 
 	switch {
 	case err == nil:
 		e.ImageID = aws.ToString(out.ImageId)
-		*inFlight++
 		sum.AddDone(e)
 		c.Log.Info("copy started", "source", id, "copy", e.ImageID)
-	case awsclient.ErrorCode(err) == "InvalidAMIName.Duplicate":
+	case awsclient.DuplicateName(err):
+		pending.release()
 		c.duplicate(ctx, &e, sum)
-	case awsclient.ErrorCode(err) == "ResourceLimitExceeded":
+	case awsclient.LimitExceeded(err):
 		// Someone else's copies count too: wait for the next run.
-		*inFlight = r.MaxInFlight
+		pending.fill()
 		e.Detail = "EC2's concurrent copy limit reached: copied by a later run"
 		sum.AddSkipped(e)
 	default:
+		pending.release()
 		e.Detail = fmt.Errorf("copy image %s: %w", id, err).Error()
 		sum.AddFailed(e)
 	}
@@ -241,10 +247,10 @@ func (c *Copier) expired(sources []types.Image, copies map[string]ownCopy, at ti
 	if err != nil {
 		return nil, fmt.Errorf("copy: recovery.retention: %w", err)
 	}
-	var images []retention.Image
+	var imgs []retention.Image
 	for _, cp := range copies {
 		if cp.state != types.ImageStateFailed && tags.ValidInstanceID(cp.instance) {
-			images = append(images, retention.Image{ID: cp.id, InstanceID: cp.instance, Policy: config.CopyPolicy, Time: cp.slot, State: retention.State(cp.state)})
+			imgs = append(imgs, retention.Image{ID: cp.id, InstanceID: cp.instance, Policy: config.CopyPolicy, Time: cp.slot, State: retention.State(cp.state)})
 		}
 	}
 	uncopied := map[string]bool{}
@@ -253,16 +259,15 @@ func (c *Copier) expired(sources []types.Image, copies map[string]ownCopy, at ti
 		if cp, ok := copies[id]; ok && cp.state != types.ImageStateFailed {
 			continue
 		}
-		m := sourceNameRE.FindStringSubmatch(aws.ToString(im.Name))
-		slot, err := time.Parse(tags.TimeLayout, m[3])
-		if err != nil {
+		name, _ := images.ParseName(aws.ToString(im.Name))
+		if name.Slot.IsZero() {
 			continue // no slot to reason about: copy it, prune keeps what it cannot date
 		}
-		images = append(images, retention.Image{ID: id, InstanceID: m[2], Policy: config.CopyPolicy, Time: slot, State: retention.Available})
+		imgs = append(imgs, retention.Image{ID: id, InstanceID: name.InstanceID, Policy: config.CopyPolicy, Time: name.Slot, State: retention.Available})
 		uncopied[id] = true
 	}
 	out := map[string]string{}
-	for _, d := range retention.Evaluate(images, rules, at).Delete() {
+	for _, d := range retention.Evaluate(imgs, rules, at).Delete() {
 		if uncopied[d.Image.ID] {
 			out[d.Image.ID] = strings.Join(d.Reasons, "; ")
 		}
@@ -275,28 +280,19 @@ func (c *Copier) expired(sources []types.Image, copies map[string]ownCopy, at ti
 func (c *Copier) ownCopies(ctx context.Context) (map[string]ownCopy, int, error) {
 	copies := map[string]ownCopy{}
 	inFlight := 0
-	pg := ec2.NewDescribeImagesPaginator(c.EC2, &ec2.DescribeImagesInput{Owners: []string{"self"}, MaxResults: aws.Int32(1000),
-		Filters: []types.Filter{{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{c.Config.Deployment}},
-			{Name: aws.String("tag:" + tags.Policy), Values: []string{config.CopyPolicy}}}})
-	for pg.HasMorePages() {
-		page, err := pg.NextPage(ctx)
+	// Managed checks the tags again client-side: only an image carrying
+	// our tags may ever be deregistered as a failed copy.
+	for im, err := range images.Managed(ctx, c.EC2, images.Query{Deployment: c.Config.Deployment, Policy: config.CopyPolicy}) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("list existing copies: %w", err)
 		}
-		for _, im := range page.Images {
-			// Checked again client-side: only an image carrying our tags may
-			// ever be deregistered as a failed copy.
-			if !c.isOurs(im) {
-				continue
-			}
-			t := awsclient.TagMap(im.Tags)
-			if src := t[tags.SourceImage]; src != "" {
-				slot, _ := time.Parse(time.RFC3339, t[tags.Time])
-				copies[src] = ownCopy{id: aws.ToString(im.ImageId), state: im.State, instance: t[tags.InstanceID], slot: slot}
-			}
-			if im.State == types.ImageStatePending {
-				inFlight++
-			}
+		t := awsclient.TagMap(im.Tags)
+		if src := t[tags.SourceImage]; src != "" {
+			slot, _ := tags.ParseTime(t[tags.Time])
+			copies[src] = ownCopy{id: aws.ToString(im.ImageId), state: im.State, instance: t[tags.InstanceID], slot: slot}
+		}
+		if im.State == types.ImageStatePending {
+			inFlight++
 		}
 	}
 	return copies, inFlight, nil
@@ -320,19 +316,17 @@ func (c *Copier) deregister(ctx context.Context, imageID string) error {
 // by an image the listing did not show (another run's copy, or an image
 // that is not ours). Only a live copy of this deployment counts as done.
 func (c *Copier) duplicate(ctx context.Context, e *runner.Entry, sum *runner.Summary) {
-	out, err := c.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"},
-		Filters: []types.Filter{{Name: aws.String("name"), Values: []string{e.Name}}}})
+	im, found, err := images.FindByName(ctx, c.EC2, e.Name)
 	if err != nil {
 		e.Detail = fmt.Errorf("copy name %s is taken; look up the image holding it: %w", e.Name, err).Error()
 		sum.AddFailed(*e)
 		return
 	}
-	if len(out.Images) == 0 {
+	if !found {
 		e.Detail = "copy name taken by an image that is gone now: copied by a later run"
 		sum.AddSkipped(*e)
 		return
 	}
-	im := out.Images[0]
 	holder := aws.ToString(im.ImageId)
 	switch {
 	case !c.isOurs(im):
@@ -359,13 +353,12 @@ func (c *Copier) duplicate(ctx context.Context, e *runner.Entry, sum *runner.Sum
 
 func (c *Copier) copyInput(im types.Image, srcRegion string) *ec2.CopyImageInput {
 	id, owner := aws.ToString(im.ImageId), aws.ToString(im.OwnerId)
-	m := sourceNameRE.FindStringSubmatch(aws.ToString(im.Name))
-	slot, _ := time.Parse("20060102T150405Z", m[3])
+	name, _ := images.ParseName(aws.ToString(im.Name))
 	tl := []types.Tag{
 		{Key: aws.String(tags.ManagedBy), Value: aws.String(c.Config.Deployment)},
 		{Key: aws.String(tags.Policy), Value: aws.String(config.CopyPolicy)},
-		{Key: aws.String(tags.InstanceID), Value: aws.String(m[2])},
-		{Key: aws.String(tags.Time), Value: aws.String(tags.FormatTime(slot))},
+		{Key: aws.String(tags.InstanceID), Value: aws.String(name.InstanceID)},
+		{Key: aws.String(tags.Time), Value: aws.String(tags.FormatTime(name.Slot))},
 		{Key: aws.String(tags.SourceAccount), Value: aws.String(owner)},
 		{Key: aws.String(tags.SourceImage), Value: aws.String(id)},
 		{Key: aws.String(tags.SourceRegion), Value: aws.String(srcRegion)},
@@ -373,7 +366,7 @@ func (c *Copier) copyInput(im types.Image, srcRegion string) *ec2.CopyImageInput
 	in := &ec2.CopyImageInput{
 		SourceImageId: aws.String(id),
 		SourceRegion:  aws.String(srcRegion),
-		Name:          aws.String(tags.CopyName(c.Config.Deployment, owner, id)),
+		Name:          aws.String(images.CopyName(c.Config.Deployment, owner, id)),
 		Description:   aws.String(fmt.Sprintf("amibackup copy of %s from account %s, %s", id, owner, srcRegion)),
 		Encrypted:     aws.Bool(true),
 		// No ClientToken: the SDK generates one per call, so its own retries

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +22,9 @@ import (
 	"github.com/amibackup/amibackup/pkg/drcopy"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/prune"
+	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/share"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -65,14 +68,14 @@ func newWorld(t *testing.T, opts ec2sim.Options) *world {
 	  "sourceRegion":"eu-west-1","kmsKeyArn":"`+dstCMK+`","retention":{"last":1}},"prune":{"maxDeleteShare":1}}`)
 	kmsClient := kms.New(kms.Options{Region: srcRegion, BaseEndpoint: aws.String(env.URL),
 		Credentials: credentials.NewStaticCredentialsProvider(srcAcct, "s", ""), Retryer: awsclient.NewRetryer()})
-	w.sharer = &share.Sharer{EC2: env.Client(srcAcct, srcRegion), KMS: kmsClient, Config: w.src, Log: quiet}
-	w.copier = &drcopy.Copier{EC2: env.Client(dstAcct, dstRegion), Config: w.dst, Region: dstRegion, Log: quiet}
+	w.sharer = &share.Sharer{EC2: env.Client(srcAcct, srcRegion), KMS: kmsClient, Config: w.src, Job: runner.Job{Log: quiet}}
+	w.copier = &drcopy.Copier{EC2: env.Client(dstAcct, dstRegion), Config: w.dst, Region: dstRegion, Job: runner.Job{Log: quiet}}
 	return w
 }
 
 func (w *world) backup(t *testing.T, at time.Time) {
 	t.Helper()
-	b := &backup.Backuper{EC2: w.env.Client(srcAcct, srcRegion), Config: w.src, Log: quiet}
+	b := &backup.Backuper{EC2: w.env.Client(srcAcct, srcRegion), Config: w.src, Job: runner.Job{Log: quiet}}
 	if _, err := b.Run(context.Background(), trigger.Backup{Policy: "nightly", Slot: at, Trigger: tags.TriggerSchedule}); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +175,7 @@ func TestShareAndCopyAcrossAccountsAndRegions(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.env.Sim.CompletePending()
-	p := &prune.Pruner{EC2: w.env.Client(dstAcct, dstRegion), Config: w.dst, Log: quiet}
+	p := &prune.Pruner{EC2: w.env.Client(dstAcct, dstRegion), Config: w.dst, Job: runner.Job{Log: quiet}}
 	psum, err := p.Run(ctx, trigger.Prune{Time: slot.AddDate(0, 0, 1).Add(2 * time.Hour), Trigger: tags.TriggerSchedule})
 	if err != nil || len(psum.Done) != 2 {
 		t.Fatalf("prune copies: %v, deleted %d", err, len(psum.Done))
@@ -273,7 +276,7 @@ func TestSameAccountOtherRegion(t *testing.T) {
 	w.backup(t, slot)
 	dr := parse(t, `{"deployment":"dr-eu","recovery":{"sourceAccountIds":["111111111111"],"sourceDeployment":"src",
 	  "sourceRegion":"eu-west-1","kmsKeyArn":"arn:aws:kms:eu-central-1:111111111111:key/abc","retention":{"last":2}}}`)
-	c := &drcopy.Copier{EC2: w.env.Client(srcAcct, dstRegion), Config: dr, Region: dstRegion, Log: quiet}
+	c := &drcopy.Copier{EC2: w.env.Client(srcAcct, dstRegion), Config: dr, Region: dstRegion, Job: runner.Job{Log: quiet}}
 	sum, err := c.Run(context.Background(), slot)
 	if err != nil || len(sum.Done) != 3 {
 		t.Fatalf("copy: %v %+v", err, sum)
@@ -291,15 +294,19 @@ func TestSameAccountOtherRegion(t *testing.T) {
 
 // recordingEC2 records the copy function's requests and, like EC2, hides
 // other owners' deprecated images unless IncludeDeprecated is set.
+// recordingEC2 records the calls; copy's workers call it concurrently.
 type recordingEC2 struct {
 	drcopy.EC2
 	now      func() time.Time
+	mu       sync.Mutex
 	describe []*ec2.DescribeImagesInput
 	copies   []*ec2.CopyImageInput
 }
 
 func (r *recordingEC2) DescribeImages(ctx context.Context, in *ec2.DescribeImagesInput, opts ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error) {
+	r.mu.Lock()
 	r.describe = append(r.describe, in)
+	r.mu.Unlock()
 	out, err := r.EC2.DescribeImages(ctx, in, opts...)
 	if err != nil || aws.ToBool(in.IncludeDeprecated) {
 		return out, err
@@ -318,7 +325,9 @@ func (r *recordingEC2) DescribeImages(ctx context.Context, in *ec2.DescribeImage
 }
 
 func (r *recordingEC2) CopyImage(ctx context.Context, in *ec2.CopyImageInput, opts ...func(*ec2.Options)) (*ec2.CopyImageOutput, error) {
+	r.mu.Lock()
 	r.copies = append(r.copies, in)
+	r.mu.Unlock()
 	return r.EC2.CopyImage(ctx, in, opts...)
 }
 
@@ -413,7 +422,7 @@ func TestNameTakenByForeignImage(t *testing.T) {
 		{"failed", map[string]string{tags.ManagedBy: "someone-else", tags.Policy: config.CopyPolicy, tags.SourceImage: src.ID}},
 	} {
 		w.env.Sim.ResetCalls()
-		foreign, _ := w.env.Sim.AddImage(ec2sim.ImageSpec{Account: dstAcct, Region: dstRegion, Name: tags.CopyName(w.dst.Deployment, srcAcct, src.ID), State: tc.state, Tags: tc.tags})
+		foreign, _ := w.env.Sim.AddImage(ec2sim.ImageSpec{Account: dstAcct, Region: dstRegion, Name: images.CopyName(w.dst.Deployment, srcAcct, src.ID), State: tc.state, Tags: tc.tags})
 		sum, err := w.copier.Run(ctx, slot)
 		if err == nil || len(sum.Failed) != 1 || len(sum.Existed) != 0 || !strings.Contains(sum.Failed[0].Detail, foreign) ||
 			!strings.Contains(sum.Failed[0].Detail, "does not carry") {
@@ -466,8 +475,8 @@ func TestCopiesOnlyTheSourceDeployment(t *testing.T) {
 	w.backup(t, slot)
 	theirs := w.instance(ec2sim.VolumeSpec{})
 	src := w.env.Client(srcAcct, srcRegion)
-	out, err := src.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(theirs), Name: aws.String(tags.ImageName("nightly", theirs, slot)),
-		Description: aws.String(tags.ImageDescription("staging", "nightly", theirs, slot, true))})
+	out, err := src.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(theirs), Name: aws.String(images.Name("nightly", theirs, slot)),
+		Description: aws.String(images.Description("staging", "nightly", theirs, slot, true))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,7 +509,7 @@ func TestTwoRecoveryDeploymentsInOneRegion(t *testing.T) {
 	long := strings.Repeat("dr-long", 9) + "x" // 64 characters, the longest deployment name
 	other := parse(t, `{"deployment":"`+long+`","recovery":{"sourceAccountIds":["111111111111"],"sourceDeployment":"src",
 	  "sourceRegion":"eu-west-1","kmsKeyArn":"`+dstCMK+`","retention":{"last":5}}}`)
-	copiers := []*drcopy.Copier{w.copier, {EC2: w.env.Client(dstAcct, dstRegion), Config: other, Region: dstRegion, Log: quiet}}
+	copiers := []*drcopy.Copier{w.copier, {EC2: w.env.Client(dstAcct, dstRegion), Config: other, Region: dstRegion, Job: runner.Job{Log: quiet}}}
 	for run := range 2 {
 		for _, c := range copiers {
 			sum, err := c.Run(ctx, slot.Add(time.Duration(run+1)*time.Hour))
@@ -514,7 +523,7 @@ func TestTwoRecoveryDeploymentsInOneRegion(t *testing.T) {
 	for _, cp := range w.env.Sim.Images(dstAcct, dstRegion) {
 		dep := cp.Tags[tags.ManagedBy]
 		byDeployment[dep]++
-		if cp.Name != tags.CopyName(dep, srcAcct, cp.SourceImageID) || !tags.ValidImageName(cp.Name) || !strings.Contains(cp.Name, dep) {
+		if cp.Name != images.CopyName(dep, srcAcct, cp.SourceImageID) || !images.ValidName(cp.Name) || !strings.Contains(cp.Name, dep) {
 			t.Errorf("copy %s of %s is named %q", cp.ID, dep, cp.Name)
 		}
 	}
@@ -535,7 +544,7 @@ func TestRecoveryPruneReportsNoGoneInstances(t *testing.T) {
 	}
 	w.env.Sim.CompletePending()
 	w.env.Sim.ResetCalls()
-	p := &prune.Pruner{EC2: w.env.Client(dstAcct, dstRegion), Config: w.dst, Log: quiet}
+	p := &prune.Pruner{EC2: w.env.Client(dstAcct, dstRegion), Config: w.dst, Job: runner.Job{Log: quiet}}
 	sum, err := p.Run(ctx, trigger.Prune{Time: slot.Add(2 * time.Hour), Trigger: tags.TriggerSchedule})
 	if err != nil || len(sum.Plan) != 3 {
 		t.Fatalf("prune: %v, plan %d", err, len(sum.Plan))
@@ -605,5 +614,27 @@ func TestHandleBoundsTriggerTime(t *testing.T) {
 	}
 	if sum, err := w.copier.Handle(ctx, []byte(present)); err != nil || len(sum.Done) == 0 {
 		t.Fatalf("copy sweep: %v %+v", err, sum)
+	}
+}
+
+// TestCopyStopsBeforeTheDeadline: like every job, copy starts no new
+// CopyImage once the deadline is less than the margin away; the sources
+// are reported not reached and the run fails so the next run copies them.
+// (Copy used to check only its work context, which ends half a margin
+// before the deadline, so it still started copies inside the margin.)
+func TestCopyStopsBeforeTheDeadline(t *testing.T) {
+	w := newWorld(t, ec2sim.Options{})
+	w.sharedBackup(t, 3)
+	w.env.Sim.ResetCalls()
+	c := *w.copier
+	c.Margin = 4 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	sum, err := c.Run(ctx, slot)
+	if err == nil || len(sum.NotReached) != 3 || len(sum.Done) != 0 {
+		t.Fatalf("err %v, summary %+v", err, sum)
+	}
+	if n := w.env.Sim.Calls().Count("CopyImage"); n != 0 {
+		t.Fatalf("%d CopyImage calls inside the margin", n)
 	}
 }

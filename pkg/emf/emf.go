@@ -30,6 +30,9 @@ type Metric struct {
 	Value float64
 }
 
+// CountOf is a Count metric of n.
+func CountOf(name string, n int) Metric { return Metric{Name: name, Unit: Count, Value: float64(n)} }
+
 // Writer serialises records to one io.Writer (stdout in Lambda).
 type Writer struct {
 	mu sync.Mutex

@@ -27,20 +27,19 @@ import (
 	"time"
 
 	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/lambdabuild"
 )
-
-// BuildFlags match the stacks' bundling (infra/stacks.BuildFlags).
-var BuildFlags = []string{"-tags", "lambda.norpc", "-trimpath", "-ldflags=-s -w"}
 
 // Build compiles functions/<name> into dir/<name>/bootstrap for goarch
 // (runtime.GOARCH to run under the local RIE; the stacks deploy arm64).
 func Build(ctx context.Context, root, dir, goarch, name string) (string, error) {
 	out := filepath.Join(dir, goarch, name, "bootstrap")
-	args := append([]string{"build"}, BuildFlags...)
+	// The flags the stacks bundle with (pkg/lambdabuild), for goarch.
+	args := append([]string{"build"}, lambdabuild.Flags...)
 	args = append(args, "-o", out, "./functions/"+name)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+lambdabuild.GOOS, "GOARCH="+goarch)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build %s for %s: %w\n%s", name, goarch, err, b)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 )
@@ -57,7 +58,7 @@ func TestPrune50kStaysBounded(t *testing.T) {
 	for i, in := range instances {
 		at := now.AddDate(-1, 0, -i%300)
 		tg := map[string]string{tags.ManagedBy: "prod", tags.Policy: "legacy", tags.InstanceID: in, tags.Time: tags.FormatTime(at)}
-		env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("legacy", in, at), InstanceID: in, Tags: tg, SnapshotTags: tg, Created: at})
+		env.Sim.AddImage(ec2sim.ImageSpec{Name: images.Name("legacy", in, at), InstanceID: in, Tags: tg, SnapshotTags: tg, Created: at})
 	}
 	env.Sim.Inject(ec2sim.Fault{Action: "DeregisterImage", Times: 1000, Code: "UnauthorizedOperation",
 		Message: "You are not authorized to perform this operation. Encoded authorization failure message: " + strings.Repeat("x9Fq", 150)})

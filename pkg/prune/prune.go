@@ -22,9 +22,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
-	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/images"
+	"github.com/amibackup/amibackup/pkg/metrics"
 	"github.com/amibackup/amibackup/pkg/retention"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
@@ -46,21 +47,9 @@ const Function = "prune"
 
 // Pruner applies retention.
 type Pruner struct {
-	EC2     EC2
-	Config  *config.Config
-	Log     *slog.Logger
-	Metrics *emf.Writer
-	// Margin before the context deadline (default backup.DefaultMargin).
-	Margin time.Duration
-	// Now is the clock that bounds trigger times (default time.Now).
-	Now func() time.Time
-}
-
-func (p *Pruner) now() time.Time {
-	if p.Now != nil {
-		return p.Now()
-	}
-	return time.Now()
+	runner.Job
+	EC2    EC2
+	Config *config.Config
 }
 
 // PlanEntry is one image in the plan.
@@ -105,7 +94,7 @@ func (p *Pruner) Handle(ctx context.Context, raw []byte) (*Summary, error) {
 	req, err := trigger.ParsePrune(raw, p.Config)
 	if err == nil {
 		// req.Time is "now" for retention: a future time would age every image.
-		err = trigger.CheckNotFuture("time", req.Time, p.now())
+		err = trigger.CheckNotFuture("time", req.Time, p.Clock()())
 	}
 	if err != nil {
 		p.Log.Error("rejected input; nothing was deleted", "error", err.Error())
@@ -116,27 +105,22 @@ func (p *Pruner) Handle(ctx context.Context, raw []byte) (*Summary, error) {
 
 // Run applies retention for the request.
 func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
-	start := time.Now()
+	run := p.Start(p.Config.Concurrency)
 	sum := &Summary{Summary: runner.Summary{Function: Function, Deployment: p.Config.Deployment, Policy: req.Policy,
 		Trigger: req.Trigger, Slot: req.Time, DryRun: req.DryRun}}
 	log := p.Log.With("policy", req.Policy, "time", tags.FormatTime(req.Time), "dryRun", req.DryRun, "force", req.Force)
-	margin := p.Margin
-	if margin == 0 {
-		margin = backup.DefaultMargin
-	}
 
 	// The listings run on the work context: a hung or endlessly retried
 	// DescribeImages/DescribeInstances is cut off half a margin before the
 	// deadline, so the run still logs its summary and emits its metrics
 	// instead of ending in "Task timed out".
-	lctx, cancel := runner.WorkContext(ctx, margin)
+	lctx, cancel := run.WorkContext(ctx)
 	cands, live, err := p.list(lctx, req.Policy)
 	cancel()
 	if err != nil {
 		log.Error("listing failed; nothing was deleted", "error", err.Error(), "code", awsclient.ErrorCode(err))
 		sum.AddFailed(runner.Entry{ID: "listing", Detail: err.Error() + "; nothing was deleted"})
-		p.finish(ctx, log, sum, start)
-		return sum, sum.Err()
+		return sum, p.finish(ctx, run, log, sum)
 	}
 	sum.Selected = len(cands)
 	plan, err := p.plan(cands, live, req, sum)
@@ -166,7 +150,7 @@ func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
 			sum.Blocked = reason + "; nothing was deleted. Preview the whole plan with a manual \"Prune Requested\" event with \"dryRun\": true, " +
 				"then check the retention configuration and prune.maxDeleteShare, or send \"force\": true to delete it"
 			log.Error("prune blocked by the blast-radius guard", "reason", reason)
-			p.finish(ctx, log, sum, start)
+			p.finish(ctx, run, log, sum)
 			return sum, fmt.Errorf("prune: %s", sum.Blocked)
 		}
 	}
@@ -175,63 +159,27 @@ func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
 			log.Info("dry run: would delete", "image", c.entry.ImageID, "instance", c.entry.InstanceID, "reasons", c.entry.Reasons)
 		}
 	} else {
-		left := runner.ForEach(ctx, toDelete, p.Config.Concurrency, margin, func(ctx context.Context, c *candidate) {
+		left := runner.Each(ctx, run, toDelete, func(ctx context.Context, c *candidate) {
 			p.deleteImage(ctx, log, c, sum)
 		})
-		for _, c := range left {
-			sum.NotReached = append(sum.NotReached, c.entry.ImageID)
-		}
+		runner.AddNotReached(&sum.Summary, left, func(c *candidate) string { return c.entry.ImageID })
 	}
 	if ctx.Err() == nil && len(sum.NotReached) == 0 {
-		if err := p.sweepOrphans(ctx, log, req, plan, sum, margin); err != nil {
+		if err := p.sweepOrphans(ctx, run, log, req, plan, sum); err != nil {
 			sum.AddFailed(runner.Entry{ID: "orphan-sweep", Detail: err.Error()})
 		}
 		if !req.DryRun {
-			p.repairDeprecation(ctx, log, plan, req.Time, sum, margin)
+			p.repairDeprecation(ctx, run, log, plan, req.Time, sum)
 		}
 	}
-	p.finish(ctx, log, sum, start)
-	return sum, sum.Err()
+	return sum, p.finish(ctx, run, log, sum)
 }
 
-func (p *Pruner) finish(ctx context.Context, log *slog.Logger, sum *Summary, start time.Time) {
-	sum.DurationMS = time.Since(start).Milliseconds()
-	kept := 0
-	for _, e := range sum.Plan {
-		if e.Keep {
-			kept++
-		}
-	}
-	if p.Metrics != nil && !sum.DryRun {
-		policy := sum.Policy
-		if policy == "" {
-			policy = "all"
-		}
-		blocked := 0.0
-		if sum.Blocked != "" {
-			blocked = 1
-		}
-		metrics := []emf.Metric{
-			{Name: "ImagesPruned", Unit: emf.Count, Value: float64(len(sum.Done))},
-			{Name: "ImagesKept", Unit: emf.Count, Value: float64(kept)},
-			{Name: "PruneFailures", Unit: emf.Count, Value: float64(len(sum.Failed) + len(sum.SnapshotsNotDeleted))},
-			{Name: "OrphanSnapshotsDeleted", Unit: emf.Count, Value: float64(len(sum.OrphansDeleted))},
-			{Name: "PruneBlocked", Unit: emf.Count, Value: blocked},
-			{Name: "PruneDuration", Unit: emf.Milliseconds, Value: float64(sum.DurationMS)},
-		}
-		// The alarms watch Policy=all; a one-policy manual run reports
-		// there too, so a blocked or failing manual prune is heard.
-		dims := []string{"all"}
-		if policy != "all" {
-			dims = append(dims, policy)
-		}
-		for _, d := range dims {
-			if err := p.Metrics.Emit(start, map[string]string{"Policy": d}, metrics...); err != nil {
-				log.Error("emit metrics", "error", err.Error())
-			}
-		}
-	}
-	sum.Log(ctx, log)
+// finish ends the run (metrics, summary line, error) and logs prune's own
+// records: the result, the full plan and the orphans deleted, in pages.
+func (p *Pruner) finish(ctx context.Context, run *runner.Run, log *slog.Logger, sum *Summary) error {
+	err := run.Finish(ctx, log, &sum.Summary, func(*runner.Summary) runner.Metrics { return sum.report() })
+	kept := sum.kept()
 	log.Info("prune result", "kept", kept, "delete", len(sum.Plan)-kept, "orphansDeleted", len(sum.OrphansDeleted),
 		"snapshotsNotDeleted", len(sum.SnapshotsNotDeleted), "snapshotsNotDeletedSample", runner.CapEntries(sum.SnapshotsNotDeleted, runner.MaxEntries),
 		"goneInstances", len(sum.GoneInstances), "goneInstancesSample", runner.CapIDs(sum.GoneInstances, runner.MaxIDs),
@@ -245,6 +193,39 @@ func (p *Pruner) finish(ctx context.Context, log *slog.Logger, sum *Summary, sta
 	for page := range slices.Chunk(sum.OrphansDeleted, runner.LogPage) {
 		log.Info("prune orphan snapshots", "entries", page)
 	}
+	return err
+}
+
+func (s *Summary) kept() int {
+	kept := 0
+	for _, e := range s.Plan {
+		if e.Keep {
+			kept++
+		}
+	}
+	return kept
+}
+
+// report derives the run's metrics from its summary. The alarms watch
+// Policy=all; a one-policy manual run reports there too, so a blocked or
+// failing manual prune is heard.
+func (s *Summary) report() runner.Metrics {
+	blocked := 0.0
+	if s.Blocked != "" {
+		blocked = 1
+	}
+	m := runner.Metrics{Policies: []string{metrics.AllPolicies}, Values: []emf.Metric{
+		emf.CountOf(metrics.ImagesPruned, len(s.Done)),
+		emf.CountOf(metrics.ImagesKept, s.kept()),
+		emf.CountOf(metrics.PruneFailures, len(s.Failed)+len(s.SnapshotsNotDeleted)),
+		emf.CountOf(metrics.OrphanSnapshotsDeleted, len(s.OrphansDeleted)),
+		{Name: metrics.PruneBlocked, Unit: emf.Count, Value: blocked},
+		{Name: metrics.PruneDuration, Unit: emf.Milliseconds, Value: float64(s.DurationMS)},
+	}}
+	if s.Policy != "" && s.Policy != metrics.AllPolicies {
+		m.Policies = append(m.Policies, s.Policy)
+	}
+	return m
 }
 
 // planPage entries (about 300 bytes each, at most about 900 with a long
@@ -333,46 +314,31 @@ func (p *Pruner) list(ctx context.Context, policy string) ([]*candidate, map[str
 // the exact managed-by tag, and checks the tag again client-side: an image
 // without it is never a candidate, whatever its name.
 func (p *Pruner) listImages(ctx context.Context, policy string) ([]*candidate, error) {
-	filters := []types.Filter{{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{p.Config.Deployment}}}
-	if policy != "" {
-		filters = append(filters, types.Filter{Name: aws.String("tag:" + tags.Policy), Values: []string{policy}})
-	}
-	pg := ec2.NewDescribeImagesPaginator(p.EC2, &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: filters, MaxResults: aws.Int32(1000)})
 	var out []*candidate
-	for pg.HasMorePages() {
-		page, err := pg.NextPage(ctx)
+	for im, err := range images.Managed(ctx, p.EC2, images.Query{Deployment: p.Config.Deployment, Policy: policy}) {
 		if err != nil {
 			return nil, fmt.Errorf("list images of deployment %s: %w", p.Config.Deployment, err)
 		}
-		for _, im := range page.Images {
-			t := awsclient.TagMap(im.Tags)
-			if t[tags.ManagedBy] != p.Config.Deployment || (policy != "" && t[tags.Policy] != policy) {
-				continue
-			}
-			c := &candidate{entry: PlanEntry{ImageID: aws.ToString(im.ImageId), Name: aws.ToString(im.Name),
-				InstanceID: t[tags.InstanceID], Policy: t[tags.Policy], State: string(im.State)}}
-			if !tags.ValidInstanceID(c.entry.InstanceID) {
-				// Retention groups by instance: images without a valid
-				// instance-id would pool into one history and an instance
-				// could lose its only backup. Not decidable, so kept (and
-				// its snapshots count as used by the orphan sweep).
-				c.undecidable = fmt.Sprintf("tag %s is %q, not an instance ID: kept (fix the tag to let retention decide)", tags.InstanceID, c.entry.InstanceID)
-			}
-			if ts, err := time.Parse(time.RFC3339, t[tags.Time]); err == nil {
-				c.entry.Time = ts.UTC()
-			}
-			c.created, _ = time.Parse(time.RFC3339, aws.ToString(im.CreationDate))
-			if c.entry.Time.IsZero() {
-				c.entry.Time = c.created
-			}
-			c.deprecate = im.DeprecationTime == nil
-			for _, bdm := range im.BlockDeviceMappings {
-				if bdm.Ebs != nil && bdm.Ebs.SnapshotId != nil {
-					c.snapshots = append(c.snapshots, *bdm.Ebs.SnapshotId)
-				}
-			}
-			out = append(out, c)
+		t := awsclient.TagMap(im.Tags)
+		c := &candidate{entry: PlanEntry{ImageID: aws.ToString(im.ImageId), Name: aws.ToString(im.Name),
+			InstanceID: t[tags.InstanceID], Policy: t[tags.Policy], State: string(im.State)}}
+		if !tags.ValidInstanceID(c.entry.InstanceID) {
+			// Retention groups by instance: images without a valid
+			// instance-id would pool into one history and an instance
+			// could lose its only backup. Not decidable, so kept (and
+			// its snapshots count as used by the orphan sweep).
+			c.undecidable = fmt.Sprintf("tag %s is %q, not an instance ID: kept (fix the tag to let retention decide)", tags.InstanceID, c.entry.InstanceID)
 		}
+		if ts, err := tags.ParseTime(t[tags.Time]); err == nil {
+			c.entry.Time = ts
+		}
+		c.created, _ = images.Created(im)
+		if c.entry.Time.IsZero() {
+			c.entry.Time = c.created
+		}
+		c.deprecate = im.DeprecationTime == nil
+		c.snapshots = images.SnapshotIDs(im)
+		out = append(out, c)
 	}
 	return out, nil
 }
@@ -567,7 +533,7 @@ var descImageRE = regexp.MustCompile(`\bfor (ami-[0-9a-f]+)\b`)
 // remaining image uses and that are older than the grace period. This heals
 // runs that died between deregistering and deleting snapshots, and cleans
 // snapshots EC2 skipped.
-func (p *Pruner) sweepOrphans(ctx context.Context, log *slog.Logger, req trigger.Prune, plan []*candidate, sum *Summary, margin time.Duration) error {
+func (p *Pruner) sweepOrphans(ctx context.Context, run *runner.Run, log *slog.Logger, req trigger.Prune, plan []*candidate, sum *Summary) error {
 	deleted := map[string]bool{}
 	for _, e := range sum.Done {
 		deleted[e.ImageID] = true
@@ -589,7 +555,7 @@ func (p *Pruner) sweepOrphans(ctx context.Context, log *slog.Logger, req trigger
 	grace := p.Config.Prune.OrphanGrace.D()
 	pg := ec2.NewDescribeSnapshotsPaginator(p.EC2, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: filters, MaxResults: aws.Int32(1000)})
 	var orphans []types.Snapshot
-	lctx, cancel := runner.WorkContext(ctx, margin)
+	lctx, cancel := run.WorkContext(ctx)
 	defer cancel()
 	for pg.HasMorePages() {
 		page, err := pg.NextPage(lctx)
@@ -616,15 +582,15 @@ func (p *Pruner) sweepOrphans(ctx context.Context, log *slog.Logger, req trigger
 		}
 		return nil
 	}
-	left := runner.ForEach(ctx, orphans, p.Config.Concurrency, margin, func(ctx context.Context, s types.Snapshot) {
+	left := runner.Each(ctx, run, orphans, func(ctx context.Context, s types.Snapshot) {
 		id := aws.ToString(s.SnapshotId)
 		_, err := p.EC2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
 		switch {
-		case err == nil, awsclient.ErrorCode(err) == "InvalidSnapshot.NotFound":
+		case err == nil, awsclient.SnapshotGone(err):
 			sum.mu.Lock()
 			sum.OrphansDeleted = append(sum.OrphansDeleted, runner.Entry{ID: id, Detail: "orphaned snapshot deleted"})
 			sum.mu.Unlock()
-		case awsclient.ErrorCode(err) == "InvalidSnapshot.InUse":
+		case awsclient.SnapshotInUse(err):
 			// Someone registered an image from it: not ours to delete.
 			sum.AddSkipped(runner.Entry{ID: id, Detail: "snapshot in use by an image amibackup does not manage: kept"})
 		default:
@@ -632,9 +598,7 @@ func (p *Pruner) sweepOrphans(ctx context.Context, log *slog.Logger, req trigger
 			log.Error("delete orphaned snapshot failed", "snapshot", id, "error", err.Error())
 		}
 	})
-	for _, s := range left {
-		sum.NotReached = append(sum.NotReached, aws.ToString(s.SnapshotId))
-	}
+	runner.AddNotReached(&sum.Summary, left, func(s types.Snapshot) string { return aws.ToString(s.SnapshotId) })
 	return nil
 }
 
@@ -643,7 +607,7 @@ func (p *Pruner) sweepOrphans(ctx context.Context, log *slog.Logger, req trigger
 // Turning deprecation on for a policy with a long history means thousands
 // of calls, so they run like the deletions: bounded, stopping before the
 // deadline (the next run finishes the rest).
-func (p *Pruner) repairDeprecation(ctx context.Context, log *slog.Logger, plan []*candidate, now time.Time, sum *Summary, margin time.Duration) {
+func (p *Pruner) repairDeprecation(ctx context.Context, run *runner.Run, log *slog.Logger, plan []*candidate, now time.Time, sum *Summary) {
 	var todo []*candidate
 	for _, c := range plan {
 		if !c.entry.Keep || !c.deprecate || c.undecidable != "" || c.entry.State != string(retention.Available) {
@@ -653,13 +617,13 @@ func (p *Pruner) repairDeprecation(ctx context.Context, log *slog.Logger, plan [
 			todo = append(todo, c)
 		}
 	}
-	left := runner.ForEach(ctx, todo, p.Config.Concurrency, margin, func(ctx context.Context, c *candidate) {
+	left := runner.Each(ctx, run, todo, func(ctx context.Context, c *candidate) {
 		pol, _ := p.Config.Policy(c.entry.Policy)
 		created := c.created
 		if created.IsZero() {
 			created = c.entry.Time
 		}
-		at := backup.DeprecationTime(created, pol.DeprecateAfter.D())
+		at := images.DeprecationTime(created, pol.DeprecateAfter.D())
 		// EC2 refuses times in the past: an overdue image is deprecated now.
 		if floor := now.Add(time.Minute).Truncate(time.Minute); at.Before(floor) {
 			at = floor

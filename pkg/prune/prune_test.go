@@ -18,6 +18,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/prune"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
@@ -42,7 +43,7 @@ func pruner(t testing.TB, env *simtest.Env, c *config.Config, api prune.EC2) *pr
 	if api == nil {
 		api = env.Client("", "")
 	}
-	return &prune.Pruner{EC2: api, Config: c, Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(io.Discard)}
+	return &prune.Pruner{EC2: api, Config: c, Job: runner.Job{Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(io.Discard)}}
 }
 
 // seedHistory gives each instance one nightly image per day for days days,
@@ -55,7 +56,7 @@ func seedHistory(sim *ec2sim.Sim, deployment string, instances []string, days in
 		for _, in := range instances {
 			tg := map[string]string{tags.ManagedBy: deployment, tags.Policy: "nightly", tags.InstanceID: in,
 				tags.Time: tags.FormatTime(at), tags.Reboot: "true", tags.Trigger: "schedule"}
-			id, _ := sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", in, at), InstanceID: in, Tags: tg, SnapshotTags: tg, Created: at})
+			id, _ := sim.AddImage(ec2sim.ImageSpec{Name: images.Name("nightly", in, at), InstanceID: in, Tags: tg, SnapshotTags: tg, Created: at})
 			out[in] = append(out[in], id)
 		}
 	}
@@ -149,7 +150,7 @@ func TestForeignImagesSurvive(t *testing.T) {
 		case 2:
 			tg = map[string]string{tags.ManagedBy: "prod-old", tags.Policy: "nightly"}
 		}
-		id, snaps := env.Sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", instances[i%2], at), Tags: tg, SnapshotTags: tg, Created: at})
+		id, snaps := env.Sim.AddImage(ec2sim.ImageSpec{Name: images.Name("nightly", instances[i%2], at), Tags: tg, SnapshotTags: tg, Created: at})
 		foreignImages = append(foreignImages, id)
 		foreignSnaps = append(foreignSnaps, snaps...)
 		foreignSnaps = append(foreignSnaps, env.Sim.AddSnapshot(ec2sim.SnapshotSpec{Description: "Created by CreateImage(i-1) for ami-0000000000000dead from vol-1", Tags: tg, Created: at}))

@@ -1,6 +1,8 @@
 // Package runner holds what every amibackup function does the same way:
-// bounded concurrency that stops starting work before the Lambda deadline,
-// and the run summary that is logged, returned and turned into an error.
+// the job skeleton (Job, Run: clock, deadline margin, metrics from the
+// summary), bounded concurrency that stops starting work before the Lambda
+// deadline, and the run summary that is logged, returned and turned into
+// an error.
 package runner
 
 import (
@@ -112,6 +114,16 @@ func (s *Summary) AddSkipped(e Entry) { s.add(&s.Skipped, e) }
 
 // AddFailed records a failure, with the error in Detail.
 func (s *Summary) AddFailed(e Entry) { s.add(&s.Failed, e) }
+
+// AddNotReached records, by ID, the items a run never started (what
+// ForEach and Each return): the run fails and a retry finishes them.
+func AddNotReached[T any](s *Summary, items []T, id func(T) string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, it := range items {
+		s.NotReached = append(s.NotReached, id(it))
+	}
+}
 
 // Warn records a warning.
 func (s *Summary) Warn(format string, args ...any) {

@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctionstasks"
 	"github.com/aws/jsii-runtime-go"
 
+	"github.com/amibackup/amibackup/pkg/lambdabuild"
 	"github.com/amibackup/amibackup/pkg/localrun"
 )
 
@@ -60,9 +61,9 @@ func fixtureBootstrap(t testing.TB) string {
 			return
 		}
 		fixture.bin = filepath.Join(dir, "bootstrap")
-		args := append([]string{"build"}, localrun.BuildFlags...)
+		args := append([]string{"build"}, lambdabuild.Flags...)
 		cmd := exec.Command("go", append(args, "-o", fixture.bin, "./testdata/fn")...)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+lambdabuild.GOOS, "GOARCH="+runtime.GOARCH)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fixture.err = fmt.Errorf("build fixture: %v\n%s", err, out)
 		}

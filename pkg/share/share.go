@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -22,9 +21,10 @@ import (
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
-	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/images"
+	"github.com/amibackup/amibackup/pkg/metrics"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -62,16 +62,10 @@ type Request struct {
 
 // Sharer shares images.
 type Sharer struct {
-	EC2     EC2
-	KMS     KMS
-	Config  *config.Config
-	Log     *slog.Logger
-	Metrics *emf.Writer
-	// Margin before the context deadline (default backup.DefaultMargin).
-	Margin time.Duration
-
-	// Now is the clock that bounds trigger times (default time.Now).
-	Now func() time.Time
+	runner.Job
+	EC2    EC2
+	KMS    KMS
+	Config *config.Config
 
 	mu   sync.Mutex
 	keys map[string]bool // key ARN -> AWS-managed
@@ -82,11 +76,7 @@ type Sharer struct {
 func (s *Sharer) Handle(ctx context.Context, raw []byte) (*runner.Summary, error) {
 	req, err := trigger.ParseShare(raw)
 	if err == nil && !req.Time.IsZero() {
-		now := time.Now
-		if s.Now != nil {
-			now = s.Now
-		}
-		err = trigger.CheckNotFuture("time", req.Time, now())
+		err = trigger.CheckNotFuture("time", req.Time, s.Clock()())
 	}
 	if err != nil {
 		s.Log.Error("rejected input; nothing was changed", "error", err.Error())
@@ -101,7 +91,7 @@ func (s *Sharer) Handle(ctx context.Context, raw []byte) (*runner.Summary, error
 
 // Run shares the request's images.
 func (s *Sharer) Run(ctx context.Context, req Request) (*runner.Summary, error) {
-	start := time.Now()
+	run := s.Start(s.Config.Concurrency)
 	sh := s.Config.Sharing
 	if sh == nil {
 		return nil, errors.New("share: sharing is not configured (config field \"sharing\")")
@@ -110,53 +100,41 @@ func (s *Sharer) Run(ctx context.Context, req Request) (*runner.Summary, error) 
 	if req.Sweep {
 		sum.Trigger = "sweep"
 	}
-	margin := s.Margin
-	if margin == 0 {
-		margin = backup.DefaultMargin
-	}
 	// The listing runs on the work context and the images through
-	// runner.ForEach: a hung or slow EC2 is cut off before the deadline and
+	// runner.Each: a hung or slow EC2 is cut off before the deadline and
 	// the run still ends with its summary and metrics.
-	lctx, cancel := runner.WorkContext(ctx, margin)
-	images, err := s.candidates(lctx, req, sum)
+	lctx, cancel := run.WorkContext(ctx)
+	imgs, err := s.candidates(lctx, req, sum)
 	cancel()
 	if err != nil {
 		s.Log.Error("listing failed; nothing was shared", "error", err.Error(), "code", awsclient.ErrorCode(err))
 		sum.AddFailed(runner.Entry{ID: "listing", Detail: err.Error()})
 	}
-	sum.Selected = len(images)
-	left := runner.ForEach(ctx, images, s.Config.Concurrency, margin, func(ctx context.Context, im types.Image) {
+	sum.Selected = len(imgs)
+	left := runner.Each(ctx, run, imgs, func(ctx context.Context, im types.Image) {
 		s.shareOne(ctx, im, sh, sum)
 	})
-	for _, im := range left {
-		sum.NotReached = append(sum.NotReached, aws.ToString(im.ImageId))
-	}
-	sum.DurationMS = time.Since(start).Milliseconds()
-	if s.Metrics != nil {
-		s.Metrics.Emit(start, map[string]string{"Policy": "all"},
-			emf.Metric{Name: "ImagesShared", Unit: emf.Count, Value: float64(len(sum.Done))},
-			emf.Metric{Name: "ShareErrors", Unit: emf.Count, Value: float64(len(sum.Failed))})
-	}
-	sum.Log(ctx, s.Log)
-	return sum, sum.Err()
+	runner.AddNotReached(sum, left, images.ID)
+	return sum, run.Finish(ctx, s.Log, sum, report)
+}
+
+// report derives the run's metrics from its summary, under Policy=all
+// (sharing is not per policy).
+func report(sum *runner.Summary) runner.Metrics {
+	return runner.Metrics{Policies: []string{metrics.AllPolicies}, Values: []emf.Metric{
+		emf.CountOf(metrics.ImagesShared, len(sum.Done)),
+		emf.CountOf(metrics.ShareErrors, len(sum.Failed))}}
 }
 
 // candidates returns the available images of this deployment to share.
 func (s *Sharer) candidates(ctx context.Context, req Request, sum *runner.Summary) ([]types.Image, error) {
-	in := &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: []types.Filter{
-		{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{s.Config.Deployment}},
-		{Name: aws.String("state"), Values: []string{"available"}},
-	}}
-	if req.Sweep {
-		in.MaxResults = aws.Int32(1000)
-	} else {
-		in.ImageIds = req.ImageIDs
-		in.Filters = nil // ImageIds with filters would hide why an image is skipped
+	listing := images.Managed(ctx, s.EC2, images.Query{Deployment: s.Config.Deployment, States: []string{string(types.ImageStateAvailable)}})
+	if !req.Sweep {
+		// By ID without filters: filters would hide why an image is skipped.
+		listing = images.List(ctx, s.EC2, &ec2.DescribeImagesInput{Owners: []string{"self"}, ImageIds: req.ImageIDs})
 	}
 	var out []types.Image
-	pg := ec2.NewDescribeImagesPaginator(s.EC2, in)
-	for pg.HasMorePages() {
-		page, err := pg.NextPage(ctx)
+	for im, err := range listing {
 		if err != nil {
 			if awsclient.ImageGone(err) {
 				for _, id := range req.ImageIDs {
@@ -166,24 +144,22 @@ func (s *Sharer) candidates(ctx context.Context, req Request, sum *runner.Summar
 			}
 			return nil, fmt.Errorf("list images to share: %w", err)
 		}
-		for _, im := range page.Images {
-			t := awsclient.TagMap(im.Tags)
-			id := aws.ToString(im.ImageId)
-			switch {
-			case t[tags.ManagedBy] != s.Config.Deployment:
-				sum.AddSkipped(runner.Entry{ID: id, Detail: "not created by this deployment: not shared"})
-			case im.State != types.ImageStateAvailable:
-				sum.AddSkipped(runner.Entry{ID: id, Detail: "image is " + string(im.State) + ": shared once available"})
-			case t[tags.Share] == tags.ShareDone:
-				sum.AddExisted(runner.Entry{ID: id, ImageID: id, Detail: "already shared"})
-			default:
-				// Images tagged share=error are checked again on every run:
-				// each run fails while one cannot be shared (the README
-				// promises it, and the alarm must not go quiet after the
-				// first hour), and one whose problem was fixed (a key that
-				// KMS could not describe, a permission) is shared now.
-				out = append(out, im)
-			}
+		t := awsclient.TagMap(im.Tags)
+		id := aws.ToString(im.ImageId)
+		switch {
+		case t[tags.ManagedBy] != s.Config.Deployment:
+			sum.AddSkipped(runner.Entry{ID: id, Detail: "not created by this deployment: not shared"})
+		case im.State != types.ImageStateAvailable:
+			sum.AddSkipped(runner.Entry{ID: id, Detail: "image is " + string(im.State) + ": shared once available"})
+		case t[tags.Share] == tags.ShareDone:
+			sum.AddExisted(runner.Entry{ID: id, ImageID: id, Detail: "already shared"})
+		default:
+			// Images tagged share=error are checked again on every run:
+			// each run fails while one cannot be shared (the README
+			// promises it, and the alarm must not go quiet after the
+			// first hour), and one whose problem was fixed (a key that
+			// KMS could not describe, a permission) is shared now.
+			out = append(out, im)
 		}
 	}
 	return out, nil
@@ -192,12 +168,7 @@ func (s *Sharer) candidates(ctx context.Context, req Request, sum *runner.Summar
 func (s *Sharer) shareOne(ctx context.Context, im types.Image, sh *config.Sharing, sum *runner.Summary) {
 	id := aws.ToString(im.ImageId)
 	e := runner.Entry{ID: id, ImageID: id, Name: aws.ToString(im.Name)}
-	var snaps []string
-	for _, b := range im.BlockDeviceMappings {
-		if b.Ebs != nil && b.Ebs.SnapshotId != nil {
-			snaps = append(snaps, *b.Ebs.SnapshotId)
-		}
-	}
+	snaps := images.SnapshotIDs(im)
 	t := awsclient.TagMap(im.Tags)
 	if bad, err := s.awsManagedSnapshot(ctx, snaps); err != nil {
 		e.Detail = err.Error()

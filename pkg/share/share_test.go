@@ -21,6 +21,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/share"
 	"github.com/amibackup/amibackup/pkg/tags"
 )
@@ -41,7 +42,7 @@ func sharer(t *testing.T, env *simtest.Env, metrics io.Writer) *share.Sharer {
 	}
 	kmsClient := kms.New(kms.Options{Region: ec2sim.DefaultRegion, BaseEndpoint: aws.String(env.URL),
 		Credentials: credentials.NewStaticCredentialsProvider(ec2sim.DefaultAccount, "s", ""), Retryer: awsclient.NewRetryer(), HTTPClient: simtest.HTTPClient()})
-	return &share.Sharer{EC2: env.Client("", ""), KMS: kmsClient, Config: c, Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(metrics)}
+	return &share.Sharer{EC2: env.Client("", ""), KMS: kmsClient, Config: c, Job: runner.Job{Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(metrics)}}
 }
 
 // backupImage seeds one of this deployment's available images; extra tags

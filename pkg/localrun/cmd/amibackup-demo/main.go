@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/amibackup/amibackup/pkg/ec2sim"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/localrun"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -76,7 +77,7 @@ func run(ctx context.Context) error {
 		Volumes: []ec2sim.VolumeSpec{{SizeGiB: 20}, {SizeGiB: 500, Type: "gp3"}}})
 	ci := sim.AddInstance(ec2sim.InstanceSpec{Tags: map[string]string{"Backup": "weekly", "Name": "ci"}})
 	sim.AddImage(ec2sim.ImageSpec{Name: "golden-base-2026", Created: start.AddDate(0, -3, 0)})
-	sim.AddImage(ec2sim.ImageSpec{Name: tags.ImageName("nightly", web[0], start.AddDate(0, 0, -30)), Created: start.AddDate(0, 0, -30),
+	sim.AddImage(ec2sim.ImageSpec{Name: images.Name("nightly", web[0], start.AddDate(0, 0, -30)), Created: start.AddDate(0, 0, -30),
 		Tags: map[string]string{tags.ManagedBy: "someone-else", tags.Policy: "nightly"}})
 
 	step("Start ec2sim and both functions under the RIE")
