@@ -167,7 +167,9 @@ func (s *Sim) describeAutoScalingInstances(c *call) *apiError {
 	return nil
 }
 
-// asgHealth is the EC2 health check of Auto Scaling: an InService member
+// asgHealth is the EC2 health check of Auto Scaling, spelled as
+// DescribeAutoScalingInstances spells it (HEALTHY, UNHEALTHY; the
+// Instances of DescribeAutoScalingGroups say Healthy): an InService member
 // that is not running, or whose status check is impaired, is UNHEALTHY.
 // AWS would then terminate and replace it; the emulator only reports it
 // (no replacement is modeled): that is the case a reboot of an InService

@@ -156,6 +156,15 @@ func (s *Sim) targetGroupOf(c *call) (*targetGroup, *apiError) {
 	return tg, nil
 }
 
+// invalidTarget is ELBv2's error for instances that do not exist, with
+// the InvalidTarget description of the API reference ("The specified
+// target does not exist, is not in the same VPC as the target group, or has
+// an unsupported instance type") and the IDs.
+func invalidTarget(ids []string) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: "InvalidTarget",
+		msg: "The specified target does not exist, is not in the same VPC as the target group, or has an unsupported instance type: " + quoteIDs(ids)}
+}
+
 // targetsParam reads Targets.member.N.Id/Port.
 func targetsParam(p params) (ids []string, ports []int) {
 	for i, id := range p.targetIDs() {
@@ -179,7 +188,7 @@ func (s *Sim) describeTargetHealth(c *call) *apiError {
 		}
 	}
 	if len(bad) > 0 {
-		return &apiError{status: http.StatusBadRequest, code: "InvalidTarget", msg: "The following targets are not valid instances: " + quoteIDs(bad)}
+		return invalidTarget(bad)
 	}
 	now := s.now()
 	if len(ids) == 0 {
@@ -238,7 +247,7 @@ func (s *Sim) registerTargets(c *call) *apiError {
 		}
 	}
 	if len(invalid) > 0 {
-		return &apiError{status: http.StatusBadRequest, code: "InvalidTarget", msg: "The following targets are not valid instances: " + quoteIDs(invalid)}
+		return invalidTarget(invalid)
 	}
 	if len(notRunning) > 0 {
 		return &apiError{status: http.StatusBadRequest, code: "InvalidTarget", msg: "The following targets are not in a running state and cannot be registered: " + quoteIDs(notRunning)}

@@ -177,7 +177,7 @@ func TestTargetErrors(t *testing.T) {
 			_, err := elb.RegisterTargets(ctx, &elasticloadbalancingv2.RegisterTargetsInput{TargetGroupArn: aws.String(missing), Targets: targets(up)})
 			return err
 		}},
-		{"register unknown instance", "InvalidTarget", "not valid", func() error {
+		{"register unknown instance", "InvalidTarget", "does not exist", func() error {
 			_, err := elb.RegisterTargets(ctx, &elasticloadbalancingv2.RegisterTargetsInput{TargetGroupArn: aws.String(arn), Targets: targets(down, "i-0123456789abcdef0")})
 			return err
 		}},
