@@ -192,6 +192,46 @@ func TestDescribeAutoScalingInstances(t *testing.T) {
 	if h := health(); h != "UNHEALTHY" {
 		t.Fatalf("stopped InService member %s", h)
 	}
+	env.Sim.Advance(time.Hour)
+	if h := health(); h != "HEALTHY" {
+		t.Fatalf("back up: %s", h)
+	}
+	// The availability record keeps it after it is back; group b, never
+	// rebooted, has none.
+	if g, _ := env.Sim.GroupAvailabilityOf("", "", ec2sim.GroupAutoScaling, "a"); len(g.Unhealthy) != 1 || g.Unhealthy[0] != ids[0] {
+		t.Fatalf("group a: %+v", g)
+	}
+	if g, _ := env.Sim.GroupAvailabilityOf("", "", ec2sim.GroupAutoScaling, "b"); len(g.Unhealthy) != 0 {
+		t.Fatalf("group b: %+v", g)
+	}
+}
+
+// TestStandbyBeforeRebootIsNotUnhealthy: a member put in Standby before its
+// reboot is never UNHEALTHY while InService, and returns InService only
+// after ExitStandby.
+func TestStandbyBeforeRebootIsNotUnhealthy(t *testing.T) {
+	env, c := rebootEnv(t, ec2sim.Options{RebootModel: true})
+	ctx := context.Background()
+	as := env.AutoScaling("", "")
+	ids := env.Sim.SeedFleet("", "", 2, nil)
+	env.Sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: "web", Instances: ids})
+	if _, err := as.EnterStandby(ctx, &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("web"), InstanceIds: ids[:1], ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	env.Sim.Advance(10 * time.Second)
+	reboot(t, c, ids[0], "img-0")
+	env.Sim.Advance(5 * time.Minute)
+	if _, err := as.ExitStandby(ctx, &autoscaling.ExitStandbyInput{AutoScalingGroupName: aws.String("web"), InstanceIds: ids[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	env.Sim.Advance(time.Minute)
+	g, _ := env.Sim.GroupAvailabilityOf("", "", ec2sim.GroupAutoScaling, "web")
+	if len(g.Unhealthy) != 0 || g.MaxUnavailable != 1 || g.Unavailable != 0 {
+		t.Fatalf("record %+v", g)
+	}
+	if got := lifecycle(t, as, ids[0]); got != "InService" {
+		t.Fatalf("lifecycle %s", got)
+	}
 }
 
 // TestQueryProtocolRouting: the same endpoint serves EC2, Auto Scaling and

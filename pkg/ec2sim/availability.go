@@ -18,13 +18,16 @@ type extState struct {
 	maxAt    map[string]time.Time     // when max was first reached
 	members  map[string]int           // last seen member count by group key
 	seen     map[string]groupIdentity // by group key
+	// replaced: per Auto Scaling group key, members seen UNHEALTHY while
+	// InService (see asgHealth), which AWS would have replaced.
+	replaced map[string]map[string]bool
 }
 
 type groupIdentity struct{ kind, name, account, region string }
 
 func newExtState() *extState {
 	return &extState{bootFail: map[string]string{}, asgs: map[string]*autoScaling{}, tgs: map[string]*targetGroup{},
-		max: map[string]int{}, maxAt: map[string]time.Time{}, members: map[string]int{}, seen: map[string]groupIdentity{}}
+		max: map[string]int{}, maxAt: map[string]time.Time{}, members: map[string]int{}, seen: map[string]groupIdentity{}, replaced: map[string]map[string]bool{}}
 }
 
 // Kinds of availability group.
@@ -48,6 +51,10 @@ type GroupAvailability struct {
 	// or the last ResetCalls, first reached at MaxAt.
 	Members, Unavailable, MaxUnavailable int
 	MaxAt                                time.Time
+	// Unhealthy lists the Auto Scaling members seen UNHEALTHY while
+	// InService (stopped or impaired without Standby first): AWS would
+	// have terminated and replaced them; the emulator only records them.
+	Unhealthy []string `json:",omitempty"`
 }
 
 // member is one instance of a group with what makes it available there.
@@ -171,6 +178,12 @@ func (s *Sim) sweep() {
 				if m.unavailable(t) {
 					n++
 				}
+				if m.asg != nil && asgHealth(m.in, m.asg.lifecycleAt(t), t) == "UNHEALTHY" {
+					if s.ext.replaced[g.key] == nil {
+						s.ext.replaced[g.key] = map[string]bool{}
+					}
+					s.ext.replaced[g.key][m.in.id] = true
+				}
 			}
 			if old, ok := s.ext.max[g.key]; !ok || n > old {
 				s.ext.max[g.key] = n
@@ -192,6 +205,7 @@ func (s *Sim) resetAvailability() {
 	s.sweep()
 	clear(s.ext.max)
 	clear(s.ext.maxAt)
+	clear(s.ext.replaced)
 	s.ext.last = s.now().Add(-time.Nanosecond)
 	s.sweep()
 }
@@ -211,7 +225,7 @@ func (s *Sim) Availability() []GroupAvailability {
 	for _, k := range keys {
 		id := s.ext.seen[k]
 		ga := GroupAvailability{Key: k, Kind: id.kind, Name: id.name, Account: id.account, Region: id.region,
-			MaxUnavailable: s.ext.max[k], MaxAt: s.ext.maxAt[k]}
+			MaxUnavailable: s.ext.max[k], MaxAt: s.ext.maxAt[k], Unhealthy: slices.Sorted(maps.Keys(s.ext.replaced[k]))}
 		if g, ok := views[k]; ok {
 			ga.Members = len(g.ms)
 			for _, m := range g.ms {
