@@ -71,7 +71,7 @@ func (s *Sim) describeInstances(c *call) *apiError {
 		if in.owner != c.account || (len(ids) > 0 && !slices.Contains(ids, in.id)) {
 			continue
 		}
-		ok, e := instanceMatches(in, filters)
+		ok, e := instanceMatches(in, s.stateOf(in), filters)
 		if e != nil {
 			return e
 		}
@@ -94,8 +94,9 @@ func (s *Sim) describeInstances(c *call) *apiError {
 		x.el("instanceId", in.id)
 		x.el("imageId", "ami-00000000000000000")
 		x.open("instanceState")
-		x.el("code", fmt.Sprint(stateCodes[in.state]))
-		x.el("name", in.state)
+		state := s.stateOf(in)
+		x.el("code", fmt.Sprint(stateCodes[state]))
+		x.el("name", state)
 		x.close("instanceState")
 		x.el("instanceType", "t3.micro")
 		x.el("rootDeviceType", "ebs")
@@ -122,7 +123,7 @@ func (s *Sim) describeInstances(c *call) *apiError {
 	return nil
 }
 
-func instanceMatches(in *instance, filters []filter) (bool, *apiError) {
+func instanceMatches(in *instance, state string, filters []filter) (bool, *apiError) {
 	for _, f := range filters {
 		if m, ok := matchTagFilter(f, in.tags); ok {
 			if !m {
@@ -133,11 +134,11 @@ func instanceMatches(in *instance, filters []filter) (bool, *apiError) {
 		var v string
 		switch f.name {
 		case "instance-state-name":
-			v = in.state
+			v = state
 		case "instance-id":
 			v = in.id
 		case "instance-state-code":
-			v = fmt.Sprint(stateCodes[in.state])
+			v = fmt.Sprint(stateCodes[state])
 		default:
 			return false, errf("InvalidParameterValue", "The filter '%s' is invalid", f.name)
 		}
@@ -198,8 +199,9 @@ func (s *Sim) createImage(c *call) *apiError {
 	if !ok || in.owner != c.account {
 		return errf("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
 	}
-	if in.state != "running" && in.state != "stopped" {
-		return errf("IncorrectState", "Instance '%s' is not in a state from which it can be imaged (%s).", id, in.state)
+	state := s.stateOf(in)
+	if state != "running" && state != "stopped" {
+		return errf("IncorrectState", "Instance '%s' is not in a state from which it can be imaged (%s).", id, state)
 	}
 	if c.dry() {
 		return nil
@@ -249,8 +251,9 @@ func (s *Sim) createImage(c *call) *apiError {
 	// and starts it again; a stopped instance is imaged as it is.
 	if im.noReboot {
 		in.noRebootImages++
-	} else if in.state == "running" {
+	} else if state == "running" {
 		in.reboots++
+		s.startReboot(in, now)
 	}
 	c.out.el("imageId", imageID)
 	return nil

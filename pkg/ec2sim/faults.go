@@ -19,6 +19,11 @@ type CallLog struct {
 	Throttled map[string]int
 	Faults    map[string]int
 	DryRun    map[string]int
+	// MaxUnavailable is, per availability group (GroupKey: Auto Scaling
+	// group, target group, tag in Options.GroupTags), the largest number of
+	// members unavailable at once since the emulator started or the log was
+	// reset (availability.go).
+	MaxUnavailable map[string]int
 }
 
 // Count returns the attempts of one action (DryRun calls excluded).
@@ -58,6 +63,7 @@ func (s *Sim) Calls() CallLog {
 	for k, v := range c.ByAccount {
 		out.ByAccount[k] = maps.Clone(v)
 	}
+	out.MaxUnavailable = s.maxUnavailable()
 	return out
 }
 
@@ -68,6 +74,7 @@ func (s *Sim) ResetCalls() {
 	mc := s.calls.maxCopies
 	s.calls = newCallLog()
 	s.calls.maxCopies = mc
+	s.resetAvailability()
 }
 
 func (s *Sim) record(account, action string, dry bool) {
@@ -140,6 +147,7 @@ func (s *Sim) ClearFaults() {
 	s.faults = nil
 	s.failIns = map[string]bool{}
 	s.opts.FaultRate = 0
+	clear(s.ext.bootFail)
 }
 
 // matchFault returns the injected error for this call, if any, how long
@@ -150,7 +158,7 @@ func (s *Sim) matchFault(action string, p params) (time.Duration, *apiError, boo
 		if f.Action != action {
 			continue
 		}
-		if f.InstanceID != "" && !p.names(f.InstanceID, "InstanceId", "InstanceId.", "ResourceId.") {
+		if f.InstanceID != "" && !p.names(f.InstanceID, "InstanceId", "InstanceId.", "ResourceId.", "InstanceIds.member.") && !slices.Contains(p.targetIDs(), f.InstanceID) {
 			continue
 		}
 		if f.ImageID != "" && !p.names(f.ImageID, "ImageId", "SourceImageId", "ImageId.", "ResourceId.") {
@@ -215,6 +223,9 @@ type bucket struct {
 // by the documentation's wording it is unfiltered and unpaginated; we keep
 // that reading (the smaller bucket, the conservative side for a client).
 func bucketFor(action string, p params) (key string, size, refill float64) {
+	if b, ok := queryBuckets[action]; ok {
+		return action, b.size, b.refill
+	}
 	switch action {
 	case "DeregisterImage", "DeleteSnapshot":
 		return action, 100, 5

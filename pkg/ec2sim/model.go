@@ -39,6 +39,20 @@ type Options struct {
 	Latency time.Duration
 	// Seed seeds the fault RNG.
 	Seed int64
+	// RebootModel makes CreateImage without NoReboot take a running
+	// instance through stopping, stopped, pending and running (status
+	// checks initializing, then ok) over simulated time (reboot.go). Off,
+	// the instance stays running, as callers before issue 13 expect.
+	RebootModel bool
+	// Reboot sets the phase durations of the reboot model (zero fields:
+	// DefaultRebootTiming's).
+	Reboot RebootTiming
+	// LifecycleDelay is the simulated time an Auto Scaling instance spends
+	// in EnteringStandby and Pending (0: 5 s).
+	LifecycleDelay time.Duration
+	// GroupTags are tag keys that form availability groups: instances with
+	// the same value of such a key are one group (availability.go).
+	GroupTags []string
 }
 
 // Sim is the emulator. It is an http.Handler; all methods are safe for
@@ -58,6 +72,7 @@ type Sim struct {
 	failIns map[string]bool
 	reqSeq  uint64
 	orgs    map[string]Membership // by account
+	ext     *extState             // reboots, Auto Scaling, ELBv2, availability
 }
 
 // Membership places an account in an AWS Organization for launch
@@ -89,6 +104,8 @@ type instance struct {
 	reboots          int
 	noRebootImages   int
 	seq              uint64
+	cycle            *rebootCycle // the last reboot (RebootModel), nil if none
+	since            time.Time    // when state was last set (zero: long ago)
 }
 
 type image struct {
@@ -217,6 +234,7 @@ func New(opts Options) *Sim {
 		calls:   newCallLog(),
 		failIns: map[string]bool{},
 		orgs:    map[string]Membership{},
+		ext:     newExtState(),
 	}
 }
 
@@ -367,7 +385,9 @@ func (s *Sim) SetInstanceState(account, region, id, state string) error {
 	if _, ok := stateCodes[state]; !ok {
 		return fmt.Errorf("ec2sim: unknown instance state %q", state)
 	}
-	in.state = state
+	s.sweep() // availability up to now under the old state
+	in.state, in.cycle, in.since = state, nil, s.now()
+	s.sweep()
 	return nil
 }
 
@@ -594,7 +614,7 @@ func (s *Sim) Instances(account, region string) []Instance {
 	var out []Instance
 	for _, in := range sortedInstances(s.region(region)) {
 		if in.owner == account {
-			out = append(out, instanceCopy(account, region, in))
+			out = append(out, s.instanceCopy(account, region, in))
 		}
 	}
 	return out
@@ -609,11 +629,11 @@ func (s *Sim) Instance(account, region, id string) (Instance, bool) {
 	if !ok || in.owner != account {
 		return Instance{}, false
 	}
-	return instanceCopy(account, region, in), true
+	return s.instanceCopy(account, region, in), true
 }
 
-func instanceCopy(account, region string, in *instance) Instance {
-	return Instance{ID: in.id, Account: account, Region: region, State: in.state, Tags: maps.Clone(in.tags),
+func (s *Sim) instanceCopy(account, region string, in *instance) Instance {
+	return Instance{ID: in.id, Account: account, Region: region, State: s.stateOf(in), Tags: maps.Clone(in.tags),
 		Reboots: in.reboots, NoRebootImages: in.noRebootImages}
 }
 

@@ -135,14 +135,15 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p := params(r.Form)
 	account, region := identity(r)
+	api := apiFor(r, p) // EC2, or Auto Scaling / ELBv2 (query.go)
 	c := &call{account: account, region: region, action: p.get("Action"), p: p}
 	s.mu.Lock()
 	s.reqSeq++
 	reqID := fmt.Sprintf("sim-%08d-0000-4000-8000-%012d", s.reqSeq, s.reqSeq)
-	handler, known := actions[c.action]
+	handler, known := api.actions[c.action]
 	if !known {
 		s.mu.Unlock()
-		writeError(w, reqID, errf("InvalidAction", "The action %s is not valid for this web service.", c.action))
+		api.writeError(w, reqID, errf("InvalidAction", "The action %s is not valid for this web service.", c.action))
 		return
 	}
 	dry := p.bool("DryRun")
@@ -153,10 +154,11 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.calls.Total++
 		s.calls.Throttled[c.action]++
 		s.mu.Unlock()
-		writeError(w, reqID, errf("RequestLimitExceeded", "Request limit exceeded."))
+		api.writeError(w, reqID, api.throttled)
 		return
 	}
 	s.record(account, c.action, dry)
+	s.sweep() // availability up to now, before this call changes anything
 	delay, e, after := s.matchFault(c.action, p)
 	if delay > 0 {
 		// Hold the call without the lock, as a slow EC2 would.
@@ -171,24 +173,26 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if e != nil && after {
 		// The work is done, the answer is lost: the client sees only e.
 		c.r = s.region(region)
-		c.out = newXML(c.action+"Response", reqID)
+		c.out = api.newXML(c.action, reqID)
 		handler(s, c)
+		s.sweep()
 	}
 	if e != nil {
 		s.calls.Faults[c.action]++
 		s.mu.Unlock()
-		writeError(w, reqID, e)
+		api.writeError(w, reqID, e)
 		return
 	}
 	c.r = s.region(region)
-	c.out = newXML(c.action+"Response", reqID)
+	c.out = api.newXML(c.action, reqID)
 	e = handler(s, c)
+	s.sweep() // the instant of this call's changes
 	if e == nil && dry {
 		e = errf("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
 	}
 	s.mu.Unlock()
 	if e != nil {
-		writeError(w, reqID, e)
+		api.writeError(w, reqID, e)
 		return
 	}
 	writeXML(w, http.StatusOK, c.out.String())
@@ -213,6 +217,7 @@ func writeError(w http.ResponseWriter, reqID string, e *apiError) {
 type xmlw struct {
 	b    strings.Builder
 	root string
+	tail string // written before the root closes (Query protocol metadata)
 }
 
 func newXML(root, reqID string) *xmlw {
@@ -221,7 +226,7 @@ func newXML(root, reqID string) *xmlw {
 	return x
 }
 
-func (x *xmlw) String() string   { return x.b.String() + "</" + x.root + ">" }
+func (x *xmlw) String() string   { return x.b.String() + x.tail + "</" + x.root + ">" }
 func (x *xmlw) open(tag string)  { x.b.WriteString("<" + tag + ">") }
 func (x *xmlw) close(tag string) { x.b.WriteString("</" + tag + ">") }
 func (x *xmlw) el(tag, v string) {
@@ -257,6 +262,8 @@ func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/_sim/calls" && r.Method == http.MethodGet:
 		enc.Encode(s.Calls())
+	case r.URL.Path == "/_sim/availability" && r.Method == http.MethodGet:
+		enc.Encode(s.Availability())
 	case r.URL.Path == "/_sim/calls/reset" && r.Method == http.MethodPost:
 		s.ResetCalls()
 		enc.Encode(map[string]bool{"ok": true})
@@ -279,7 +286,7 @@ func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
 			"images": s.Images(account, region), "snapshots": s.Snapshots(account, region)})
 	default:
 		w.WriteHeader(http.StatusNotFound)
-		enc.Encode(map[string]string{"error": "unknown control endpoint; see GET /_sim/calls, /_sim/state, POST /_sim/advance?d=, /_sim/complete, /_sim/calls/reset"})
+		enc.Encode(map[string]string{"error": "unknown control endpoint; see GET /_sim/calls, /_sim/availability, /_sim/state, POST /_sim/advance?d=, /_sim/complete, /_sim/calls/reset"})
 	}
 }
 

@@ -54,6 +54,7 @@ func StartTLS(tb testing.TB, opts ec2sim.Options) *Env {
 // to this emulator as account in region (empty: the defaults): endpoint,
 // credentials and Region, AWS_CA_BUNDLE for a TLS emulator, no shared
 // config files, no IMDS, and none of the caller's retry or proxy settings.
+// EC2, KMS, Auto Scaling and ELBv2 all reach the emulator.
 // Code under test then loads its configuration the production way.
 func (e *Env) Setenv(tb testing.TB, account, region string) {
 	tb.Helper()
@@ -65,7 +66,8 @@ func (e *Env) Setenv(tb testing.TB, account, region string) {
 	}
 	none := filepath.Join(tb.TempDir(), "absent")
 	for k, v := range map[string]string{
-		"AWS_ENDPOINT_URL_EC2": e.URL, "AWS_ENDPOINT_URL_KMS": e.URL, "AWS_ENDPOINT_URL": "",
+		"AWS_ENDPOINT_URL_EC2": e.URL, "AWS_ENDPOINT_URL_KMS": e.URL,
+		"AWS_ENDPOINT_URL_AUTO_SCALING": e.URL, "AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2": e.URL, "AWS_ENDPOINT_URL": "",
 		"AWS_ACCESS_KEY_ID": account, "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "",
 		"AWS_REGION": region, "AWS_DEFAULT_REGION": "", "AWS_PROFILE": "", "AWS_DEFAULTS_MODE": "",
 		"AWS_CONFIG_FILE": none, "AWS_SHARED_CREDENTIALS_FILE": none, "AWS_EC2_METADATA_DISABLED": "true",

@@ -31,6 +31,17 @@ func (t tagFlags) Set(v string) error {
 	return nil
 }
 
+type tagKeys []string
+
+func (t *tagKeys) String() string { return strings.Join(*t, ",") }
+func (t *tagKeys) Set(v string) error {
+	if v == "" {
+		return fmt.Errorf("-group-tag wants a tag KEY")
+	}
+	*t = append(*t, v)
+	return nil
+}
+
 func main() {
 	tags := tagFlags{}
 	listen := flag.String("listen", "127.0.0.1:4566", "address to serve on (port 0 picks a free port)")
@@ -45,13 +56,16 @@ func main() {
 	faultRate := flag.Float64("fault-rate", 0, "share of requests answered InternalError/Unavailable (0-1)")
 	latency := flag.Duration("latency", 0, "real latency added to every request")
 	seed := flag.Int64("seed", 1, "random seed for faults")
+	rebootModel := flag.Bool("reboot-model", false, "CreateImage without NoReboot stops and restarts the instance over simulated time")
+	var groupTags tagKeys
+	flag.Var(&groupTags, "group-tag", "tag KEY whose values form availability groups (repeatable)")
 	flag.Parse()
 	if *faultRate < 0 || *faultRate > 1 || *scale <= 0 || *instances < 0 {
 		fmt.Fprintln(os.Stderr, "ec2sim: -fault-rate must be 0-1, -time-scale > 0, -instances >= 0")
 		os.Exit(2)
 	}
 	sim := ec2sim.New(ec2sim.Options{Throttle: *throttle, TimeScale: *scale, ImageDelay: *imageDelay, CopyDelay: *copyDelay,
-		FaultRate: *faultRate, Latency: *latency, Seed: *seed})
+		FaultRate: *faultRate, Latency: *latency, Seed: *seed, RebootModel: *rebootModel, GroupTags: groupTags})
 	for _, a := range strings.Split(*accounts, ",") {
 		for _, r := range strings.Split(*regions, ",") {
 			sim.SeedFleet(a, r, *instances, tags)
@@ -66,6 +80,7 @@ func main() {
 	fmt.Printf("ec2sim listening on %s (accounts %s, regions %s, %d instances each)\n", url, *accounts, *regions, *instances)
 	fmt.Printf("export AWS_ENDPOINT_URL_EC2=%s AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=sim AWS_REGION=%s\n",
 		url, strings.Split(*accounts, ",")[0], strings.Split(*regions, ",")[0])
+	fmt.Printf("export AWS_ENDPOINT_URL_AUTO_SCALING=%s AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2=%s\n", url, url)
 	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
