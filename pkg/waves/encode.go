@@ -3,6 +3,8 @@ package waves
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -94,4 +96,20 @@ func Decode(b []byte) (*Plan, error) {
 	p := build(e.Groups, e.WaveCap)
 	p.AllAtOnce = e.AllAtOnce
 	return p, nil
+}
+
+// Digest identifies the plan (its groups, members and wave cap): a
+// Progress records it, so a progress is never applied to a plan that
+// changed, e.g. one derived again after an Auto Scaling group replaced an
+// instance, where the same slot would name another instance.
+func (p *Plan) Digest() string {
+	if p.digest == "" {
+		b, err := json.Marshal(encoded{V: encodingVersion, WaveCap: p.waveCap, AllAtOnce: p.AllAtOnce, Groups: p.Groups})
+		if err != nil {
+			panic(fmt.Sprintf("waves: marshal plan: %v", err)) // strings and ints only
+		}
+		sum := sha256.Sum256(b)
+		p.digest = hex.EncodeToString(sum[:8])
+	}
+	return p.digest
 }

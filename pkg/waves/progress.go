@@ -33,6 +33,8 @@ const MaxReason = 160
 // to finish first (barrier). Either way no group ever has more than its
 // Max members rebooting.
 type Progress struct {
+	// Plan is the digest of the plan the progress belongs to.
+	Plan string `json:"plan"`
 	// Start of the run, Unix seconds.
 	Start int64 `json:"start"`
 	// S holds one status byte per slot (Pending, Rebooting, ...).
@@ -71,14 +73,14 @@ type Halt struct {
 
 // NewProgress starts a run of p at start.
 func NewProgress(p *Plan, start time.Time) *Progress {
-	return &Progress{Start: start.Unix(), S: strings.Repeat(string(Pending), len(p.Slots))}
+	return &Progress{Plan: p.Digest(), Start: start.Unix(), S: strings.Repeat(string(Pending), len(p.Slots))}
 }
 
 // check rejects a progress that does not belong to the plan (decoded from
 // a state the plan did not produce).
 func (pr *Progress) check(p *Plan) error {
-	if len(pr.S) != len(p.Slots) {
-		return fmt.Errorf("waves: progress has %d slots, the plan %d: the plan changed during the run", len(pr.S), len(p.Slots))
+	if pr.Plan != p.Digest() || len(pr.S) != len(p.Slots) {
+		return fmt.Errorf("waves: progress belongs to plan %s (%d slots), not %s (%d slots): the plan changed during the run", pr.Plan, len(pr.S), p.Digest(), len(p.Slots))
 	}
 	return nil
 }
@@ -144,6 +146,9 @@ func (pr *Progress) Started(p *Plan, slots []int, now time.Time) error {
 // Fail records a CreateImage that failed before the instance rebooted: the
 // instance is reported, its group goes on.
 func (pr *Progress) Fail(p *Plan, id, reason string) error {
+	if err := pr.check(p); err != nil {
+		return err
+	}
 	i, ok := p.Slot(id)
 	if !ok {
 		return fmt.Errorf("waves: instance %s is not in the plan", id)
@@ -211,6 +216,9 @@ func clip(s string) string {
 
 // InFlight returns the instances rebooting, in plan order: the ones to check.
 func (pr *Progress) InFlight(p *Plan) []string {
+	if pr.check(p) != nil { // Observe and Ready report it
+		return nil
+	}
 	var ids []string
 	for i := range pr.S {
 		if pr.S[i] == Rebooting {
@@ -223,6 +231,9 @@ func (pr *Progress) InFlight(p *Plan) []string {
 // FirstOpenWave is the lowest wave with an instance pending or rebooting
 // (p.Waves when none): Ready's through for barrier waves.
 func (pr *Progress) FirstOpenWave(p *Plan) int {
+	if pr.check(p) != nil { // Ready reports it
+		return p.Waves
+	}
 	for i := range pr.S {
 		if pr.S[i] == Pending || pr.S[i] == Rebooting {
 			return p.Slots[i].Wave
@@ -242,6 +253,9 @@ func (pr *Progress) Count(st byte) int { return strings.Count(pr.S, string(st)) 
 // Halts reports the halted groups: the instance that did not come back,
 // why, and how many members were skipped.
 func (pr *Progress) Halts(p *Plan) []Halt {
+	if pr.check(p) != nil {
+		return nil
+	}
 	var hs []Halt
 	counted := map[int]bool{}
 	for _, pb := range pr.Problems {

@@ -138,9 +138,18 @@ func TestProgressBarrierAndErrors(t *testing.T) {
 	if pr.S != before {
 		t.Errorf("rejected calls changed the state: %q -> %q", before, pr.S)
 	}
-	other, _ := New(fleet(map[string]int{"a": 5}, 0), nil, Options{})
-	if _, err := pr.Ready(other, 1, 0); err == nil || !strings.Contains(err.Error(), "plan changed") {
-		t.Errorf("progress of another plan: %v", err)
+	// A progress never applies to another plan, even one of the same size
+	// (an instance replaced between two derivations of the plan).
+	replaced := fleet(map[string]int{"a": 2, "b": 1}, 0)
+	replaced[0].ID = "i-a999"
+	for _, ins := range [][]Instance{fleet(map[string]int{"a": 5}, 0), replaced} {
+		other, _ := New(ins, nil, Options{})
+		if _, err := pr.Ready(other, 1, 0); err == nil || !strings.Contains(err.Error(), "plan changed") {
+			t.Errorf("progress of another plan: %v", err)
+		}
+		if err := pr.Observe(other, nil, t0, time.Hour); err == nil {
+			t.Error("observe with another plan")
+		}
 	}
 	long := strings.Repeat("é", MaxReason)
 	pr2 := NewProgress(p, t0)

@@ -106,6 +106,7 @@ type Plan struct {
 	AllAtOnce bool
 	waveCap   int
 	index     map[string]int // instance ID -> slot
+	digest    string
 }
 
 // Slot is one instance's place in the plan.
