@@ -67,23 +67,12 @@ func fleet10k() ([]Instance, *config.Availability) {
 	return ins, &config.Availability{GroupBy: []string{"asg", "targetGroup", "tag:Service"}}
 }
 
-// model10k: 5 minutes per reboot (drain, reboot, checks), a Wait of 15 s
-// between loop iterations, at most a minute of CreateImage calls per task
+// model10k: 5 minutes per reboot (drain, reboot, checks), the plan's
+// CheckInterval between loop iterations (15 s here), at most a minute of CreateImage calls per task
 // and a second for its health checks.
-func model10k(barrier bool) sim {
-	return sim{reboot: 5 * time.Minute, tick: 15 * time.Second, issueWindow: time.Minute, taskOverhead: time.Second,
+func model10k(p *Plan, barrier bool) sim {
+	return sim{reboot: 5 * time.Minute, tick: p.CheckInterval(5 * time.Minute), issueWindow: time.Minute, taskOverhead: time.Second,
 		barrier: barrier, bad: func(string) bool { return false }, timeout: config.DefaultHealthTimeout}
-}
-
-// bound is max(the CreateImage bucket's bound, the longest chain of
-// reboots): no schedule can be faster.
-func bound(p *Plan, reboot time.Duration) time.Duration {
-	bucket := time.Duration(max(0, len(p.Slots)-CreateImageBucket)/CreateImageRefillPerSecond) * time.Second
-	chain := 0
-	for _, g := range p.Groups {
-		chain = max(chain, ceilDiv(len(g.Members), g.Max))
-	}
-	return max(bucket, time.Duration(chain)*reboot)
 }
 
 func plan10k(t testing.TB) *Plan {
@@ -106,11 +95,11 @@ func TestSimulated10k(t *testing.T) {
 		t.Skip("10,000-instance simulation")
 	}
 	p := plan10k(t)
-	res, err := model10k(false).run(p)
+	res, err := model10k(p, false).run(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := bound(p, 5*time.Minute)
+	b := p.MinDuration(5 * time.Minute)
 	ratio := res.duration.Seconds() / b.Seconds()
 	t.Logf("rolling: %s, %v simulated, bound %v, ratio %.3f, %d Lambda invocations, %d history events, peak state %d B",
 		p, res.duration.Round(time.Second), b, ratio, res.ticks, res.historyEvents, res.peakState)
@@ -154,11 +143,11 @@ func BenchmarkRun10k(b *testing.B) {
 			var res simResult
 			for b.Loop() {
 				var err error
-				if res, err = model10k(mode == "barrier").run(p); err != nil {
+				if res, err = model10k(p, mode == "barrier").run(p); err != nil {
 					b.Fatal(err)
 				}
 			}
-			bd := bound(p, 5*time.Minute)
+			bd := p.MinDuration(5 * time.Minute)
 			b.ReportMetric(res.duration.Seconds(), "sim_s")
 			b.ReportMetric(bd.Seconds(), "bound_s")
 			b.ReportMetric(res.duration.Seconds()/bd.Seconds(), "ratio")
@@ -168,4 +157,49 @@ func BenchmarkRun10k(b *testing.B) {
 			b.ReportMetric(float64(res.peakState), "peak_state_B")
 		})
 	}
+}
+
+func TestMinDurationAndCheckInterval(t *testing.T) {
+	tests := []struct {
+		name      string
+		groups    map[string]int
+		ungrouped int
+		avail     *config.Availability
+		min       time.Duration
+		interval  time.Duration
+	}{
+		{"chain of 40 reboots", map[string]int{"a": 40, "b": 3}, 10, nil, 40 * 5 * time.Minute, 15 * time.Second},
+		{"two at a time", map[string]int{"a": 40}, 0, &config.Availability{MaxUnavailable: config.MaxUnavailableCount(2)}, 20 * 5 * time.Minute, 15 * time.Second},
+		{"bucket bound: 5,050 ungrouped", nil, 5050, nil, 1000 * time.Second, 15 * time.Second},
+		{"chain of 300: checks spaced to stay in the history", map[string]int{"a": 300}, 0, nil, 300 * 5 * time.Minute, 45 * time.Second},
+		{"empty", nil, 0, nil, 0, 15 * time.Second},
+	}
+	for _, tt := range tests {
+		p, err := New(fleet(tt.groups, tt.ungrouped), tt.avail, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.MinDuration(5 * time.Minute); got != tt.min {
+			t.Errorf("%s: MinDuration %v, want %v", tt.name, got, tt.min)
+		}
+		if got := p.CheckInterval(5 * time.Minute); got != tt.interval {
+			t.Errorf("%s: CheckInterval %v, want %v", tt.name, got, tt.interval)
+		}
+	}
+}
+
+// TestLongChainStaysInHistory: a group of 300 rebooted one at a time runs
+// 25 hours; the check interval keeps the execution within 25,000 events.
+func TestLongChainStaysInHistory(t *testing.T) {
+	p, _ := New(fleet(map[string]int{"a": 300}, 100), nil, Options{})
+	m := model10k(p, false)
+	res, err := m.run(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ratio := res.duration.Seconds() / p.MinDuration(m.reboot).Seconds()
+	if res.historyEvents >= 25000 || ratio > 1.1 || res.pr.Count(Healthy) != 400 {
+		t.Errorf("%d history events, ratio %.3f, %d healthy", res.historyEvents, ratio, res.pr.Count(Healthy))
+	}
+	t.Logf("%d checks every %v, %d history events, ratio %.3f", res.ticks, m.tick, res.historyEvents, ratio)
 }

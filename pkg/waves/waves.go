@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/amibackup/amibackup/pkg/config"
 )
@@ -332,6 +333,37 @@ func build(groups []Group, waveCap int) *Plan {
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// MinDuration is the least time any run of the plan takes when every
+// instance is out of service for reboot: the longest chain of one group's
+// reboots (ceil(size/max) x reboot) or the CreateImage bucket's pace for
+// all instances, whichever is longer. Dry runs can report it; the
+// benchmark measures runs against it.
+func (p *Plan) MinDuration(reboot time.Duration) time.Duration {
+	bucket := time.Duration(max(0, len(p.Slots)-CreateImageBucket)) * time.Second / CreateImageRefillPerSecond
+	chain := 0
+	for _, g := range p.Groups {
+		chain = max(chain, ceilDiv(len(g.Members), g.Max))
+	}
+	return max(bucket, time.Duration(chain)*reboot)
+}
+
+// Step Functions keeps 25,000 history events per execution; one check of a
+// run (Lambda task, Choice, Wait) writes 9. MaxChecks leaves room for
+// retries and the states around the loop.
+const (
+	MaxChecks        = 2000
+	MinCheckInterval = 15 * time.Second
+)
+
+// CheckInterval is the wait between two checks of a run: MinCheckInterval
+// (a started member waits at most that long after its predecessor is
+// healthy: about 2.5% of a 5-minute reboot on average), longer when the
+// run would otherwise need more than MaxChecks checks.
+func (p *Plan) CheckInterval(reboot time.Duration) time.Duration {
+	d := p.MinDuration(reboot) / MaxChecks
+	return max(MinCheckInterval, (d + time.Second - 1).Truncate(time.Second)) // whole seconds, rounded up
+}
 
 // Slot returns the slot of an instance.
 func (p *Plan) Slot(id string) (int, bool) {
