@@ -27,6 +27,10 @@
 // least loaded waves. Without a binding cap this reaches the lower bound:
 // the number of waves is max over groups of ceil(size/maxUnavailable).
 //
+// Runs. A group's next member starts as soon as the group has room, not
+// when the whole wave is done (see Progress); MinDuration is the bound no
+// run can beat and CheckInterval the wait between a run's checks.
+//
 // Instances that opt out of the reboot (amibackup:no-reboot=true) do not
 // belong in a plan: they take nothing out of service; back them up apart.
 package waves
