@@ -275,7 +275,7 @@ func TestPlanProperties(t *testing.T) {
 			fail("plan depends on input order")
 		}
 		d, err := Decode(b1)
-		if err != nil || !slices.Equal(d.Slots, p.Slots) || d.Waves != p.Waves || d.LowerBound != p.LowerBound {
+		if err != nil || !slices.Equal(d.Slots, p.Slots) || d.Waves != p.Waves || d.LowerBound != p.LowerBound || d.Digest() != p.Digest() {
 			fail("decode: %v", err)
 		}
 	}
