@@ -47,7 +47,8 @@ import (
 )
 
 // ASGTag is the tag EC2 Auto Scaling puts on every instance it launches,
-// with the group's name (EC2 user guide, "Tag your resources": aws: tags).
+// with the group's name (Amazon EC2 Auto Scaling user guide, "Tag Auto
+// Scaling groups and instances").
 const ASGTag = "aws:autoscaling:groupName"
 
 // EC2's CreateImage token bucket ("Request throttling for the Amazon EC2 API":
