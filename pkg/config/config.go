@@ -73,6 +73,8 @@ type Policy struct {
 	Schedule Schedule `json:"schedule"`
 	// Retention decides which images prune keeps.
 	Retention Retention `json:"retention"`
+	// Availability: reboot in waves per availability group (availability.go).
+	Availability *Availability `json:"availability,omitempty"`
 }
 
 // Selector is the tag filter that opts instances in.
@@ -390,6 +392,7 @@ func (c *Config) Validate() error {
 		}
 		validateSchedule(add, f+".schedule", p.Schedule)
 		validateRetention(add, f+".retention", p.Retention)
+		validateAvailability(add, f+".availability", p)
 	}
 	if c.Prune.Schedule != nil {
 		validateSchedule(add, "prune.schedule", *c.Prune.Schedule)
