@@ -42,6 +42,17 @@ func NewBackupStack(scope constructs.Construct, id string, props *BackupStackPro
 	if cfg == nil || len(cfg.Policies) == 0 {
 		return nil, errors.New("backup stack: the configuration has no policies; a configuration with recovery is a RecoveryStack")
 	}
+	// The wave planner (pkg/waves) exists, the workflow that executes it
+	// does not yet: deploying a policy that asks for waves would still
+	// reboot every selected instance at once, the outage the operator
+	// configured against. Refuse it until the workflow ships.
+	for i, p := range cfg.Policies {
+		if p.Availability != nil && p.Availability.Waves() {
+			return nil, fmt.Errorf("backup stack: policies[%d].availability: reboot waves are validated and planned but not yet "+
+				"executed by this version (the Step Functions workflow is not part of it), so every selected instance would "+
+				"still reboot at once; remove the section or set {\"mode\": \"all-at-once\"} to deploy", i)
+		}
+	}
 	s := &BackupStack{Common: newCommon(scope, id, props.StackProps, cfg,
 		"amibackup: file-system-consistent AMI backups (deployment "+cfg.Deployment+")")}
 	var err error

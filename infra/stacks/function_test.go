@@ -147,3 +147,25 @@ func TestStacksNeedTheirConfiguration(t *testing.T) {
 		t.Errorf("rejected stacks added %d constructs", n)
 	}
 }
+
+// TestWavesNotDeployableYet: a policy asking for reboot waves fails synth
+// with the field and the fix until the workflow that executes the plan is
+// part of the stack (otherwise it would still reboot everything at once);
+// "all-at-once" deploys.
+func TestWavesNotDeployableYet(t *testing.T) {
+	requireNode(t)
+	waves := strings.Replace(testConfig, `"retention"`, `"availability":{"maxUnavailable":"25%"},"retention"`, 1)
+	allAtOnce := strings.Replace(testConfig, `"retention"`, `"availability":{"mode":"all-at-once"},"retention"`, 1)
+	if waves == testConfig {
+		t.Fatal("test configuration has no retention field to anchor on")
+	}
+	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(t.TempDir())})
+	if _, err := NewBackupStack(app, "W", &BackupStackProps{Config: mustParse(t, waves), Root: repoRoot(t)}); err == nil {
+		t.Error("a policy with reboot waves was deployable without the workflow")
+	} else {
+		wantMentions(t, err, "policies[0].availability", "all-at-once")
+	}
+	if _, err := NewBackupStack(app, "A", &BackupStackProps{Config: mustParse(t, allAtOnce), Root: repoRoot(t)}); err != nil {
+		t.Errorf("all-at-once: %v", err)
+	}
+}
