@@ -153,9 +153,18 @@ type Progress struct {
 	// Record: what was taken (Drain) or what is still to put back (Restore).
 	Record    Record             `json:"record"`
 	Instances []InstanceProgress `json:"instances"`
+	// waiting: instances with a part still on its way, whatever state a
+	// failure or block in another part shows.
+	waiting map[string]bool
 }
 
 func (p *Progress) set(id, state, detail string) {
+	if state == StateWaiting {
+		if p.waiting == nil {
+			p.waiting = map[string]bool{}
+		}
+		p.waiting[id] = true
+	}
 	for i := range p.Instances {
 		if p.Instances[i].InstanceID == id {
 			// A failure or a wait outranks done; the first failure stays.
@@ -177,7 +186,7 @@ func (p *Progress) finish() {
 		if ip.State != StateDone {
 			p.Complete = false
 		}
-		if ip.State == StateWaiting {
+		if ip.State == StateWaiting || p.waiting[ip.InstanceID] {
 			p.Settled = false
 		}
 	}

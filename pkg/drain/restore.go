@@ -121,6 +121,10 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 	if err != nil {
 		return Progress{}, fmt.Errorf("restore: %w", err)
 	}
+	// As in Drain: a refusal may be the retry of a call that took effect.
+	if err := d.recheck(ctx, refused, lcPending, lcPending+":Wait", lcPending+":Proceed", lcInService); err != nil {
+		return Progress{}, fmt.Errorf("restore: %w", err)
+	}
 	for id, msg := range refused {
 		prog.set(id, StateBlocked, "ExitStandby refused: "+msg)
 		leftover[id] = true

@@ -142,6 +142,12 @@ func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 	if err != nil {
 		return Progress{}, fmt.Errorf("drain: %w", err)
 	}
+	// A refusal can be our own lost answer: EnterStandby took effect, its
+	// answer was lost (5xx, dropped connection) and the SDK's retry met
+	// "not in InService". Such instances are on their way: not failed.
+	if err := d.recheck(ctx, failed, lcEnteringStandby, lcStandby); err != nil {
+		return Progress{}, fmt.Errorf("drain: %w", err)
+	}
 	for id, msg := range failed {
 		prog.set(id, StateFailed, "EnterStandby refused: "+msg)
 	}
@@ -244,4 +250,22 @@ func (d *Drainer) standby(ctx context.Context, byGroup map[string][]string, ente
 		}
 	}
 	return refused, nil
+}
+
+// recheck removes from refused the instances whose lifecycle state is now
+// one of moved: the refused call (or its lost first attempt) moved them.
+func (d *Drainer) recheck(ctx context.Context, refused map[string]string, moved ...string) error {
+	if len(refused) == 0 {
+		return nil
+	}
+	ms, err := d.AutoScalingMembership(ctx, slices.Sorted(maps.Keys(refused)))
+	if err != nil {
+		return err
+	}
+	for id, m := range ms {
+		if slices.Contains(moved, m.Lifecycle) {
+			delete(refused, id)
+		}
+	}
+	return nil
 }
