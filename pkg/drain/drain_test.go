@@ -711,3 +711,84 @@ func TestRecordJSON(t *testing.T) {
 		t.Fatalf("round trip: %v", err)
 	}
 }
+
+// TestBatches: a wave of 60 Auto Scaling members in one target group is
+// handled in bounded calls: DescribeAutoScalingInstances 50 IDs per call,
+// EnterStandby and ExitStandby 20 per call, one DeregisterTargets and one
+// RegisterTargets (100 per call), one CreateTags and one DeleteTags (one
+// tag value for all).
+func TestBatches(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{RebootModel: true, TimeScale: frozen})
+	d := newDrainer(env)
+	ids := env.Sim.SeedFleet("", "", 60, nil)
+	env.Sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: "big", Instances: ids})
+	tg := env.Sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: "big", Instances: ids, DeregistrationDelay: delay, HealthyAfter: healthy})
+	env.Sim.ResetCalls()
+	p := drainOK(t, d, drain.Plan{Run: run, Instances: ids, TargetGroups: []string{tg}})
+	c := env.Sim.Calls()
+	for action, want := range map[string]int{"DescribeAutoScalingInstances": 2, "EnterStandby": 3, "DeregisterTargets": 1, "CreateTags": 1, "DescribeTargetHealth": 1} {
+		if c.Count(action) != want {
+			t.Errorf("drain round: %s %d calls, want %d", action, c.Count(action), want)
+		}
+	}
+	if len(p.Record.Instances) != 60 {
+		t.Fatalf("record of %d instances", len(p.Record.Instances))
+	}
+	env.Sim.Advance(delay)
+	if p := drainOK(t, d, drain.Plan{Run: run, Instances: ids, TargetGroups: []string{tg}}); !p.Complete {
+		t.Fatalf("not complete after the delay: %+v", p.Instances[0])
+	}
+	env.Sim.ResetCalls()
+	restoreOK(t, d, p.Record)
+	c = env.Sim.Calls()
+	for action, want := range map[string]int{"ExitStandby": 3, "RegisterTargets": 1, "DeleteTags": 1, "DescribeInstanceStatus": 1} {
+		if c.Count(action) != want {
+			t.Errorf("restore round: %s %d calls, want %d", action, c.Count(action), want)
+		}
+	}
+}
+
+// TestAdoptOlderRun: last night's execution was stopped by hand after its
+// drain (no Catch ran). Tonight's Drain of the same instance adopts what
+// that run took (the instance is in Standby and deregistered, yet both are
+// put back at the end) and re-tags it for tonight; Stranded only reports
+// this deployment's runs.
+func TestAdoptOlderRun(t *testing.T) {
+	f := newFleet(t, 0)
+	old := drain.Plan{Run: "prod/nightly/2026-11-23T03:00:00Z", Instances: f.web[:1], TargetGroups: []string{f.tg}}
+	drainOK(t, newDrainer(f.env), old)
+	other := drain.Plan{Run: "staging/nightly/2026-11-23T03:00:00Z", Instances: f.web[3:4], TargetGroups: []string{f.tg}}
+	drainOK(t, newDrainer(f.env), other)
+	f.env.Sim.Advance(24 * time.Hour)
+
+	recs, problems, err := f.d.Stranded(context.Background(), "prod/", []string{f.tg})
+	if err != nil || len(problems) != 0 || len(recs) != 1 || recs[0].Run != old.Run || len(recs[0].Instances) != 1 || recs[0].Instances[0].InstanceID != f.web[0] {
+		t.Fatalf("stranded %+v %v %v", recs, problems, err)
+	}
+	var rec drain.Record
+	until(t, f, 10*time.Second, 5*time.Minute, func() bool {
+		p := drainOK(t, f.d, f.plan(f.web[0]))
+		rec = p.Record
+		return p.Complete
+	})
+	if len(rec.Instances) != 1 || rec.Instances[0].AutoScalingGroup != "web-asg" || len(rec.Instances[0].Targets) != 1 {
+		t.Fatalf("tonight's record %+v: want last night's Standby and target adopted", rec)
+	}
+	if v, _ := f.tag(t, f.web[0]); !strings.Contains(v, run) {
+		t.Fatalf("tag %q not re-tagged for tonight", v)
+	}
+	until(t, f, 5*time.Second, 10*time.Minute, func() bool { return restoreOK(t, f.d, rec).Complete })
+	if f.lifecycle(t, f.web[0]) != "InService" || f.target(t, f.web[0]) != "healthy" {
+		t.Fatalf("%s, %s", f.lifecycle(t, f.web[0]), f.target(t, f.web[0]))
+	}
+	// A restore of last night's record (a late Catch) changes nothing now
+	// and leaves the other deployment's instance alone.
+	f.env.Sim.ResetCalls()
+	restoreOK(t, f.d, recs[0])
+	if m := f.env.Sim.Calls().Mutating(); m != 0 {
+		t.Fatalf("late restore made %d changes", m)
+	}
+	if f.target(t, f.web[3]) != "" {
+		t.Fatal("staging's drained instance was registered by prod")
+	}
+}

@@ -72,8 +72,8 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 	}
 
 	exit := map[string][]string{}
-	register := map[string][]Target{} // group -> (instance, port)
-	leftover := map[string]bool{}     // still to put back after this round's calls
+	register := map[string][]endpoint{} // group -> targets
+	leftover := map[string]bool{}       // still to put back after this round's calls
 	for _, t := range rec.Instances {
 		id := t.InstanceID
 		if t.AutoScalingGroup != "" {
@@ -104,7 +104,7 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 					leftover[id] = true
 					continue
 				}
-				register[tg.Group] = append(register[tg.Group], Target{Group: id, Port: tg.Port})
+				register[tg.Group] = append(register[tg.Group], endpoint{id: id, port: tg.Port})
 				prog.set(id, StateWaiting, "registering")
 			case r.State == thHealthy:
 				prog.set(id, StateDone, "")
@@ -168,8 +168,8 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 // registerTargets registers a batch; ELBv2 refuses the whole call with
 // InvalidTarget when one instance is not running (or gone): the batch is
 // then tried one target at a time and the refusals returned per instance.
-func (d *Drainer) registerTargets(ctx context.Context, arn string, batch []Target) (map[string]string, error) {
-	call := func(ts []Target) error {
+func (d *Drainer) registerTargets(ctx context.Context, arn string, batch []endpoint) (map[string]string, error) {
+	call := func(ts []endpoint) error {
 		_, err := d.ELB.RegisterTargets(ctx, &elasticloadbalancingv2.RegisterTargetsInput{TargetGroupArn: aws.String(arn), Targets: descriptions(ts)})
 		return err
 	}
@@ -182,15 +182,15 @@ func (d *Drainer) registerTargets(ctx context.Context, arn string, batch []Targe
 	}
 	bad := map[string]string{}
 	if len(batch) == 1 {
-		bad[batch[0].Group] = err.Error()
+		bad[batch[0].id] = err.Error()
 		return bad, nil
 	}
 	for _, t := range batch {
-		if err := call([]Target{t}); err != nil {
+		if err := call([]endpoint{t}); err != nil {
 			if awsclient.ErrorCode(err) != "InvalidTarget" {
-				return nil, fmt.Errorf("register %s with %s: %w", t.Group, arn, err)
+				return nil, fmt.Errorf("register %s with %s: %w", t.id, arn, err)
 			}
-			bad[t.Group] = err.Error()
+			bad[t.id] = err.Error()
 		}
 	}
 	return bad, nil

@@ -51,7 +51,7 @@ func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 
 	prog := Progress{Record: Record{Run: p.Run}}
 	var (
-		ok    []Taken                 // may be changed this round
+		todo  []Taken                 // may be changed this round
 		toTag = map[string][]string{} // tag value -> instances
 	)
 	for _, id := range p.Instances {
@@ -100,7 +100,7 @@ func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 		if tagsNow[id] != v {
 			toTag[v] = append(toTag[v], id)
 		}
-		ok = append(ok, t)
+		todo = append(todo, t)
 	}
 	// Write ahead: the tag before the change it announces.
 	for _, v := range slices.Sorted(maps.Keys(toTag)) {
@@ -114,7 +114,7 @@ func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 	// Auto Scaling: InService -> EnterStandby; EnteringStandby: wait.
 	enter := map[string][]string{} // group -> instances
 	var drained []Taken
-	for _, t := range ok {
+	for _, t := range todo {
 		prog.Record.Instances = append(prog.Record.Instances, t)
 		if t.AutoScalingGroup == "" {
 			drained = append(drained, t)
@@ -153,7 +153,7 @@ func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 	}
 
 	// ELBv2: registered (any state but draining) -> DeregisterTargets.
-	dereg := map[string][]Target{}
+	dereg := map[string][]endpoint{} // group -> targets
 	for _, t := range drained {
 		if _, bad := failed[t.InstanceID]; bad {
 			continue // still in service in its group: keep it serving there too
@@ -169,7 +169,7 @@ func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 			case r.State == thDraining:
 				waiting = true
 			default:
-				dereg[tg.Group] = append(dereg[tg.Group], Target{Group: t.InstanceID, Port: tg.Port})
+				dereg[tg.Group] = append(dereg[tg.Group], endpoint{id: t.InstanceID, port: tg.Port})
 				waiting = true
 			}
 		}
@@ -200,11 +200,17 @@ func findReg(regs []Registration, t Target) (Registration, bool) {
 	return Registration{}, false
 }
 
-// descriptions turns (instance ID in Group, port) pairs into ELBv2 targets.
-func descriptions(ts []Target) []elbtypes.TargetDescription {
+// endpoint is one target of a group: instance and port.
+type endpoint struct {
+	id   string
+	port int32
+}
+
+// descriptions turns endpoints into ELBv2 targets.
+func descriptions(ts []endpoint) []elbtypes.TargetDescription {
 	out := make([]elbtypes.TargetDescription, len(ts))
 	for i, t := range ts {
-		out[i] = elbtypes.TargetDescription{Id: aws.String(t.Group), Port: aws.Int32(t.Port)}
+		out[i] = elbtypes.TargetDescription{Id: aws.String(t.id), Port: aws.Int32(t.port)}
 	}
 	return out
 }
