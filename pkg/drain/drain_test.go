@@ -792,3 +792,23 @@ func TestAdoptOlderRun(t *testing.T) {
 		t.Fatal("staging's drained instance was registered by prod")
 	}
 }
+
+// TestRestoreGone: an instance terminated after its drain (its group
+// replaced it, or someone terminated it) has nothing to put back: Restore
+// completes instead of polling for it forever.
+func TestRestoreGone(t *testing.T) {
+	f := newFleet(t, 0)
+	p := drainOK(t, f.d, f.plan(f.web[0], f.web[1]))
+	f.env.Sim.Advance(delay)
+	if err := f.env.Sim.SetInstanceState("", "", f.web[0], "terminated"); err != nil {
+		t.Fatal(err)
+	}
+	var r drain.Progress
+	until(t, f, 5*time.Second, 10*time.Minute, func() bool { r = restoreOK(t, f.d, p.Record); return r.Complete })
+	if ip := state(r, f.web[0]); ip.State != drain.StateDone || !strings.Contains(ip.Detail, "terminated") {
+		t.Fatalf("terminated instance: %+v", ip)
+	}
+	if f.lifecycle(t, f.web[1]) != "InService" || f.target(t, f.web[1]) != "healthy" {
+		t.Fatal("the other instance was not restored")
+	}
+}

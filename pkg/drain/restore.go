@@ -55,8 +55,10 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 		return Progress{}, fmt.Errorf("restore: %w", err)
 	}
 	state := map[string]string{}
+	gone := map[string]bool{}
 	for _, h := range health {
 		state[h.InstanceID] = h.State
+		gone[h.InstanceID] = h.Condition == Gone
 	}
 	ms, err := d.AutoScalingMembership(ctx, ids)
 	if err != nil {
@@ -76,6 +78,12 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 	leftover := map[string]bool{}       // still to put back after this round's calls
 	for _, t := range rec.Instances {
 		id := t.InstanceID
+		if gone[id] {
+			// Terminated (e.g. replaced by its group): no member or target
+			// to put back; target groups drop terminated instances.
+			prog.set(id, StateDone, "instance is "+orUnknown(state[id])+": nothing to put back")
+			continue
+		}
 		if t.AutoScalingGroup != "" {
 			m, member := ms[id]
 			switch {
