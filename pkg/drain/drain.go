@@ -18,6 +18,27 @@
 // a Record from the tags when the execution state is gone (an execution
 // stopped by an operator runs no Catch). Restore deletes the tag once
 // nothing is left to put back.
+//
+// The workflow, per wave: Drain until Complete (instances it fails are not
+// imaged with a reboot); CreateImage per drained instance; Health until
+// every instance is OK or healthTimeout (then the group halts); Restore
+// until Complete, or Settled with blocked instances to report. Every path
+// out of the wave (Catch included) ends in the Restore loop with the
+// record. An execution starts with Stranded(deployment prefix, plan's
+// target groups) and Restore of what it returns, so an earlier execution
+// that was stopped without its Catch leaves nothing out of service.
+//
+// Permissions: autoscaling:DescribeAutoScalingInstances, EnterStandby,
+// ExitStandby; elasticloadbalancing:DescribeTargetHealth, RegisterTargets,
+// DeregisterTargets; ec2:DescribeInstances, DescribeInstanceStatus, and
+// ec2:CreateTags / ec2:DeleteTags on instances limited to the tag key
+// amibackup:drain (aws:TagKeys).
+//
+// Not handled here: target groups attached to the Auto Scaling group (AWS
+// deregisters them on EnterStandby and registers them on ExitStandby; the
+// plan should list them all the same: our calls are then no-ops), and
+// lifecycle hooks on standby transitions (Drain waits for Standby, so a
+// hook only lengthens the wait).
 package drain
 
 import (
