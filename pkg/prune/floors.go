@@ -187,14 +187,21 @@ func (p *Pruner) referencePages(ctx context.Context, batch []string) ([]types.Im
 func referencedReason(rs []types.ImageReference) string {
 	var named []string
 	for _, r := range rs[:min(len(rs), maxReferencesNamed)] {
-		named = append(named, string(r.ResourceType)+" "+*r.Arn)
+		named = append(named, string(r.ResourceType)+" "+runner.Truncate(*r.Arn, maxReferenceReason/maxReferencesNamed-40))
 	}
 	s := "referenced by " + strings.Join(named, ", ")
 	if len(rs) > maxReferencesNamed {
 		s += fmt.Sprintf(" and %d more (%d references)", len(rs)-maxReferencesNamed, len(rs))
 	}
-	return s + ": kept while it is in use"
+	// An SSM parameter's ARN can be 2,000 characters long; the reason goes
+	// into plan log pages, which must stay below CloudWatch's event size.
+	return runner.Truncate(s, maxReferenceReason-len(inUse)) + inUse
 }
+
+const (
+	maxReferenceReason = 700
+	inUse              = ": kept while it is in use"
+)
 
 // referenceError says that nothing was deleted and the fix first: the
 // run's error (Lambda's errorMessage, the alarm's trail) shows the first

@@ -144,10 +144,11 @@ func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	reportVerification(plan, sum)
 	// Before the guard and the dry run's answer: an image kept because
 	// something still uses it is kept in both.
-	if err := p.keepReferenced(ctx, run, log, plan, sum); err != nil {
+	refErr := p.keepReferenced(ctx, run, log, plan, sum)
+	reportVerification(plan, sum)
+	if err := refErr; err != nil {
 		for _, c := range plan {
 			sum.Plan = append(sum.Plan, c.entry)
 		}
@@ -263,8 +264,9 @@ func (s *Summary) report() runner.Metrics {
 	return m
 }
 
-// planPage entries (about 300 bytes each, at most about 900 with a long
-// undecidable reason) keep a plan log line far below 256 KiB.
+// planPage entries (about 300 bytes each, at most about 2 KB with a long
+// undecidable or reference reason and notes) keep a plan log line far
+// below 256 KiB.
 const planPage = 100
 
 // MaxPlanEntries is how many plan entries the returned summary holds;
