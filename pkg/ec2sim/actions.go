@@ -1,6 +1,7 @@
 package ec2sim
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"regexp"
@@ -28,6 +29,7 @@ var actions = map[string]handler{
 	"DescribeSnapshotAttribute": (*Sim).describeSnapshotAttribute,
 	"CopyImage":                 (*Sim).copyImage,
 	"RegisterImage":             (*Sim).registerImage,
+	"DescribeImageReferences":   (*Sim).describeImageReferences,
 }
 
 var (
@@ -92,7 +94,7 @@ func (s *Sim) describeInstances(c *call) *apiError {
 		x.open("instancesSet")
 		x.open("item")
 		x.el("instanceId", in.id)
-		x.el("imageId", "ami-00000000000000000")
+		x.el("imageId", cmp.Or(in.imageID, "ami-00000000000000000"))
 		x.open("instanceState")
 		state := s.stateOf(in)
 		x.el("code", fmt.Sprint(stateCodes[state]))

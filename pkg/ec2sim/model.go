@@ -90,6 +90,9 @@ type regionState struct {
 	images    map[string]*image
 	snapshots map[string]*snapshot
 	volumes   map[string]*volume
+	// imageRefs are seeded references to images by resources the emulator
+	// does not model (launch templates, SSM parameters; references.go).
+	imageRefs []imageRef
 }
 
 type volume struct {
@@ -99,6 +102,7 @@ type volume struct {
 
 type instance struct {
 	id, owner, state string
+	imageID          string // the AMI it was launched from
 	tags             map[string]string
 	volumes          []string
 	reboots          int
@@ -152,6 +156,10 @@ type InstanceSpec struct {
 	State           string // running by default
 	Tags            map[string]string
 	Volumes         []VolumeSpec
+
+	// ImageID is the AMI the instance was launched from (DescribeInstances'
+	// imageId; an ec2:Instance reference for DescribeImageReferences).
+	ImageID string
 }
 
 // ImageSpec describes a seeded image (e.g. one amibackup did not create).
@@ -352,7 +360,7 @@ func (s *Sim) AddInstance(spec InstanceSpec) string {
 	if len(vols) == 0 {
 		vols = []VolumeSpec{{}}
 	}
-	in := &instance{id: id, owner: account, state: state, tags: maps.Clone(spec.Tags), seq: seq}
+	in := &instance{id: id, owner: account, state: state, imageID: spec.ImageID, tags: maps.Clone(spec.Tags), seq: seq}
 	if in.tags == nil {
 		in.tags = map[string]string{}
 	}

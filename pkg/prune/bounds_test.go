@@ -200,17 +200,21 @@ func TestDryRunAnswersWhenGuardWouldBlock(t *testing.T) {
 }
 
 // TestHungListingEndsWithSummary: a listing call that hangs (DescribeImages,
-// the instance check, the orphan-snapshot listing) is cut off before the
+// the instance check, the reference check, the orphan-snapshot listing) is cut off before the
 // deadline and the run ends with its own summary line and error, not with
 // Lambda's "Task timed out".
 func TestHungListingEndsWithSummary(t *testing.T) {
-	for _, action := range []string{"DescribeImages", "DescribeInstances", "DescribeSnapshots"} {
+	for _, action := range []string{"DescribeImages", "DescribeInstances", "DescribeImageReferences", "DescribeSnapshots"} {
 		t.Run(action, func(t *testing.T) {
 			env := simtest.Start(t, ec2sim.Options{Start: now})
 			seedHistory(env.Sim, "prod", env.Sim.SeedFleet("", "", 2, map[string]string{"Backup": "nightly"}), 3)
 			env.Sim.Inject(ec2sim.Fault{Action: action, Delay: time.Hour})
 			var logs syncBuffer
-			p := pruner(t, env, cfg(t, `{"last":3}`), nil)
+			retention := `{"last":3}`
+			if action == "DescribeImageReferences" {
+				retention = `{"last":2}` // something to check
+			}
+			p := pruner(t, env, cfg(t, retention), nil)
 			p.Log = slog.New(slog.NewJSONHandler(&logs, nil))
 			p.Margin = 2 * time.Second
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

@@ -40,6 +40,7 @@ type EC2 interface {
 	DescribeSnapshots(context.Context, *ec2.DescribeSnapshotsInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
 	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
 	EnableImageDeprecation(context.Context, *ec2.EnableImageDeprecationInput, ...func(*ec2.Options)) (*ec2.EnableImageDeprecationOutput, error)
+	DescribeImageReferences(context.Context, *ec2.DescribeImageReferencesInput, ...func(*ec2.Options)) (*ec2.DescribeImageReferencesOutput, error)
 }
 
 // Function is the name used in summaries and metrics.
@@ -62,6 +63,12 @@ type PlanEntry struct {
 	State      string    `json:"state"`
 	Keep       bool      `json:"keep"`
 	Reasons    []string  `json:"reasons"`
+	// Notes say what does not change the verdict but matters: a failed
+	// restore verification, what retention alone would have decided for
+	// an image kept by a reference.
+	Notes []string `json:"notes,omitempty"`
+	// Verified is when the image last passed a restore verification.
+	Verified time.Time `json:"verified,omitzero"`
 	// InstanceGone marks images of instances that no longer exist.
 	InstanceGone bool `json:"instanceGone,omitempty"`
 }
@@ -75,8 +82,14 @@ type Summary struct {
 	SnapshotsNotDeleted []runner.Entry `json:"snapshotsNotDeleted"`
 	DeprecationsSet     []string       `json:"deprecationsSet"`
 	GoneInstances       []string       `json:"goneInstances"`
-	Blocked             string         `json:"blocked,omitempty"`
-	mu                  sync.Mutex
+	// KeptByReference lists images retention would delete that an
+	// instance, launch template or SSM parameter still references.
+	KeptByReference []runner.Entry `json:"keptByReference"`
+	// VerificationFailed lists images whose last restore verification
+	// failed (reported; retention decides them like any other image).
+	VerificationFailed []runner.Entry `json:"verificationFailed"`
+	Blocked            string         `json:"blocked,omitempty"`
+	mu                 sync.Mutex
 }
 
 type candidate struct {
@@ -86,6 +99,10 @@ type candidate struct {
 	deprecate bool
 	// undecidable says why retention cannot decide this image (it is kept).
 	undecidable string
+	// verifyFailed and verifyError: the image's last restore verification
+	// failed (tags.Verify, tags.VerifyError).
+	verifyFailed bool
+	verifyError  string
 }
 
 // Handle is the function's handler without the Lambda plumbing: it parses
@@ -126,6 +143,23 @@ func (p *Pruner) Run(ctx context.Context, req trigger.Prune) (*Summary, error) {
 	plan, err := p.plan(cands, live, req, sum)
 	if err != nil {
 		return nil, err
+	}
+	// Before the guard and the dry run's answer: an image kept because
+	// something still uses it is kept in both.
+	refErr := p.keepReferenced(ctx, run, log, plan, sum)
+	reportVerification(plan, sum)
+	if err := refErr; err != nil {
+		for _, c := range plan {
+			sum.Plan = append(sum.Plan, c.entry)
+		}
+		if req.DryRun {
+			sum.Warn("a real run would delete nothing and fail: %v", err)
+			log.Warn("dry run: the image reference check failed; a real run would delete nothing", "error", err.Error(), "code", awsclient.ErrorCode(err))
+			return sum, p.finish(ctx, run, log, sum)
+		}
+		log.Error("image reference check failed; nothing was deleted", "error", err.Error(), "code", awsclient.ErrorCode(err))
+		sum.AddFailed(runner.Entry{ID: "image-references", Detail: err.Error()})
+		return sum, p.finish(ctx, run, log, sum)
 	}
 	var toDelete []*candidate
 	for _, c := range plan {
@@ -181,6 +215,8 @@ func (p *Pruner) finish(ctx context.Context, run *runner.Run, log *slog.Logger, 
 	err := run.Finish(ctx, log, &sum.Summary, func(*runner.Summary) runner.Metrics { return sum.report() })
 	kept := sum.kept()
 	log.Info("prune result", "kept", kept, "delete", len(sum.Plan)-kept, "orphansDeleted", len(sum.OrphansDeleted),
+		"keptByReference", len(sum.KeptByReference), "keptByReferenceSample", runner.CapEntries(sum.KeptByReference, runner.MaxEntries),
+		"verificationFailed", len(sum.VerificationFailed), "verificationFailedSample", runner.CapEntries(sum.VerificationFailed, runner.MaxEntries),
 		"snapshotsNotDeleted", len(sum.SnapshotsNotDeleted), "snapshotsNotDeletedSample", runner.CapEntries(sum.SnapshotsNotDeleted, runner.MaxEntries),
 		"goneInstances", len(sum.GoneInstances), "goneInstancesSample", runner.CapIDs(sum.GoneInstances, runner.MaxIDs),
 		"blocked", sum.Blocked)
@@ -228,8 +264,9 @@ func (s *Summary) report() runner.Metrics {
 	return m
 }
 
-// planPage entries (about 300 bytes each, at most about 900 with a long
-// undecidable reason) keep a plan log line far below 256 KiB.
+// planPage entries (about 300 bytes each, at most about 2 KB with a long
+// undecidable or reference reason and notes) keep a plan log line far
+// below 256 KiB.
 const planPage = 100
 
 // MaxPlanEntries is how many plan entries the returned summary holds;
@@ -245,6 +282,8 @@ type Counts struct {
 	SnapshotsNotDeleted int `json:"snapshotsNotDeleted"`
 	DeprecationsSet     int `json:"deprecationsSet"`
 	GoneInstances       int `json:"goneInstances"`
+	KeptByReference     int `json:"keptByReference"`
+	VerificationFailed  int `json:"verificationFailed"`
 }
 
 // MarshalJSON writes the bounded summary Lambda returns: runner's view
@@ -256,7 +295,8 @@ func (s *Summary) MarshalJSON() ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := Counts{Plan: len(s.Plan), OrphansDeleted: len(s.OrphansDeleted), SnapshotsNotDeleted: len(s.SnapshotsNotDeleted),
-		DeprecationsSet: len(s.DeprecationsSet), GoneInstances: len(s.GoneInstances)}
+		DeprecationsSet: len(s.DeprecationsSet), GoneInstances: len(s.GoneInstances),
+		KeptByReference: len(s.KeptByReference), VerificationFailed: len(s.VerificationFailed)}
 	for _, e := range s.Plan {
 		if e.Keep {
 			c.Keep++
@@ -264,7 +304,8 @@ func (s *Summary) MarshalJSON() ([]byte, error) {
 	}
 	c.Delete = c.Plan - c.Keep
 	v.Truncated = v.Truncated || c.Plan > MaxPlanEntries || c.OrphansDeleted > runner.MaxEntries ||
-		c.SnapshotsNotDeleted > runner.MaxEntries || c.DeprecationsSet > runner.MaxIDs || c.GoneInstances > runner.MaxIDs
+		c.SnapshotsNotDeleted > runner.MaxEntries || c.DeprecationsSet > runner.MaxIDs || c.GoneInstances > runner.MaxIDs ||
+		c.KeptByReference > runner.MaxEntries || c.VerificationFailed > runner.MaxEntries
 	return json.Marshal(struct {
 		runner.View
 		PruneCounts         Counts         `json:"pruneCounts"`
@@ -273,10 +314,13 @@ func (s *Summary) MarshalJSON() ([]byte, error) {
 		SnapshotsNotDeleted []runner.Entry `json:"snapshotsNotDeleted"`
 		DeprecationsSet     []string       `json:"deprecationsSet"`
 		GoneInstances       []string       `json:"goneInstances"`
+		KeptByReference     []runner.Entry `json:"keptByReference"`
+		VerificationFailed  []runner.Entry `json:"verificationFailed"`
 		Blocked             string         `json:"blocked,omitempty"`
 	}{v, c, planSample(s.Plan, MaxPlanEntries), runner.CapEntries(s.OrphansDeleted, runner.MaxEntries),
 		runner.CapEntries(s.SnapshotsNotDeleted, runner.MaxEntries), runner.CapIDs(s.DeprecationsSet, runner.MaxIDs),
-		runner.CapIDs(s.GoneInstances, runner.MaxIDs), s.Blocked})
+		runner.CapIDs(s.GoneInstances, runner.MaxIDs), runner.CapEntries(s.KeptByReference, runner.MaxEntries),
+		runner.CapEntries(s.VerificationFailed, runner.MaxEntries), s.Blocked})
 }
 
 // planSample returns the plan if it has at most n entries, else n entries:
@@ -338,6 +382,15 @@ func (p *Pruner) listImages(ctx context.Context, policy string) ([]*candidate, e
 		}
 		c.deprecate = im.DeprecationTime == nil
 		c.snapshots = images.SnapshotIDs(im)
+		if v, ok := t[tags.Verified]; ok {
+			if ts, err := tags.ParseTime(v); err == nil {
+				c.entry.Verified = ts
+			} else {
+				// Not verified as far as retention knows; today's floors still hold.
+				c.entry.Notes = append(c.entry.Notes, fmt.Sprintf("tag %s is %q, not an RFC 3339 time: not counted as verified", tags.Verified, v))
+			}
+		}
+		c.verifyFailed, c.verifyError = t[tags.Verify] == tags.VerifyFailed, t[tags.VerifyError]
 		out = append(out, c)
 	}
 	return out, nil
@@ -434,11 +487,13 @@ func (p *Pruner) plan(cands []*candidate, live map[string]bool, req trigger.Prun
 		for _, c := range group {
 			byID[c.entry.ImageID] = c
 			images = append(images, retention.Image{ID: c.entry.ImageID, InstanceID: c.entry.InstanceID, Policy: policy,
-				Time: c.entry.Time, State: retention.State(c.entry.State)})
+				Time: c.entry.Time, State: retention.State(c.entry.State),
+				Verified: c.entry.Verified, VerifyFailed: c.verifyFailed, VerifyError: c.verifyError})
 		}
 		for _, d := range retention.Evaluate(images, rules, req.Time).Decisions {
 			c := byID[d.Image.ID]
 			c.entry.Keep, c.entry.Reasons = d.Keep, d.Reasons
+			c.entry.Notes = append(c.entry.Notes, d.Notes...)
 			if tracksInstance(policy) && c.entry.InstanceID != "" && !live[c.entry.InstanceID] {
 				c.entry.InstanceGone = true
 				gone[c.entry.InstanceID] = true

@@ -223,8 +223,26 @@ func TestPrune10kUnderThrottling(t *testing.T) {
 	if calls.Count("DeregisterImage") != len(sum.Done) || calls.Count("DeleteSnapshot") != 0 {
 		t.Fatalf("calls %v", calls.ByAction)
 	}
+	// The reference check asks for 10 images per call (EC2's maximum).
+	if n, want := calls.Count("DescribeImageReferences"), (len(sum.Done)+9)/10; n != want {
+		t.Fatalf("%d DescribeImageReferences calls for %d deletions, want %d", n, len(sum.Done), want)
+	}
+	perImage := float64(accepted(calls)) / float64(len(sum.Done))
+	if perImage > 1.11 {
+		t.Fatalf("%.3f calls per deleted image: %v", perImage, calls.ByAction)
+	}
 	assertNoSnapshotsOfDeletedImages(t, env.Sim)
-	t.Logf("throttled %v", calls.Throttled)
+	t.Logf("%.3f calls per deleted image (%v), throttled %v", perImage, calls.ByAction, calls.Throttled)
+}
+
+// accepted counts the calls EC2 accepted (throttled attempts are the
+// retryer's waiting, not API work).
+func accepted(c ec2sim.CallLog) int {
+	n := c.Total
+	for _, v := range c.Throttled {
+		n -= v
+	}
+	return n
 }
 
 // killAfter cancels the run's context after k successful deregistrations,
@@ -465,7 +483,8 @@ func BenchmarkPrune10k(b *testing.B) {
 		}
 		b.StopTimer()
 		calls := env.Sim.Calls()
-		b.ReportMetric(float64(calls.Total-calls.Throttled["DeregisterImage"])/float64(len(sum.Done)), "calls/deleted-image")
+		b.ReportMetric(float64(accepted(calls))/float64(len(sum.Done)), "calls/deleted-image")
+		b.ReportMetric(float64(calls.Count("DescribeImageReferences"))/float64(len(sum.Done)), "reference-checks/deleted-image")
 		b.ReportMetric(env.Sim.Now().Sub(t0).Seconds(), "simulated-s")
 		b.ReportMetric(float64(len(sum.Done)), "deleted")
 		b.StartTimer()

@@ -3,10 +3,12 @@
 // it returns a plan saying for every image whether it is kept and why.
 //
 // An image is kept if any rule keeps it. Floors hold whatever the rules
-// say: the newest available image of every instance, at least MinAvailable
-// available images per instance, every pending image, and every image newer
-// than the run itself are kept. Failed images are always deleted and never
-// count towards a floor.
+// say: the newest available image of every instance, the newest available
+// image of every instance that passed a restore verification, at least
+// MinAvailable available images per instance, every pending image, and every
+// image newer than the run itself are kept. Failed images are always deleted
+// and never count towards a floor. A failed restore verification is
+// reported (Decision.Notes), never a reason to delete by itself.
 package retention
 
 import (
@@ -35,7 +37,20 @@ type Image struct {
 	// Time is the backup's slot (the amibackup:time tag).
 	Time  time.Time
 	State State
+	// Verified is when the image last passed a restore verification (zero:
+	// never verified).
+	Verified time.Time
+	// VerifyFailed marks an image whose last restore verification failed,
+	// for the reason VerifyError. It is not verified, whatever Verified
+	// says (the two tags come from different runs and carry no order; the
+	// safe reading is the one that makes another image the verified floor),
+	// and the rules decide it like any other image.
+	VerifyFailed bool
+	VerifyError  string
 }
+
+// verified says whether the image counts for the verified floor.
+func (im Image) verified() bool { return !im.Verified.IsZero() && !im.VerifyFailed }
 
 // Rules of one policy.
 type Rules struct {
@@ -86,6 +101,9 @@ type Decision struct {
 	Keep  bool
 	// Reasons lists every rule or floor that keeps the image, or why it is deleted.
 	Reasons []string
+	// Notes report what an operator should know about the image without
+	// changing the verdict (a failed restore verification).
+	Notes []string
 }
 
 // Plan is the outcome for a set of images.
@@ -160,6 +178,13 @@ func evaluateGroup(images []Image, r Rules, now time.Time) []Decision {
 			avail = append(avail, i)
 		}
 	}
+	// The newest verified image is the last one known to restore: kept
+	// whatever the rules say, so a run of unverifiable or failing newer
+	// backups cannot age it out.
+	if n := slices.IndexFunc(avail, func(i int) bool { return images[i].verified() }); n >= 0 {
+		i := avail[n]
+		ds[i].keep("floor: newest verified (" + images[i].Verified.UTC().Format(time.RFC3339) + ")")
+	}
 	for n, i := range avail {
 		if n == 0 {
 			ds[i].keep("floor: newest available")
@@ -205,6 +230,13 @@ func evaluateGroup(images []Image, r Rules, now time.Time) []Decision {
 		}
 	}
 	for i := range ds {
+		if im := images[i]; im.VerifyFailed {
+			note := "restore verification failed"
+			if im.VerifyError != "" {
+				note += ": " + im.VerifyError
+			}
+			ds[i].Notes = append(ds[i].Notes, note+" (reported; the rules decide this image as any other)")
+		}
 		if !ds[i].Keep {
 			if images[i].State == Failed {
 				ds[i].Reasons = []string{"failed image"}

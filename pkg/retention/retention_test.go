@@ -5,6 +5,7 @@ import (
 	"math/rand"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -73,6 +74,75 @@ func TestRulesAndFloors(t *testing.T) {
 			got := deleted(Evaluate(tt.images, tt.rules, now))
 			if !slices.Equal(got, tt.del) {
 				t.Fatalf("deleted %v, want %v", got, tt.del)
+			}
+		})
+	}
+}
+
+// TestVerifiedFloor: the newest available image that passed a restore
+// verification is kept whatever the rules say; a failed verification is
+// reported and changes no verdict.
+func TestVerifiedFloor(t *testing.T) {
+	now := utc("2026-11-24T12:00:00Z")
+	day := func(n int) time.Time { return now.Add(-time.Duration(n) * 24 * time.Hour) }
+	verified := func(im Image, at time.Time) Image { im.Verified = at; return im }
+	failed := func(im Image, reason string) Image { im.VerifyFailed, im.VerifyError = true, reason; return im }
+	last1 := Rules{Last: 1, MinAvailable: 1}
+	tests := []struct {
+		name   string
+		images []Image
+		rules  Rules
+		del    []string
+		// floor is the image kept by the verified floor ("" for none).
+		floor string
+	}{
+		{"newest unverified: the newest verified is kept too",
+			[]Image{img("a", day(0), Available), img("b", day(1), Available), verified(img("c", day(2), Available), day(1)), img("d", day(3), Available)},
+			last1, []string{"b", "d"}, "c"},
+		{"newest failed verification: the older verified one is kept",
+			[]Image{failed(img("a", day(0), Available), "no SSH within 10m"), verified(img("b", day(1), Available), day(1)), img("c", day(2), Available)},
+			last1, []string{"c"}, "b"},
+		{"only the newest verified: older verified images follow the rules",
+			[]Image{img("a", day(0), Available), verified(img("b", day(1), Available), day(1)), verified(img("c", day(2), Available), day(2))},
+			last1, []string{"c"}, "b"},
+		{"newest is verified: the floors coincide",
+			[]Image{verified(img("a", day(0), Available), day(0)), verified(img("b", day(1), Available), day(1))},
+			last1, []string{"b"}, "a"},
+		{"verified and failed tags together: not verified",
+			[]Image{img("a", day(0), Available), failed(verified(img("b", day(1), Available), day(1)), "boot"), verified(img("c", day(2), Available), day(2))},
+			last1, []string{"b"}, "c"},
+		{"a failed image is never the verified floor",
+			[]Image{img("a", day(0), Available), verified(img("f", day(1), Failed), day(1)), verified(img("b", day(2), Available), day(2))},
+			last1, []string{"f"}, "b"},
+		{"a failed verification alone deletes nothing",
+			[]Image{failed(img("a", day(0), Available), "x"), failed(img("b", day(1), Available), "y"), img("c", day(2), Available)},
+			Rules{Last: 2, MinAvailable: 1}, []string{"c"}, ""},
+		{"no verified image: today's floors only",
+			[]Image{img("a", day(0), Available), img("b", day(1), Available)},
+			last1, []string{"b"}, ""},
+		{"verified floor per instance",
+			[]Image{img("a", day(0), Available), verified(img("b", day(1), Available), day(1)),
+				{ID: "c", InstanceID: "i-2", Policy: "p", Time: day(0), State: Available}, {ID: "d", InstanceID: "i-2", Policy: "p", Time: day(1), State: Available}},
+			last1, []string{"d"}, "b"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plan := Evaluate(tt.images, tt.rules, now)
+			if got := deleted(plan); !slices.Equal(got, tt.del) {
+				t.Fatalf("deleted %v, want %v", got, tt.del)
+			}
+			for _, d := range plan.Decisions {
+				isFloor := slices.ContainsFunc(d.Reasons, func(r string) bool { return strings.HasPrefix(r, "floor: newest verified (") })
+				if isFloor != (d.Image.ID == tt.floor) {
+					t.Errorf("%s: reasons %v, verified floor is %q", d.Image.ID, d.Reasons, tt.floor)
+				}
+				hasNote := slices.ContainsFunc(d.Notes, func(n string) bool { return strings.HasPrefix(n, "restore verification failed") })
+				if hasNote != d.Image.VerifyFailed {
+					t.Errorf("%s: notes %v, verify failed %v", d.Image.ID, d.Notes, d.Image.VerifyFailed)
+				}
+				if d.Image.VerifyFailed && d.Image.VerifyError != "" && !strings.Contains(d.Notes[0], d.Image.VerifyError) {
+					t.Errorf("%s: note %q does not say why", d.Image.ID, d.Notes[0])
+				}
 			}
 		})
 	}
@@ -198,8 +268,18 @@ func TestFloorsHoldForRandomInputs(t *testing.T) {
 	for iter := range 2000 {
 		var images []Image
 		for i := range rng.Intn(30) {
-			images = append(images, Image{ID: fmt.Sprintf("ami-%d", i), InstanceID: fmt.Sprintf("i-%d", rng.Intn(3)), Policy: "p",
-				Time: now.Add(-time.Duration(rng.Intn(800*24)) * time.Hour), State: states[rng.Intn(len(states))]})
+			im := Image{ID: fmt.Sprintf("ami-%d", i), InstanceID: fmt.Sprintf("i-%d", rng.Intn(3)), Policy: "p",
+				Time: now.Add(-time.Duration(rng.Intn(800*24)) * time.Hour), State: states[rng.Intn(len(states))]}
+			switch rng.Intn(4) {
+			case 0:
+				im.Verified = im.Time.Add(time.Hour)
+			case 1:
+				im.VerifyFailed, im.VerifyError = true, "boot failed"
+				if rng.Intn(2) == 0 {
+					im.Verified = im.Time.Add(time.Hour) // an earlier pass: still not verified
+				}
+			}
+			images = append(images, im)
 		}
 		r := Rules{Last: rng.Intn(3), Within: time.Duration(rng.Intn(100)) * time.Hour, Daily: rng.Intn(4), Weekly: rng.Intn(3),
 			Monthly: rng.Intn(3), Yearly: rng.Intn(2), MinAvailable: 1 + rng.Intn(3), Location: time.UTC}
@@ -207,8 +287,10 @@ func TestFloorsHoldForRandomInputs(t *testing.T) {
 		if len(plan.Decisions) != len(images) {
 			t.Fatalf("iter %d: %d decisions for %d images", iter, len(plan.Decisions), len(images))
 		}
-		keptAvail, avail, newest := map[string]int{}, map[string]int{}, map[string]Image{}
+		keptAvail, avail, newest, newestVerified := map[string]int{}, map[string]int{}, map[string]Image{}, map[string]Image{}
+		keep := map[string]bool{}
 		for _, d := range plan.Decisions {
+			keep[d.Image.ID] = d.Keep
 			im := d.Image
 			switch im.State {
 			case Pending:
@@ -227,6 +309,9 @@ func TestFloorsHoldForRandomInputs(t *testing.T) {
 				if n, ok := newest[im.InstanceID]; !ok || im.Time.After(n.Time) {
 					newest[im.InstanceID] = im
 				}
+				if n, ok := newestVerified[im.InstanceID]; im.verified() && (!ok || im.Time.After(n.Time)) {
+					newestVerified[im.InstanceID] = im
+				}
 			}
 		}
 		for inst, n := range avail {
@@ -237,6 +322,24 @@ func TestFloorsHoldForRandomInputs(t *testing.T) {
 				if d.Image.ID == newest[inst].ID && !d.Keep {
 					t.Fatalf("iter %d: newest available %s of %s deleted", iter, d.Image.ID, inst)
 				}
+			}
+		}
+		for inst, im := range newestVerified {
+			if !keep[im.ID] {
+				t.Fatalf("iter %d: newest verified %s of %s deleted", iter, im.ID, inst)
+			}
+		}
+		// A failed verification changes no verdict: the same history with
+		// those images merely unverified gets the same plan.
+		plain := slices.Clone(images)
+		for i := range plain {
+			if plain[i].VerifyFailed {
+				plain[i].VerifyFailed, plain[i].VerifyError, plain[i].Verified = false, "", time.Time{}
+			}
+		}
+		for _, d := range Evaluate(plain, r, now).Decisions {
+			if d.Keep != keep[d.Image.ID] {
+				t.Fatalf("iter %d: %s keep=%v without its failed verification, %v with it", iter, d.Image.ID, d.Keep, keep[d.Image.ID])
 			}
 		}
 	}

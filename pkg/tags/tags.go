@@ -27,7 +27,19 @@ const (
 	SourceAccount = "amibackup:source-account"
 	SourceImage   = "amibackup:source-image"
 	SourceRegion  = "amibackup:source-region"
+	// Restore verification results on an image (written by the verification
+	// workflow, read by prune's retention floors): Verified holds when the
+	// image last passed a restore test (RFC 3339, FormatTime's form);
+	// Verify is VerifyFailed when it last failed, with the reason in
+	// VerifyError. A failed verification is reported, never a reason to
+	// delete by itself.
+	Verified    = "amibackup:verified"
+	Verify      = "amibackup:verify"
+	VerifyError = "amibackup:verify-error"
 )
+
+// VerifyFailed is the Verify value of an image that failed its restore test.
+const VerifyFailed = "failed"
 
 // Trigger values.
 const (

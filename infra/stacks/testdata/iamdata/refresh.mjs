@@ -13,7 +13,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 
 const services = ['autoscaling', 'cloudwatch', 'config', 'ec2', 'elasticloadbalancing', 'events', 'iam', 'kms',
-  'lambda', 'logs', 'rbin', 'scheduler', 'sns', 'sqs', 'states', 'sts'];
+  'lambda', 'logs', 'rbin', 'scheduler', 'sns', 'sqs', 'ssm', 'states', 'sts'];
 const pkg = process.argv[2];
 if (!pkg) {
   console.error('usage: node refresh.mjs <extracted package dir>');
