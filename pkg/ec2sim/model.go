@@ -303,11 +303,10 @@ func (s *Sim) now() time.Time {
 func (s *Sim) Advance(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Buckets refill with the jump too: their last refill time is on the
+	// simulated clock, so moving the clock is enough (shifting it back as
+	// well would refill them for twice the jump).
 	s.offset += d
-	// Buckets refill with the jump too: Advance models time passing.
-	for _, b := range s.buckets {
-		b.last = b.last.Add(-d)
-	}
 }
 
 // SetThrottle switches the token buckets on or off.
