@@ -59,7 +59,10 @@ func TestRunInstancesValidation(t *testing.T) {
 		LaunchPermission: &types.LaunchPermissionModifications{Add: []types.LaunchPermission{{UserId: aws.String(ec2sim.DefaultAccount)}}}}); err != nil {
 		t.Fatal(err)
 	}
-	with := func(in *ec2.RunInstancesInput, f func(*ec2.RunInstancesInput)) *ec2.RunInstancesInput { f(in); return in }
+	with := func(in *ec2.RunInstancesInput, f func(*ec2.RunInstancesInput)) *ec2.RunInstancesInput {
+		f(in)
+		return in
+	}
 	for _, tc := range []struct {
 		name, code, msg string
 		in              *ec2.RunInstancesInput
@@ -398,7 +401,10 @@ func TestRunInstancesDryRunAndClientToken(t *testing.T) {
 	img, _ := sim.AddImage(ec2sim.ImageSpec{Name: "backup"})
 	arm, _ := sim.AddImage(ec2sim.ImageSpec{Name: "graviton", Architecture: "arm64"})
 	dry := func(in *ec2.RunInstancesInput) *ec2.RunInstancesInput { in.DryRun = aws.Bool(true); return in }
-	tok := func(in *ec2.RunInstancesInput, t string) *ec2.RunInstancesInput { in.ClientToken = aws.String(t); return in }
+	tok := func(in *ec2.RunInstancesInput, t string) *ec2.RunInstancesInput {
+		in.ClientToken = aws.String(t)
+		return in
+	}
 	for _, tc := range []struct {
 		name string
 		in   *ec2.RunInstancesInput
