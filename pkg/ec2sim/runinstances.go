@@ -80,6 +80,7 @@ type reservation struct {
 type termination struct {
 	start                 time.Time
 	shuttingDown, visible time.Duration
+	byOS                  bool // the guest shut down (ShutdownFromOS), not TerminateInstances
 }
 
 func (tm *termination) terminatedAt() time.Time { return tm.start.Add(tm.shuttingDown) }
@@ -477,9 +478,13 @@ func (s *Sim) writeInstance(x *xmlw, region string, in *instance, now time.Time)
 		}
 		x.close("groupSet")
 		if in.term != nil && !now.Before(in.term.start) {
+			code, msg := "Client.UserInitiatedShutdown", "User initiated shutdown"
+			if in.term.byOS {
+				code, msg = "Client.InstanceInitiatedShutdown", "Instance initiated shutdown"
+			}
 			x.open("stateReason")
-			x.el("code", "Client.UserInitiatedShutdown")
-			x.el("message", "Client.UserInitiatedShutdown: User initiated shutdown")
+			x.el("code", code)
+			x.el("message", code+": "+msg)
 			x.close("stateReason")
 		}
 		x.el("architecture", archOf(in.instanceType))
@@ -551,13 +556,13 @@ func (s *Sim) terminateInstances(c *call) *apiError {
 	}
 	now := s.now()
 	lt := s.opts.Launch.withDefaults()
+	s.sweep() // availability up to now under the old states
 	x := c.out
 	x.open("instancesSet")
 	for _, id := range ids {
 		in := c.r.instances[id]
 		prev := in.stateAt(now)
 		if prev != "shutting-down" && prev != "terminated" {
-			s.sweep() // availability up to now under the old state
 			in.term = &termination{start: now, shuttingDown: lt.ShuttingDown, visible: lt.Visible}
 			s.launch.terminating[id] = c.region
 		}
@@ -575,6 +580,35 @@ func (s *Sim) terminateInstances(c *call) *apiError {
 		x.close("item")
 	}
 	x.close("instancesSet")
+	return nil
+}
+
+// ShutdownFromOS makes the guest of a running instance shut itself down
+// (e.g. "shutdown -h now" at the end of a boot check). EC2 then applies the
+// instance's InstanceInitiatedShutdownBehavior: terminate (shutting-down,
+// terminated, as after TerminateInstances) or stop, the default (the
+// emulator goes straight to stopped).
+func (s *Sim) ShutdownFromOS(account, region, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region = defaults(account, region)
+	in, ok := s.region(region).instances[id]
+	if !ok || in.owner != account {
+		return fmt.Errorf("ec2sim: instance %s not found", id)
+	}
+	now := s.now()
+	if st := in.stateAt(now); st != "running" {
+		return fmt.Errorf("ec2sim: instance %s is %s, not running", id, st)
+	}
+	s.sweep() // availability up to now under the old state
+	if in.shutdownBehavior == "terminate" {
+		lt := s.opts.Launch.withDefaults()
+		in.term = &termination{start: now, shuttingDown: lt.ShuttingDown, visible: lt.Visible, byOS: true}
+		s.launch.terminating[id] = region
+	} else {
+		in.state, in.cycle, in.since = "stopped", nil, now
+	}
+	s.sweep()
 	return nil
 }
 

@@ -555,3 +555,47 @@ func TestLaunchThrottling(t *testing.T) {
 		t.Fatalf("paginated status call: %v", err)
 	}
 }
+
+// TestShutdownFromOS: a guest that shuts itself down is terminated under
+// InstanceInitiatedShutdownBehavior=terminate (state reason
+// Client.InstanceInitiatedShutdown), stopped otherwise.
+func TestShutdownFromOS(t *testing.T) {
+	ctx := context.Background()
+	env, c := launchEnv(t, ec2sim.Options{})
+	img, _ := env.Sim.AddImage(ec2sim.ImageSpec{Name: "backup"})
+	for _, tc := range []struct {
+		behavior      types.ShutdownBehavior
+		state, reason string
+	}{
+		{types.ShutdownBehaviorTerminate, "shutting-down", "Client.InstanceInitiatedShutdown"},
+		{"", "stopped", ""},
+		{types.ShutdownBehaviorStop, "stopped", ""},
+	} {
+		in := verifyInput(img, "t3.micro")
+		in.InstanceInitiatedShutdownBehavior = tc.behavior
+		out, err := c.RunInstances(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := aws.ToString(out.Instances[0].InstanceId)
+		if err := env.Sim.ShutdownFromOS("", "", id); err == nil {
+			t.Fatalf("%q: a pending instance shut down", tc.behavior)
+		}
+		env.Sim.Advance(time.Minute)
+		if err := env.Sim.ShutdownFromOS("", "", id); err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := d.Reservations[0].Instances[0]
+		reason := ""
+		if got.StateReason != nil {
+			reason = aws.ToString(got.StateReason.Code)
+		}
+		if string(got.State.Name) != tc.state || reason != tc.reason {
+			t.Fatalf("%q: %s (%s), want %s (%s)", tc.behavior, got.State.Name, reason, tc.state, tc.reason)
+		}
+	}
+}
