@@ -245,8 +245,9 @@ func bucketFor(action string, p params) (key string, size, refill float64) {
 		return action, 5, 2
 	case "TerminateInstances":
 		return action, 100, 5
-	case "DescribeInstances", "DescribeSnapshots", "DescribeInstanceStatus":
-		// DescribeInstanceStatus is in the same documented category.
+	case "DescribeInstances", "DescribeSnapshots", "DescribeInstanceStatus", "DescribeVolumes":
+		// DescribeInstanceStatus and DescribeVolumes are in the same
+		// documented category.
 		if !p.hasPrefix("Filter.") && p.get("MaxResults") == "" && p.get("NextToken") == "" {
 			return action + " (unfiltered, unpaginated)", 50, 10
 		}

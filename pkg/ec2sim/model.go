@@ -102,6 +102,7 @@ type volume struct {
 	// Set for volumes RunInstances created from an image's snapshot.
 	snapshotID string
 	tags       map[string]string
+	created    time.Time
 }
 
 type instance struct {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 func init() {
 	actions["RunInstances"] = (*Sim).runInstances
 	actions["TerminateInstances"] = (*Sim).terminateInstances
+	actions["DescribeVolumes"] = (*Sim).describeVolumes
 }
 
 // LaunchTiming is how long, in simulated time, a launched instance spends in
@@ -399,7 +401,7 @@ func (s *Sim) runInstances(c *call) *apiError {
 			}
 			vid := s.addVolume(c.r, c.account, c.region, VolumeSpec{SizeGiB: sn.sizeGiB, Encrypted: sn.encrypted, KmsKeyID: sn.kmsKeyID})
 			v := c.r.volumes[vid]
-			v.snapshotID, v.tags = sid, cloneOrEmpty(specs["volume"])
+			v.snapshotID, v.tags, v.created = sid, cloneOrEmpty(specs["volume"]), now
 			in.volumes = append(in.volumes, vid)
 		}
 		c.r.instances[id] = in
@@ -687,4 +689,115 @@ func (s *Sim) Volumes(account, region string) []Volume {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+var volumeIDRE = regexp.MustCompile(`^vol-[0-9a-f]{8}([0-9a-f]{9})?$`)
+
+// describeVolumes lists the caller's volumes, so a restore verification
+// can check that nothing it launched is left behind. Volumes of an
+// instance are in-use until it is terminated (they are then deleted);
+// the source volumes seeded with AddImage are available.
+func (s *Sim) describeVolumes(c *call) *apiError {
+	ids := c.p.list("VolumeId")
+	if len(ids) > 0 && c.p.get("MaxResults") != "" {
+		return errf("InvalidParameterCombination", "The parameter volumeSet cannot be used with the parameter maxResults")
+	}
+	for _, id := range ids {
+		if !volumeIDRE.MatchString(id) {
+			return errf("InvalidVolumeID.Malformed", "Invalid id: \"%s\" (expecting \"vol-...\")", id)
+		}
+		if v, ok := c.r.volumes[id]; !ok || v.owner != c.account {
+			return errf("InvalidVolume.NotFound", "The volume '%s' does not exist.", id)
+		}
+	}
+	type attachment struct {
+		in  *instance
+		dev int
+	}
+	attached := map[string]attachment{}
+	for _, in := range c.r.instances {
+		for i, v := range in.volumes {
+			attached[v] = attachment{in, i}
+		}
+	}
+	var match []*volume
+	vols := slices.Collect(maps.Values(c.r.volumes))
+	sort.Slice(vols, func(i, j int) bool { return vols[i].id < vols[j].id })
+	for _, v := range vols {
+		if v.owner != c.account || (len(ids) > 0 && !slices.Contains(ids, v.id)) {
+			continue
+		}
+		a, inUse := attached[v.id]
+		ok := true
+		for _, f := range c.p.filters() {
+			if m, isTag := matchTagFilter(f, v.tags); isTag {
+				ok = ok && m
+				continue
+			}
+			var val string
+			switch f.name {
+			case "volume-id":
+				val = v.id
+			case "snapshot-id":
+				val = v.snapshotID
+			case "attachment.instance-id":
+				if inUse {
+					val = a.in.id
+				}
+			case "status":
+				val = map[bool]string{true: "in-use", false: "available"}[inUse]
+			case "encrypted":
+				val = fmt.Sprint(v.spec.Encrypted)
+			case "volume-type":
+				val = v.spec.Type
+			default:
+				return errf("InvalidParameterValue", "The filter '%s' is invalid", f.name)
+			}
+			ok = ok && anyGlob(f.values, val)
+		}
+		if ok {
+			match = append(match, v)
+		}
+	}
+	from, to, next, e := page(c.p, len(match), 5, 500)
+	if e != nil {
+		return e
+	}
+	x := c.out
+	x.open("volumeSet")
+	for _, v := range match[from:to] {
+		a, inUse := attached[v.id]
+		created := v.created
+		if created.IsZero() {
+			created = s.simT0
+		}
+		x.open("item")
+		x.el("volumeId", v.id)
+		x.el("size", fmt.Sprint(v.spec.SizeGiB))
+		x.el("snapshotId", v.snapshotID)
+		x.el("availabilityZone", c.region+"a")
+		x.el("status", map[bool]string{true: "in-use", false: "available"}[inUse])
+		x.el("createTime", ts(created))
+		x.open("attachmentSet")
+		if inUse {
+			x.open("item")
+			x.el("volumeId", v.id)
+			x.el("instanceId", a.in.id)
+			x.el("device", deviceName(a.dev))
+			x.el("status", "attached")
+			x.el("attachTime", ts(created))
+			x.el("deleteOnTermination", "true")
+			x.close("item")
+		}
+		x.close("attachmentSet")
+		x.el("volumeType", v.spec.Type)
+		x.el("encrypted", fmt.Sprint(v.spec.Encrypted))
+		x.opt("kmsKeyId", v.spec.KmsKeyID)
+		x.el("multiAttachEnabled", "false")
+		x.tags(v.tags)
+		x.close("item")
+	}
+	x.close("volumeSet")
+	x.opt("nextToken", next)
+	return nil
 }

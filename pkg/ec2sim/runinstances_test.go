@@ -314,6 +314,29 @@ func TestTerminateInstances(t *testing.T) {
 	keep := sim.AddInstance(ec2sim.InstanceSpec{})
 	sim.Advance(time.Minute) // running
 
+	verifyVolumes := func() []types.Volume {
+		t.Helper()
+		d, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []types.Filter{
+			{Name: aws.String("tag:amibackup:verify-of"), Values: []string{img}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Volumes
+	}
+	vols := verifyVolumes()
+	if len(vols) != 2 {
+		t.Fatalf("%d tagged volumes before termination, want 2", len(vols))
+	}
+	for _, v := range vols {
+		if v.State != types.VolumeStateInUse || len(v.Attachments) != 1 || aws.ToString(v.Attachments[0].InstanceId) != id ||
+			!aws.ToBool(v.Attachments[0].DeleteOnTermination) || tagsOf(v.Tags)["amibackup:managed-by"] != "amibackup" {
+			t.Fatalf("volume %+v", v)
+		}
+	}
+	if _, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{"vol-0123456789abcdef0"}}); code(err) != "InvalidVolume.NotFound" {
+		t.Fatalf("unknown volume: %v", err)
+	}
+
 	terminate := func(ids ...string) (*ec2.TerminateInstancesOutput, error) {
 		return c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids})
 	}
@@ -345,6 +368,10 @@ func TestTerminateInstances(t *testing.T) {
 		ti := res.TerminatingInstances[0]
 		if string(ti.PreviousState.Name) != step.prev || string(ti.CurrentState.Name) != step.cur || aws.ToString(ti.InstanceId) != id {
 			t.Fatalf("+%v: %s -> %s, want %s -> %s", step.advance, ti.PreviousState.Name, ti.CurrentState.Name, step.prev, step.cur)
+		}
+		// The volumes go with the instance, not before.
+		if n, want := len(verifyVolumes()), map[bool]int{true: 0, false: 2}[step.cur == "terminated"]; n != want {
+			t.Fatalf("+%v: %d tagged volumes while %s, want %d", step.advance, n, step.cur, want)
 		}
 	}
 	for _, v := range sim.Volumes("", "") {
