@@ -578,6 +578,9 @@ func (s *Sim) registerImage(c *call) *apiError {
 	if len(snaps) == 0 {
 		return errf("InvalidParameterCombination", "The emulator registers only EBS-backed images: give BlockDeviceMapping.N.Ebs.SnapshotId")
 	}
+	if a := c.p.get("Architecture"); a != "" && !slices.Contains([]string{"i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac"}, a) {
+		return errf("InvalidParameterValue", "Value (%s) for parameter architecture is invalid.", a)
+	}
 	if e := nameTaken(c, name); e != nil {
 		return e
 	}

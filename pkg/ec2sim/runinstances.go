@@ -236,6 +236,10 @@ func vpcOf(subnet string) string {
 	return fmt.Sprintf("vpc-%017x", h.Sum64()&0xFFFFFFFFFFFFFFF)
 }
 
+// maxLaunch bounds one RunInstances call (the RunInstances resource
+// bucket's size).
+const maxLaunch = 1000
+
 var launchTagTypes = []string{"instance", "volume", "network-interface"}
 
 // runInstances launches instances from an image. Checks, in order: counts,
@@ -365,13 +369,18 @@ func (s *Sim) runInstances(c *call) *apiError {
 	if c.dry() {
 		return nil
 	}
-	n := maxN
+	if minN > maxLaunch {
+		// The emulator's stand-in for the account's instance quota, so a
+		// runaway MaxCount cannot exhaust the test's memory.
+		return errf("InstanceLimitExceeded", "You have requested more instances (%d) than your current instance limit of %d allows for the specified instance type.", minN, maxLaunch)
+	}
+	n := min(maxN, maxLaunch)
 	if s.opts.Throttle {
 		b := s.resourceBucket(c.account, c.region, "RunInstances")
 		if b.tokens < float64(minN) {
 			return errf("RequestLimitExceeded", "Request limit exceeded.")
 		}
-		n = min(maxN, int(b.tokens))
+		n = min(n, int(b.tokens))
 		b.tokens -= float64(n)
 	}
 	now := s.now()

@@ -102,6 +102,9 @@ func TestRunInstancesValidation(t *testing.T) {
 			in.MinCount, in.MaxCount = aws.Int32(2), aws.Int32(1)
 		})},
 		{"MinCount zero", "InvalidParameterValue", "minCount", with(verifyInput(own, "t3.micro"), func(in *ec2.RunInstancesInput) { in.MinCount = aws.Int32(0) })},
+		{"MinCount above the instance limit", "InstanceLimitExceeded", "1001", with(verifyInput(own, "t3.micro"), func(in *ec2.RunInstancesInput) {
+			in.MinCount, in.MaxCount = aws.Int32(1001), aws.Int32(1001)
+		})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(sim.Instances("", ""))
@@ -623,6 +626,42 @@ func TestShutdownFromOS(t *testing.T) {
 		}
 		if string(got.State.Name) != tc.state || reason != tc.reason {
 			t.Fatalf("%q: %s (%s), want %s (%s)", tc.behavior, got.State.Name, reason, tc.state, tc.reason)
+		}
+	}
+}
+
+// TestUnbootableSurvivesReboot: a backup of an unbootable backup's
+// instance (a reboot-mode CreateImage under RebootModel) does not cure it;
+// RegisterImage records the architecture it is given.
+func TestUnbootableSurvivesReboot(t *testing.T) {
+	ctx := context.Background()
+	env, c := launchEnv(t, ec2sim.Options{RebootModel: true})
+	bad, snaps := env.Sim.AddImage(ec2sim.ImageSpec{Name: "bad"})
+	env.Sim.UnbootableImage(bad)
+	out, err := c.RunInstances(ctx, verifyInput(bad, "t3.micro"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := aws.ToString(out.Instances[0].InstanceId)
+	env.Sim.Advance(10 * time.Minute)
+	if _, err := c.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(id), Name: aws.String("rebooted")}); err != nil {
+		t.Fatal(err)
+	}
+	env.Sim.Advance(10 * time.Minute)
+	if state, is, ss := statusOf(t, c, id); state != "running" || is != "impaired" || ss != "ok" {
+		t.Fatalf("after a reboot: %s/%s/%s, want running/impaired/ok", state, is, ss)
+	}
+	for _, tc := range []struct{ arch, code string }{{"arm64", ""}, {"sparc", "InvalidParameterValue"}} {
+		r, err := c.RegisterImage(ctx, &ec2.RegisterImageInput{Name: aws.String("registered-" + tc.arch), Architecture: types.ArchitectureValues(tc.arch),
+			BlockDeviceMappings: []types.BlockDeviceMapping{{DeviceName: aws.String("/dev/xvda"), Ebs: &types.EbsBlockDevice{SnapshotId: aws.String(snaps[0])}}}})
+		if code(err) != tc.code {
+			t.Fatalf("%s: %v", tc.arch, err)
+		}
+		if err != nil {
+			continue
+		}
+		if _, err := c.RunInstances(ctx, verifyInput(aws.ToString(r.ImageId), "t3.micro")); code(err) != "InvalidParameterValue" {
+			t.Fatalf("x86_64 type from a registered arm64 image: %v", err)
 		}
 	}
 }
