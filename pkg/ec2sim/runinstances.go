@@ -162,8 +162,8 @@ func resourceNeed(action string, p params) float64 {
 	switch action {
 	case "RunInstances":
 		n, err := strconv.Atoi(p.get("MinCount"))
-		if err != nil || n < 1 {
-			return 0 // invalid: the handler rejects it
+		if err != nil || n < 1 || n > maxLaunch {
+			return 0 // invalid or above the instance limit: the handler rejects it
 		}
 		return float64(n)
 	case "TerminateInstances":
