@@ -526,14 +526,18 @@ func TestLaunchThrottling(t *testing.T) {
 			t.Fatalf("refilled call %d: %v", i+1, err)
 		}
 	}
-	// Resource bucket: 993 left (1000 - 7 instances + 2 refilled, capped):
-	// MinCount above it is throttled, MaxCount above it launches what is left.
-	sim.Advance(10 * time.Second) // request tokens back; resources +20 -> 1000 (capped)
-	if _, err := run(1001, 1001); code(err) != "RequestLimitExceeded" {
+	// Resource bucket, full again after 10 s (+20, capped at 1000): one
+	// launch leaves 999; MinCount above that is throttled, MaxCount above
+	// it launches what is left.
+	sim.Advance(10 * time.Second)
+	if _, err := run(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(1000, 1000); code(err) != "RequestLimitExceeded" {
 		t.Fatalf("MinCount above the resource bucket: %v", err)
 	}
-	if n, err := run(1, 2000); err != nil || n != 1000 {
-		t.Fatalf("MaxCount above the resource bucket: %d, %v; want 1000", n, err)
+	if n, err := run(1, 2000); err != nil || n != 999 {
+		t.Fatalf("MaxCount above the resource bucket: %d, %v; want 999", n, err)
 	}
 	if _, err := run(1, 1); code(err) != "RequestLimitExceeded" {
 		t.Fatalf("empty resource bucket: %v", err)
