@@ -87,36 +87,15 @@ func (s *Sim) describeInstances(c *call) *apiError {
 	}
 	x := c.out
 	x.open("reservationSet")
+	now := s.now()
 	for _, in := range match[from:to] {
+		// One reservation item per instance, even for instances launched
+		// together (EC2 groups them; clients flatten either way).
 		x.open("item")
-		x.el("reservationId", "r-"+strings.TrimPrefix(in.id, "i-"))
+		x.el("reservationId", in.reservation())
 		x.el("ownerId", in.owner)
 		x.open("instancesSet")
-		x.open("item")
-		x.el("instanceId", in.id)
-		x.el("imageId", cmp.Or(in.imageID, "ami-00000000000000000"))
-		x.open("instanceState")
-		state := s.stateOf(in)
-		x.el("code", fmt.Sprint(stateCodes[state]))
-		x.el("name", state)
-		x.close("instanceState")
-		x.el("instanceType", "t3.micro")
-		x.el("rootDeviceType", "ebs")
-		x.el("rootDeviceName", "/dev/xvda")
-		x.open("blockDeviceMapping")
-		for i, v := range in.volumes {
-			x.open("item")
-			x.el("deviceName", deviceName(i))
-			x.open("ebs")
-			x.el("volumeId", v)
-			x.el("status", "attached")
-			x.el("deleteOnTermination", "true")
-			x.close("ebs")
-			x.close("item")
-		}
-		x.close("blockDeviceMapping")
-		x.tags(in.tags)
-		x.close("item")
+		s.writeInstance(x, c.region, in, now)
 		x.close("instancesSet")
 		x.close("item")
 	}
@@ -141,6 +120,16 @@ func instanceMatches(in *instance, state string, filters []filter) (bool, *apiEr
 			v = in.id
 		case "instance-state-code":
 			v = fmt.Sprint(stateCodes[state])
+		case "image-id":
+			v = cmp.Or(in.imageID, "ami-00000000000000000")
+		case "instance-type":
+			v = cmp.Or(in.instanceType, "t3.micro")
+		case "subnet-id":
+			v = in.subnetID
+		case "reservation-id":
+			v = in.reservation()
+		case "client-token":
+			v = in.clientToken
 		default:
 			return false, errf("InvalidParameterValue", "The filter '%s' is invalid", f.name)
 		}
@@ -236,7 +225,8 @@ func (s *Sim) createImage(c *call) *apiError {
 	imageID, seq := s.newID("ami")
 	im := &image{id: imageID, owner: c.account, name: name, state: "pending", instanceID: id,
 		description: c.p.get("Description"), noReboot: c.p.bool("NoReboot"), tags: cloneOrEmpty(specs["image"]),
-		created: now, readyAt: now.Add(s.opts.ImageDelay), fail: s.failIns[id], seq: seq}
+		created: now, readyAt: now.Add(s.opts.ImageDelay), fail: s.failIns[id], seq: seq,
+		architecture: archOf(cmp.Or(in.instanceType, "t3.micro"))}
 	for i, vid := range in.volumes {
 		v := c.r.volumes[vid]
 		sid, sseq := s.newID("snap")
@@ -443,7 +433,7 @@ func (s *Sim) writeImage(x *xmlw, r *regionState, im *image, account string) {
 	x.el("imageOwnerId", im.owner)
 	x.el("creationDate", ts(im.created))
 	x.el("isPublic", "false")
-	x.el("architecture", "x86_64")
+	x.el("architecture", im.arch())
 	x.el("imageType", "machine")
 	x.el("name", im.name)
 	x.opt("description", im.description)
@@ -590,6 +580,9 @@ func (s *Sim) registerImage(c *call) *apiError {
 	if len(snaps) == 0 {
 		return errf("InvalidParameterCombination", "The emulator registers only EBS-backed images: give BlockDeviceMapping.N.Ebs.SnapshotId")
 	}
+	if a := c.p.get("Architecture"); a != "" && !slices.Contains([]string{"i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac"}, a) {
+		return errf("InvalidParameterValue", "Value (%s) for parameter architecture is invalid.", a)
+	}
 	if e := nameTaken(c, name); e != nil {
 		return e
 	}
@@ -598,7 +591,8 @@ func (s *Sim) registerImage(c *call) *apiError {
 	}
 	id, seq := s.newID("ami")
 	c.r.images[id] = &image{id: id, owner: c.account, name: name, state: "available", description: c.p.get("Description"),
-		tags: cloneOrEmpty(specs["image"]), snapshots: snaps, devices: devices, created: s.now(), seq: seq}
+		tags: cloneOrEmpty(specs["image"]), snapshots: snaps, devices: devices, created: s.now(), seq: seq,
+		architecture: c.p.get("Architecture")}
 	c.out.el("imageId", id)
 	return nil
 }
@@ -1194,7 +1188,8 @@ func (s *Sim) copyImage(c *call) *apiError {
 	id, seq := s.newID("ami")
 	cp := &image{id: id, owner: c.account, name: name, state: "pending", description: c.p.get("Description"),
 		tags: cloneOrEmpty(specs["image"]), created: now, readyAt: now.Add(s.opts.CopyDelay),
-		sourceImageID: srcID, sourceRegion: srcRegion, isCopy: true, clientToken: c.p.get("ClientToken"), seq: seq}
+		sourceImageID: srcID, sourceRegion: srcRegion, isCopy: true, clientToken: c.p.get("ClientToken"), seq: seq,
+		architecture: src.architecture}
 	if c.p.bool("CopyImageTags") && src.owner == c.account {
 		for k, v := range src.tags {
 			if _, set := cp.tags[k]; !set {
@@ -1227,4 +1222,13 @@ func keyIf(enc bool, key string) string {
 		return key
 	}
 	return ""
+}
+
+// reservation is the instance's reservation ID: RunInstances' for a
+// launched instance, one derived from the ID for a seeded one.
+func (in *instance) reservation() string {
+	if in.reservationID != "" {
+		return in.reservationID
+	}
+	return "r-" + strings.TrimPrefix(in.id, "i-")
 }

@@ -148,6 +148,7 @@ func (s *Sim) ClearFaults() {
 	s.failIns = map[string]bool{}
 	s.opts.FaultRate = 0
 	clear(s.ext.bootFail)
+	clear(s.launch.unbootable)
 }
 
 // matchFault returns the injected error for this call, if any, how long
@@ -235,7 +236,18 @@ func bucketFor(action string, p params) (key string, size, refill float64) {
 		return action, 100, 1
 	case "ModifyImageAttribute", "ModifySnapshotAttribute":
 		return action, 100, 5
-	case "DescribeInstances", "DescribeSnapshots":
+	case "RunInstances":
+		// Request bucket; each launched instance also draws from the
+		// resource bucket (resourceBuckets, runinstances.go). Source: EC2
+		// developer guide, "Request throttling for the Amazon EC2 API",
+		// uncategorized actions: RunInstances 5 / 2 per second,
+		// TerminateInstances 100 / 5 per second.
+		return action, 5, 2
+	case "TerminateInstances":
+		return action, 100, 5
+	case "DescribeInstances", "DescribeSnapshots", "DescribeInstanceStatus", "DescribeVolumes":
+		// DescribeInstanceStatus and DescribeVolumes are in the same
+		// documented category.
 		if !p.hasPrefix("Filter.") && p.get("MaxResults") == "" && p.get("NextToken") == "" {
 			return action + " (unfiltered, unpaginated)", 50, 10
 		}
@@ -265,6 +277,11 @@ func (s *Sim) take(account, region, action string, p params) bool {
 	b.tokens = min(b.size, b.tokens+now.Sub(b.last).Seconds()*b.refill)
 	b.last = now
 	if b.tokens < 1 {
+		return false
+	}
+	// RunInstances and TerminateInstances also need a resource token per
+	// instance; a request short of them takes no request token either.
+	if need := resourceNeed(action, p); need > 0 && s.resourceBucket(account, region, action).tokens < need {
 		return false
 	}
 	b.tokens--

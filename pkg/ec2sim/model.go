@@ -53,6 +53,9 @@ type Options struct {
 	// GroupTags are tag keys that form availability groups: instances with
 	// the same value of such a key are one group (availability.go).
 	GroupTags []string
+	// Launch sets the phases of RunInstances and TerminateInstances (zero
+	// fields: DefaultLaunchTiming's; runinstances.go).
+	Launch LaunchTiming
 }
 
 // Sim is the emulator. It is an http.Handler; all methods are safe for
@@ -73,6 +76,7 @@ type Sim struct {
 	reqSeq  uint64
 	orgs    map[string]Membership // by account
 	ext     *extState             // reboots, Auto Scaling, ELBv2, availability
+	launch  *launchState          // RunInstances, TerminateInstances (runinstances.go)
 }
 
 // Membership places an account in an AWS Organization for launch
@@ -98,6 +102,10 @@ type regionState struct {
 type volume struct {
 	id, owner string
 	spec      VolumeSpec
+	// Set for volumes RunInstances created from an image's snapshot.
+	snapshotID string
+	tags       map[string]string
+	created    time.Time
 }
 
 type instance struct {
@@ -110,6 +118,15 @@ type instance struct {
 	seq              uint64
 	cycle            *rebootCycle // the last reboot (RebootModel), nil if none
 	since            time.Time    // when state was last set (zero: long ago)
+	// Set by RunInstances (runinstances.go); seeded instances leave them
+	// empty and report a fixed image and type.
+	instanceType, subnetID, reservationID string
+	clientToken, shutdownBehavior         string
+	launched                              time.Time
+	launchIndex                           int
+	publicIP                              bool
+	groups                                []string
+	term                                  *termination // TerminateInstances, nil if never
 }
 
 type image struct {
@@ -125,6 +142,15 @@ type image struct {
 	fail                                            bool
 	clientToken                                     string
 	seq                                             uint64
+	architecture                                    string // empty: x86_64
+}
+
+// arch is the image's architecture (x86_64 unless seeded or created otherwise).
+func (im *image) arch() string {
+	if im.architecture == "" {
+		return "x86_64"
+	}
+	return im.architecture
 }
 
 type snapshot struct {
@@ -175,6 +201,8 @@ type ImageSpec struct {
 	// and SnapshotTags are then ignored. An unknown ID panics: it is a bug
 	// in the test's seeding, not a condition to handle.
 	SnapshotIDs []string
+	// Architecture is x86_64 by default (arm64 for a Graviton backup).
+	Architecture string
 }
 
 // SnapshotSpec describes a seeded snapshot.
@@ -221,6 +249,13 @@ type Instance struct {
 	Reboots int
 	// NoRebootImages counts CreateImage calls with NoReboot=true.
 	NoRebootImages int
+	// Set for instances RunInstances launched.
+	ImageID, InstanceType, SubnetID, ReservationID, ShutdownBehavior string
+	SecurityGroupIDs, VolumeIDs                                      []string
+	PublicIP                                                         bool
+	// InstanceStatus and SystemStatus are DescribeInstanceStatus' checks
+	// (not-applicable unless running).
+	InstanceStatus, SystemStatus string
 }
 
 // New returns an emulator with no resources.
@@ -243,6 +278,7 @@ func New(opts Options) *Sim {
 		failIns: map[string]bool{},
 		orgs:    map[string]Membership{},
 		ext:     newExtState(),
+		launch:  newLaunchState(),
 	}
 }
 
@@ -276,11 +312,10 @@ func (s *Sim) now() time.Time {
 func (s *Sim) Advance(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Buckets refill with the jump too: their last refill time is on the
+	// simulated clock, so moving the clock is enough (shifting it back as
+	// well would refill them for twice the jump).
 	s.offset += d
-	// Buckets refill with the jump too: Advance models time passing.
-	for _, b := range s.buckets {
-		b.last = b.last.Add(-d)
-	}
 }
 
 // SetThrottle switches the token buckets on or off.
@@ -394,7 +429,8 @@ func (s *Sim) SetInstanceState(account, region, id, state string) error {
 		return fmt.Errorf("ec2sim: unknown instance state %q", state)
 	}
 	s.sweep() // availability up to now under the old state
-	in.state, in.cycle, in.since = state, nil, s.now()
+	in.state, in.cycle, in.since, in.term = state, nil, s.now(), nil
+	delete(s.launch.terminating, id)
 	s.sweep()
 	return nil
 }
@@ -420,7 +456,7 @@ func (s *Sim) AddImage(spec ImageSpec) (string, []string) {
 		name = id
 	}
 	im := &image{id: id, owner: account, name: name, state: state, instanceID: spec.InstanceID,
-		tags: maps.Clone(spec.Tags), created: created.UTC(), seq: seq}
+		tags: maps.Clone(spec.Tags), created: created.UTC(), seq: seq, architecture: spec.Architecture}
 	if im.tags == nil {
 		im.tags = map[string]string{}
 	}
@@ -618,6 +654,7 @@ func (s *Sim) snapshotState(r *regionState, sn *snapshot) string {
 func (s *Sim) Instances(account, region string) []Instance {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.reap()
 	account, region = defaults(account, region)
 	var out []Instance
 	for _, in := range sortedInstances(s.region(region)) {
@@ -632,6 +669,7 @@ func (s *Sim) Instances(account, region string) []Instance {
 func (s *Sim) Instance(account, region, id string) (Instance, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.reap()
 	account, region = defaults(account, region)
 	in, ok := s.region(region).instances[id]
 	if !ok || in.owner != account {
@@ -641,8 +679,12 @@ func (s *Sim) Instance(account, region, id string) (Instance, bool) {
 }
 
 func (s *Sim) instanceCopy(account, region string, in *instance) Instance {
+	is, ss := in.statusAt(s.now())
 	return Instance{ID: in.id, Account: account, Region: region, State: s.stateOf(in), Tags: maps.Clone(in.tags),
-		Reboots: in.reboots, NoRebootImages: in.noRebootImages}
+		Reboots: in.reboots, NoRebootImages: in.noRebootImages, ImageID: in.imageID, InstanceType: in.instanceType,
+		SubnetID: in.subnetID, ReservationID: in.reservationID, ShutdownBehavior: in.shutdownBehavior,
+		SecurityGroupIDs: slices.Clone(in.groups), VolumeIDs: slices.Clone(in.volumes), PublicIP: in.publicIP,
+		InstanceStatus: is, SystemStatus: ss}
 }
 
 func sortedInstances(r *regionState) []*instance {

@@ -105,6 +105,12 @@ func (s *Sim) stateOf(in *instance) string { return in.stateAt(s.now()) }
 
 // stateAt is the instance state at t (t not before the last change).
 func (in *instance) stateAt(t time.Time) string {
+	if tm := in.term; tm != nil && !t.Before(tm.start) {
+		if t.Before(tm.terminatedAt()) {
+			return "shutting-down"
+		}
+		return "terminated"
+	}
 	c := in.cycle
 	switch {
 	case c == nil || t.Before(c.start):
@@ -155,6 +161,9 @@ func (in *instance) instants() []time.Time {
 	out := []time.Time{in.since}
 	if in.cycle != nil {
 		out = append(out, in.cycle.instants()...)
+	}
+	if in.term != nil {
+		out = append(out, in.term.start, in.term.terminatedAt())
 	}
 	return out
 }

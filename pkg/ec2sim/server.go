@@ -159,6 +159,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.record(account, c.action, dry)
 	s.sweep() // availability up to now, before this call changes anything
+	s.reap()  // terminated instances' volumes, and instances no longer visible
 	delay, e, after := s.matchFault(c.action, p)
 	if delay > 0 {
 		// Hold the call without the lock, as a slow EC2 would.
