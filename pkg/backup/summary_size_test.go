@@ -1,30 +1,17 @@
 package backup_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
+	"github.com/amibackup/amibackup/pkg/logging/logtest"
 	"github.com/amibackup/amibackup/pkg/runner"
 )
-
-// lockedBuffer collects log output from concurrent workers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
 
 // TestThousandFailuresStayBounded: 1,000 instances whose CreateImage is
 // denied (UnauthorizedOperation, with EC2's long encoded authorization
@@ -36,7 +23,7 @@ func TestThousandFailuresStayBounded(t *testing.T) {
 	env.Sim.SeedFleet("", "", 1000, map[string]string{"Backup": "nightly"})
 	env.Sim.Inject(ec2sim.Fault{Action: "CreateImage", Code: "UnauthorizedOperation",
 		Message: "You are not authorized to perform this operation. Encoded authorization failure message: " + strings.Repeat("Ab3xZ9-q", 60)})
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	b := newBackuper(t, env, nil)
 	b.Log = slog.New(slog.NewJSONHandler(&logs, nil)).With("function", "backup")
 	sum, err := b.Run(context.Background(), scheduled("nightly"))
@@ -60,9 +47,9 @@ func TestThousandFailuresStayBounded(t *testing.T) {
 	}
 	longest := 0
 	logged := map[string]bool{}
-	for line := range strings.SplitSeq(strings.TrimSpace(logs.buf.String()), "\n") {
+	for line := range strings.SplitSeq(strings.TrimSpace(logs.String()), "\n") {
 		longest = max(longest, len(line))
-		if len(line) >= 256<<10-26 {
+		if len(line) > logtest.CloudWatchEventLimit {
 			t.Fatalf("log line of %d bytes: %.200s", len(line), line)
 		}
 		var rec struct{ Failures []runner.Entry }

@@ -1,47 +1,20 @@
 package prune_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 	"github.com/amibackup/amibackup/pkg/images"
+	"github.com/amibackup/amibackup/pkg/logging/logtest"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 )
-
-// syncBuffer collects log output from concurrent workers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Split(strings.TrimSpace(b.buf.String()), "\n")
-}
-
-// cloudWatchEventLimit is CloudWatch Logs' maximum event size (256 KiB,
-// including 26 bytes of overhead per event).
-const cloudWatchEventLimit = 256<<10 - 26
-
-// lambdaResponseLimit is Lambda's maximum response (and errorMessage) size
-// for synchronous invocations (6 MB).
-const lambdaResponseLimit = 6 << 20
 
 // TestPrune50kStaysBounded: 2,000 instances with 24 nights each (the
 // oldest of each deleted), plus 2,000 images of a policy removed from the
@@ -67,7 +40,7 @@ func TestPrune50kStaysBounded(t *testing.T) {
 	c.Concurrency = 16
 
 	for _, dry := range []bool{true, false} {
-		var logs syncBuffer
+		var logs logtest.Buffer
 		p := pruner(t, env, c, nil)
 		p.Log = slog.New(slog.NewJSONHandler(&logs, nil)).With("function", "prune")
 		r := req()
@@ -93,7 +66,7 @@ func TestPrune50kStaysBounded(t *testing.T) {
 		if runErr != nil {
 			errLen = len(runErr.Error())
 		}
-		if len(body) >= lambdaResponseLimit/10 || errLen > 16<<10 {
+		if len(body) >= logtest.LambdaResponseLimit/10 || errLen > 16<<10 {
 			t.Fatalf("dry %v: response %d bytes, error message %d bytes", dry, len(body), errLen)
 		}
 		var resp struct {
@@ -117,9 +90,9 @@ func TestPrune50kStaysBounded(t *testing.T) {
 		}
 
 		longest, planned, failures, skips := 0, 0, map[string]bool{}, map[string]bool{}
-		for _, line := range logs.lines() {
+		for _, line := range logs.Lines() {
 			longest = max(longest, len(line))
-			if len(line) >= cloudWatchEventLimit {
+			if len(line) >= logtest.CloudWatchEventLimit {
 				t.Fatalf("dry %v: log line of %d bytes: %.200s", dry, len(line), line)
 			}
 			var rec struct {
@@ -143,7 +116,7 @@ func TestPrune50kStaysBounded(t *testing.T) {
 		if planned != 50000 || len(skips) != 2000 || len(failures) != len(sum.Failed) {
 			t.Fatalf("dry %v: the log holds %d plan entries, %d skips, %d failures", dry, planned, len(skips), len(failures))
 		}
-		t.Logf("dry %v: response %d bytes, error message %d bytes, longest log line %d bytes, %d log lines", dry, len(body), errLen, longest, len(logs.lines()))
+		t.Logf("dry %v: response %d bytes, error message %d bytes, longest log line %d bytes, %d log lines", dry, len(body), errLen, longest, len(logs.Lines()))
 	}
 }
 
@@ -209,7 +182,7 @@ func TestHungListingEndsWithSummary(t *testing.T) {
 			env := simtest.Start(t, ec2sim.Options{Start: now})
 			seedHistory(env.Sim, "prod", env.Sim.SeedFleet("", "", 2, map[string]string{"Backup": "nightly"}), 3)
 			env.Sim.Inject(ec2sim.Fault{Action: action, Delay: time.Hour})
-			var logs syncBuffer
+			var logs logtest.Buffer
 			retention := `{"last":3}`
 			if action == "DescribeImageReferences" {
 				retention = `{"last":2}` // something to check
@@ -227,8 +200,8 @@ func TestHungListingEndsWithSummary(t *testing.T) {
 			if sum == nil || err == nil || len(sum.Failed) != 1 || !strings.Contains(err.Error(), "deadline") {
 				t.Fatalf("summary %v, err %v", sum, err)
 			}
-			if !strings.Contains(strings.Join(logs.lines(), "\n"), `"msg":"run summary"`) {
-				t.Fatalf("no summary line in the log:\n%s", strings.Join(logs.lines(), "\n"))
+			if !strings.Contains(strings.Join(logs.Lines(), "\n"), `"msg":"run summary"`) {
+				t.Fatalf("no summary line in the log:\n%s", strings.Join(logs.Lines(), "\n"))
 			}
 			if n := env.Sim.Calls().Count("DeregisterImage"); n != 0 {
 				t.Fatalf("%d images deleted", n)
