@@ -158,7 +158,12 @@ func (b *Backuper) plan(log *slog.Logger, pol *config.Policy, req trigger.Backup
 	for _, t := range targets {
 		name := images.Name(pol.Name, t.id, req.Slot)
 		im, ok := existing[name]
-		if !ok {
+		// A deregistered image stays listed for a short while, and other
+		// states (disabled, error...) are not a backup either: only pending,
+		// available and failed images settle the instance here. For the rest
+		// the CreateImage is made; if the name is still held, the duplicate
+		// path reports the holder.
+		if !ok || !settles(im.State) {
 			create = append(create, job{t: t})
 			continue
 		}
@@ -172,6 +177,13 @@ func (b *Backuper) plan(log *slog.Logger, pol *config.Policy, req trigger.Backup
 		}
 	}
 	return append(create, deprecate...)
+}
+
+// settles reports whether an image of the slot in this state decides the
+// instance without a CreateImage: pending or available (done), failed
+// (reported with the fix).
+func settles(st types.ImageState) bool {
+	return st == types.ImageStatePending || st == types.ImageStateAvailable || st == types.ImageStateFailed
 }
 
 // settleExisting records an image holding this trigger's name: already
@@ -486,6 +498,8 @@ func (b *Backuper) notThisBackup(im types.Image, policy, instanceID string) stri
 		return fmt.Sprintf("carries %s=%q and %s=%q", tags.Policy, t[tags.Policy], tags.InstanceID, t[tags.InstanceID])
 	case im.State == types.ImageStateFailed:
 		return "failed: prune deregisters failed images; the next trigger takes a new backup (or deregister it and re-run this one)"
+	case im.State != types.ImageStatePending && im.State != types.ImageStateAvailable:
+		return fmt.Sprintf("is %s, not a usable backup: enable or deregister it, then re-run this trigger", im.State)
 	}
 	return ""
 }

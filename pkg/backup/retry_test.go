@@ -10,6 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 	"github.com/amibackup/amibackup/pkg/images"
@@ -350,5 +355,53 @@ func BenchmarkRetriedTrigger(b *testing.B) {
 		b.ReportMetric(float64(slices.Max(d.describePages)), "max-describeimages/delivery")
 		b.Logf("fleet %d (k=%d x %d): images per delivery %v, DescribeImages per delivery %v, throttled %d", n, k, c, d.created, d.describePages, d.throttled)
 		b.StartTimer()
+	}
+}
+
+// staleStates reports chosen images in another state than EC2's, as
+// DescribeImages does for a short while after a deregistration ("Recently
+// deregistered images appear in the returned results for a short interval",
+// DescribeImages API reference), or for a disabled image.
+type staleStates struct {
+	backup.EC2
+	states map[string]types.ImageState // image ID -> reported state
+}
+
+func (s staleStates) DescribeImages(ctx context.Context, in *ec2.DescribeImagesInput, opts ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error) {
+	out, err := s.EC2.DescribeImages(ctx, in, opts...)
+	if out != nil {
+		for i, im := range out.Images {
+			if st, ok := s.states[aws.ToString(im.ImageId)]; ok {
+				out.Images[i].State = st
+			}
+		}
+	}
+	return out, err
+}
+
+// TestSlotImageNotUsableIsNotDone: a slot image that is deregistered (still
+// listed for a short while) or disabled is not this backup: the instance
+// gets its CreateImage, and a name still held by a disabled image is a
+// failure naming the state and the fix, never "already done".
+func TestSlotImageNotUsableIsNotDone(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{})
+	ids := env.Sim.SeedFleet("", "", 2, map[string]string{"Backup": "nightly"})
+	gone, disabled := ourImage(env.Sim, ids[0], "available"), ourImage(env.Sim, ids[1], "available")
+	ctx := context.Background()
+	if _, err := env.Client("", "").DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(gone)}); err != nil {
+		t.Fatal(err)
+	}
+	b := newBackuper(t, env, nil)
+	b.Config.Policies[0].DeprecateAfter = 0
+	b.EC2 = staleStates{EC2: b.EC2, states: map[string]types.ImageState{gone: types.ImageStateDeregistered, disabled: types.ImageStateDisabled}}
+	sum, err := b.Run(ctx, scheduled("nightly"))
+	if len(sum.Existed) != 0 {
+		t.Fatalf("already done %+v: a deregistered or disabled image is not a backup", sum.Existed)
+	}
+	if len(sum.Done) != 1 || sum.Done[0].ID != ids[0] {
+		t.Errorf("done %+v, want a new image for %s, whose old one was deregistered", sum.Done, ids[0])
+	}
+	if err == nil || len(sum.Failed) != 1 || sum.Failed[0].ID != ids[1] || !strings.Contains(sum.Failed[0].Detail, "disabled") {
+		t.Errorf("err %v, failed %+v: want %s reported with the disabled image holding its name", err, sum.Failed, ids[1])
 	}
 }
