@@ -243,3 +243,43 @@ func FuzzParsePrune(f *testing.F) {
 		}
 	})
 }
+
+// TestEnvelopeCannotSmuggleDetail (review finding): unknown top-level
+// fields are accepted for AWS's additions, but a second detail (any letter
+// case: encoding/json keeps the last) or one of our detail fields at the top
+// level is refused, so a dry run or a narrowed request cannot turn into a
+// real run of the whole policy.
+func TestEnvelopeCannotSmuggleDetail(t *testing.T) {
+	cfg := testConfig(t)
+	env := func(rest string) []byte {
+		return []byte(`{"version":"0","id":"1","source":"amibackup","account":"123456789012","time":"2026-11-24T03:00:00Z","region":"us-east-1","resources":[],` + rest + `}`)
+	}
+	for _, tc := range []struct{ name, raw, want string }{
+		{"second detail, other case", `"detail-type":"Backup Requested","detail":{"policy":"nightly","dryRun":true},"Detail":{"policy":"nightly"}`, "more than once"},
+		{"second detail narrowing dropped", `"detail-type":"Backup Requested","detail":{"policy":"nightly","instanceIds":["i-0123456789abcdef0"]},"detail":{"policy":"nightly"}`, "more than once"},
+		{"dryRun at the top level", `"detail-type":"Backup Requested","dryRun":true,"detail":{"policy":"nightly"}`, "event.dryRun: belongs in the event's detail"},
+	} {
+		if _, err := ParseBackup(env(tc.raw), cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("backup %s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	for _, tc := range []struct{ name, raw, want string }{
+		{"second detail", `"detail-type":"Prune Requested","detail":{"policy":"nightly","dryRun":true},"DETAIL":{}`, "more than once"},
+		{"no detail", `"detail-type":"Prune Requested"`, "event.detail: is required"},
+		{"empty policy", `"detail-type":"Prune Requested","detail":{"policy":"","force":true}`, "event.detail.policy: is empty"},
+	} {
+		if _, err := ParsePrune(env(tc.raw), cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("prune %s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := ParsePrune([]byte(`{"policy":"","time":"2026-11-24T03:00:00Z"}`), cfg); err == nil || !strings.Contains(err.Error(), "input.policy: is empty") {
+		t.Errorf("scheduler input with an empty policy: %v", err)
+	}
+	// Still accepted: AWS's own additions and an empty detail for prune.
+	if _, err := ParseBackup(env(`"detail-type":"Backup Requested","replay-name":"r","detail":{"policy":"nightly"}`), cfg); err != nil {
+		t.Errorf("replayed event: %v", err)
+	}
+	if p, err := ParsePrune(env(`"detail-type":"Prune Requested","detail":{}`), cfg); err != nil || p.Policy != "" {
+		t.Errorf("prune every policy: %+v %v", p, err)
+	}
+}

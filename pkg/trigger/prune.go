@@ -1,7 +1,9 @@
 package trigger
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/amibackup/amibackup/pkg/config"
@@ -36,7 +38,12 @@ func ParsePrune(raw []byte, cfg *config.Config) (Prune, error) {
 	if err != nil {
 		return Prune{}, err
 	}
-	policyOK := func(field, p string) error {
+	// An absent policy means every policy; a present but empty one (an unset
+	// template variable, {"policy": "$P"}) must not widen to all of them.
+	policyOK := func(field, p string, given bool) error {
+		if given && p == "" {
+			return fmt.Errorf("%s: is empty: name a configured policy, or omit the field to prune every policy", field)
+		}
 		if p == "" || p == config.CopyPolicy && cfg.Recovery != nil {
 			return nil
 		}
@@ -50,7 +57,7 @@ func ParsePrune(raw []byte, cfg *config.Config) (Prune, error) {
 		if err := strictDecode(raw, &in, "input"); err != nil {
 			return Prune{}, err
 		}
-		if err := policyOK("input.policy", in.Policy); err != nil {
+		if err := policyOK("input.policy", in.Policy, hasKey(raw, "policy")); err != nil {
 			return Prune{}, err
 		}
 		at, err := ParseTime("input.time", in.Time)
@@ -73,13 +80,31 @@ func ParsePrune(raw []byte, cfg *config.Config) (Prune, error) {
 		// object); read as {} it would prune every policy for real.
 		return Prune{}, fmt.Errorf("event.detail: is null: use {} to prune every policy, or {\"policy\": \"...\", \"dryRun\"?: bool, \"force\"?: bool}")
 	}
-	if len(env.Detail) > 0 {
-		if err := strictDecode(env.Detail, &d, "event.detail"); err != nil {
-			return Prune{}, err
-		}
+	if len(env.Detail) == 0 {
+		// PutEvents requires a detail; without one the request says
+		// nothing, and read as {} it would prune every policy.
+		return Prune{}, fmt.Errorf("event.detail: is required: use {} to prune every policy, or {\"policy\": \"...\", \"dryRun\"?: bool, \"force\"?: bool}")
 	}
-	if err := policyOK("event.detail.policy", d.Policy); err != nil {
+	if err := strictDecode(env.Detail, &d, "event.detail"); err != nil {
+		return Prune{}, err
+	}
+	if err := policyOK("event.detail.policy", d.Policy, hasKey(env.Detail, "policy")); err != nil {
 		return Prune{}, err
 	}
 	return Prune{Policy: d.Policy, Time: Slot(env.Time), Trigger: tags.TriggerManual, DryRun: d.DryRun, Force: d.Force}, nil
+}
+
+// hasKey reports whether the JSON object raw has the key (as encoding/json
+// matches it: case-insensitively); raw has passed strictDecode.
+func hasKey(raw []byte, key string) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return false
+	}
+	for k := range m {
+		if strings.EqualFold(k, key) {
+			return true
+		}
+	}
+	return false
 }

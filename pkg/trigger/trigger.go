@@ -135,13 +135,18 @@ func strictDecode(raw []byte, v any, what string) error {
 	if err := decodeOne(raw, v, what, true); err != nil {
 		return err
 	}
-	return checkKeys(raw, what)
+	return checkKeys(raw, what, true)
 }
 
-// checkKeys rejects null values and duplicate keys in a JSON object; raw is
-// one valid JSON value (anything but an object passes: the typed decode has
-// already judged it).
-func checkKeys(raw []byte, what string) error {
+// misplaced are the fields of our own events' detail: at the top level of
+// an envelope they are a mistake that must not be ignored (a top-level
+// "dryRun": true would otherwise run for real).
+var misplaced = map[string]bool{"policy": true, "dryrun": true, "instanceids": true, "reboot": true, "force": true, "sweep": true}
+
+// checkKeys rejects duplicate keys (and, with noNull, null values) in a JSON
+// object; raw is one valid JSON value (anything but an object passes: the
+// typed decode has already judged it).
+func checkKeys(raw []byte, what string, noNull bool) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return nil
@@ -164,7 +169,7 @@ func checkKeys(raw []byte, what string) error {
 			return fmt.Errorf("%s.%s: is given more than once (also as %q): give each field once", what, key, prev)
 		}
 		seen[fold] = key
-		if string(val) == "null" {
+		if noNull && string(val) == "null" {
 			hint, ok := nullHints[key]
 			if !ok {
 				hint = "give a value or omit the field; null is never read as a default"
@@ -192,6 +197,16 @@ func DecodeEnvelope(raw []byte) (Envelope, error) {
 	if err := decodeOne(raw, &env, "event", false); err != nil {
 		return env, err
 	}
+	// Unknown fields are AWS's to add, but a second "detail" (or "Detail":
+	// encoding/json keeps the last, case-insensitively) would replace the
+	// detail our strict checks judge, and a detail field at the top level
+	// would be ignored: both are refused.
+	if err := checkKeys(raw, "event", false); err != nil {
+		return env, err
+	}
+	if err := checkMisplaced(raw); err != nil {
+		return env, err
+	}
 	if env.Source == "" {
 		return env, fmt.Errorf("event.source: is required")
 	}
@@ -202,6 +217,20 @@ func DecodeEnvelope(raw []byte) (Envelope, error) {
 		return env, err
 	}
 	return env, nil
+}
+
+// checkMisplaced rejects our detail fields at the top level of an envelope.
+func checkMisplaced(raw []byte) error {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return fmt.Errorf("event: invalid JSON: %w", err)
+	}
+	for k := range top {
+		if misplaced[strings.ToLower(k)] {
+			return fmt.Errorf("event.%s: belongs in the event's detail, not at the top level (put-events: inside the Detail JSON string)", k)
+		}
+	}
+	return nil
 }
 
 // ParseTime parses a trigger time (RFC 3339) and returns its slot: UTC,
