@@ -428,7 +428,7 @@ func (l *lostAnswer) record(st *middleware.Stack) error {
 	return st.Finalize.Insert(middleware.FinalizeMiddlewareFunc("amibackup.LostAnswer",
 		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 			out, md, err := next.HandleFinalize(ctx, in)
-			if err != nil && mayHaveApplied(err) {
+			if err != nil && mayHaveApplied(ctx, err) {
 				l.mu.Lock()
 				l.applied = true
 				l.mu.Unlock()
@@ -444,11 +444,15 @@ func (l *lostAnswer) maybe() bool {
 }
 
 // mayHaveApplied reports whether a failed attempt may still have been
-// carried out by EC2: a 5xx or no answer at all (connection reset, timeout)
-// may come after the work; a 4xx answer, RequestLimitExceeded included
-// (EC2 throttles before acting, though it answers 503), never does.
-func mayHaveApplied(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+// carried out by EC2: a 5xx, no answer at all (connection reset, the
+// attempt timeout) or an answer lost while it was read (a 2xx whose body
+// broke off) may come after the work; a 4xx answer, RequestLimitExceeded
+// included (EC2 throttles before acting, though it answers 503), never
+// does. Whether the caller gave up is read from the call's own context:
+// the attempt timeout also matches context.DeadlineExceeded, and the SDK
+// retries it.
+func mayHaveApplied(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
 		// The caller gave up; there is no retry that could meet the image.
 		return false
 	}
@@ -457,7 +461,8 @@ func mayHaveApplied(err error) bool {
 	}
 	var re interface{ HTTPStatusCode() int }
 	if errors.As(err, &re) {
-		return re.HTTPStatusCode() >= 500
+		code := re.HTTPStatusCode()
+		return code >= 500 || code < 400
 	}
 	return true
 }
