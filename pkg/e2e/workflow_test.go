@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -263,6 +264,44 @@ func TestWorkflowCrashThenRepeat(t *testing.T) {
 	}
 	f.inService(t)
 	if mu := f.maxUnavailable(t); mu["autoscaling:web"] > 1 || mu["targetgroup:web"] > 1 || mu["tag:Service=db"] > 1 {
+		t.Errorf("max unavailable %v", mu)
+	}
+}
+
+// TestWorkflowHalt: a web member that never boots halts its group (its
+// other members are not rebooted), the other groups finish, and the
+// execution fails at Finish, naming the instance. healthTimeout is 1m (the
+// least the configuration allows) and the functions use the real clock,
+// so this test takes over a minute: skipped with -short.
+func TestWorkflowHalt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the 1m healthTimeout in real time")
+	}
+	f := newWfFleet(t)
+	f.h.Sim.NeverBoots(f.web[0])
+	res := f.run(context.Background(), t, nil)
+	if res.Status != sfnlocal.Failed || res.Error != "RolloutProblems" {
+		t.Fatalf("execution %s %s: %s", res.Status, res.Error, res.Cause)
+	}
+	var finishErr string
+	for _, inv := range res.Invocations() {
+		if inv.State == "Finish" {
+			finishErr = inv.Cause
+		}
+	}
+	if !strings.Contains(finishErr, "halted at "+f.web[0]) {
+		t.Errorf("finish did not report the halt: %s", finishErr)
+	}
+	per := f.imagesPer()
+	if per[f.web[1]] != 0 || per[f.web[2]] != 0 {
+		t.Errorf("members of the halted group rebooted: %v", per)
+	}
+	for _, id := range append(append([]string{}, f.db...), f.standalone...) {
+		if per[id] != 1 {
+			t.Errorf("%s: %d images", id, per[id])
+		}
+	}
+	if mu := f.maxUnavailable(t, f.web[0]); mu["autoscaling:web"] > 1 || mu["tag:Service=db"] != 1 {
 		t.Errorf("max unavailable %v", mu)
 	}
 }
