@@ -133,8 +133,13 @@ func (f *wfFleet) input() []byte {
 // run executes the workflow; the Wait states take 200 ms instead of 15 s.
 func (f *wfFleet) run(ctx context.Context, t *testing.T, onEvent func(sfnlocal.Event)) *sfnlocal.Result {
 	t.Helper()
+	return f.runInput(ctx, t, f.input(), onEvent)
+}
+
+func (f *wfFleet) runInput(ctx context.Context, t *testing.T, input []byte, onEvent func(sfnlocal.Event)) *sfnlocal.Result {
+	t.Helper()
 	short := 200 * time.Millisecond
-	res, err := f.eng.Run(ctx, workflow.def, f.input(), sfnlocal.Options{
+	res, err := f.eng.Run(ctx, workflow.def, input, sfnlocal.Options{
 		Functions:              map[string][]string{sfnlocal.LocalFunctionARN(workflow.fnID): {f.rollout.URL}},
 		WaitOverrides:          map[string]time.Duration{"Wait": short, "Wait to restore": short, "Wait to restore after error": short},
 		RetryIntervalOverrides: map[string]time.Duration{"Step": short, "Restore": short, "Restore after error": short},
@@ -303,5 +308,31 @@ func TestWorkflowHalt(t *testing.T) {
 	}
 	if mu := f.maxUnavailable(t, f.web[0]); mu["autoscaling:web"] > 1 || mu["tag:Service=db"] != 1 {
 		t.Errorf("max unavailable %v", mu)
+	}
+}
+
+// TestWorkflowBadInput: an execution whose input the backup would reject
+// fails at Start, naming the field, with zero AWS calls.
+func TestWorkflowBadInput(t *testing.T) {
+	f := newWfFleet(t)
+	for _, c := range []struct{ input, want string }{
+		{`{"policy":"nightly","time":"yesterday"}`, "input.time"},
+		{`{"policy":"nope","time":"2026-11-24T03:00:00Z"}`, "nope"},
+		{`{"policy":"nightly","time":"2026-11-24T03:00:00Z","dryRun":true}`, "dryRun"},
+	} {
+		res := f.runInput(context.Background(), t, []byte(c.input), nil)
+		if res.Status != sfnlocal.Failed || res.Error != "RolloutFailed" {
+			t.Errorf("%s: %s %s", c.input, res.Status, res.Error)
+		}
+		cause := ""
+		for _, inv := range res.Invocations() {
+			cause += inv.Cause
+		}
+		if !strings.Contains(cause, c.want) {
+			t.Errorf("%s: start's error %q does not name %q", c.input, cause, c.want)
+		}
+	}
+	if n := f.h.Sim.Calls().Total; n != 0 {
+		t.Errorf("%d AWS calls for rejected input", n)
 	}
 }
