@@ -280,7 +280,7 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage) (*Result, err
 	}
 	pol, _ := r.Config.Policy(req.Policy) // ParseBackup checked it
 	log := r.Log.With("policy", pol.Name, "slot", tags.FormatTime(req.Slot), "trigger", req.Trigger, "dryRun", req.DryRun)
-	run := r.Start0()
+	run := r.begin()
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
 	st := &State{V: stateVersion, Policy: pol.Name, Slot: tags.FormatTime(req.Slot), Trigger: req.Trigger, DryRun: req.DryRun,
@@ -362,7 +362,14 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage) (*Result, err
 			planned = append(planned, in)
 		case done[in.ID] != "":
 			st.AlreadyDone++
-		case !reboot || in.NoReboot || req.DryRun:
+		case req.DryRun:
+			// Every instance gets its CreateImage DryRun=true (the
+			// permission check); the plan shows the rebooting ones.
+			direct = append(direct, in.ID)
+			if reboot && !in.NoReboot {
+				planned = append(planned, in)
+			}
+		case !reboot || in.NoReboot:
 			direct = append(direct, in.ID)
 		default:
 			planned = append(planned, in)
@@ -474,8 +481,8 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage) (*Result, err
 		WaitSeconds: r.interval(plan)}, nil
 }
 
-// Start0 starts a runner.Run (the deadline margin and the clock).
-func (r *Roller) Start0() *runner.Run { return r.Job.Start(r.Config.Concurrency) }
+// begin starts a runner.Run (the deadline margin and the clock).
+func (r *Roller) begin() *runner.Run { return r.Job.Start(r.Config.Concurrency) }
 
 func (r *Roller) interval(p *waves.Plan) int {
 	return int(p.CheckInterval(waves.DefaultReboot*time.Second) / time.Second)
@@ -534,7 +541,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	run := r.Start0()
+	run := r.begin()
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
 	d := r.drainer()
@@ -741,7 +748,7 @@ func (r *Roller) Restore(ctx context.Context, st *State) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	run := r.Start0()
+	run := r.begin()
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
 	d := r.drainer()

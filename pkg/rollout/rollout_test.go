@@ -340,3 +340,33 @@ func TestRolloutBadInput(t *testing.T) {
 		t.Errorf("%d calls for bad input", n)
 	}
 }
+
+// TestRolloutDryRun: start answers with the plan of the rebooting
+// instances, checks CreateImage with DryRun=true for each, changes nothing
+// and is done at once; finish reports the plan.
+func TestRolloutDryRun(t *testing.T) {
+	f := newFleet(t)
+	input := `{"version":"0","id":"1","detail-type":"Backup Requested","source":"amibackup","account":"123456789012","time":"` + tags.FormatTime(slot) + `","region":"us-east-1","resources":[],"detail":{"policy":"nightly","dryRun":true}}`
+	b, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	json.Unmarshal(b, &r)
+	if !r.Done {
+		t.Fatal("a dry run is not done at start")
+	}
+	b, err = f.call(t, map[string]any{"action": "finish", "state": r.State})
+	if err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	var sum rollout.Summary
+	json.Unmarshal(b, &sum)
+	if !sum.DryRun || sum.Counts.Planned != 7 || !strings.Contains(sum.Plan, "7 instances in 2 groups") {
+		t.Errorf("summary %+v", sum)
+	}
+	calls := f.env.Sim.Calls()
+	if calls.DryRun["CreateImage"] != 7 || calls.Mutating() != 0 || len(f.env.Sim.Images("", "")) != 0 {
+		t.Errorf("dry run: %v, dry %v, %d images", calls.ByAction, calls.DryRun, len(f.env.Sim.Images("", "")))
+	}
+}
