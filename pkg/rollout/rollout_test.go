@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 
 	"github.com/amibackup/amibackup/pkg/config"
@@ -42,6 +43,7 @@ type fleet struct {
 	tg         string
 	cfg        *config.Config
 	metrics    bytes.Buffer
+	wrap       func(*rollout.Roller) // e.g. a checking EC2 client
 }
 
 // newFleet: a web tier of 3 in Auto Scaling group "web" behind target group
@@ -68,8 +70,12 @@ func newFleet(t *testing.T) *fleet {
 
 // roller is a fresh process: new clients, nothing remembered.
 func (f *fleet) roller() *rollout.Roller {
-	return &rollout.Roller{EC2: f.env.Client("", ""), AutoScaling: f.env.AutoScaling("", ""), ELB: f.env.ELBv2("", ""),
+	r := &rollout.Roller{EC2: f.env.Client("", ""), AutoScaling: f.env.AutoScaling("", ""), ELB: f.env.ELBv2("", ""),
 		Config: f.cfg, Job: runner.Job{Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(&f.metrics), Now: f.env.Sim.Now}}
+	if f.wrap != nil {
+		f.wrap(r)
+	}
+	return r
 }
 
 // call invokes one action through the raw JSON contract, as Step Functions does.
@@ -368,5 +374,50 @@ func TestRolloutDryRun(t *testing.T) {
 	calls := f.env.Sim.Calls()
 	if calls.DryRun["CreateImage"] != 7 || calls.Mutating() != 0 || len(f.env.Sim.Images("", "")) != 0 {
 		t.Errorf("dry run: %v, dry %v, %d images", calls.ByAction, calls.DryRun, len(f.env.Sim.Images("", "")))
+	}
+}
+
+// drainCheck wraps the EC2 client: at every CreateImage with a reboot it
+// asks Auto Scaling and ELBv2 where the instance is, so the test sees that
+// each was out of service before its image.
+type drainCheck struct {
+	rollout.EC2
+	f       *fleet
+	t       *testing.T
+	checked map[string]bool
+}
+
+func (d *drainCheck) CreateImage(ctx context.Context, in *ec2.CreateImageInput, opts ...func(*ec2.Options)) (*ec2.CreateImageOutput, error) {
+	id := aws.ToString(in.InstanceId)
+	if slices.Contains(d.f.web, id) && !aws.ToBool(in.NoReboot) {
+		out, err := d.f.env.AutoScaling("", "").DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{id}})
+		if err != nil || len(out.AutoScalingInstances) != 1 || aws.ToString(out.AutoScalingInstances[0].LifecycleState) != "Standby" {
+			d.t.Errorf("CreateImage of %s while not in Standby: %v %+v", id, err, out)
+		}
+		th, err := d.f.env.ELBv2("", "").DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(d.f.tg)})
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		for _, h := range th.TargetHealthDescriptions {
+			if aws.ToString(h.Target.Id) == id {
+				d.t.Errorf("CreateImage of %s while its target is %s (not deregistered)", id, h.TargetHealth.State)
+			}
+		}
+		d.checked[id] = true
+	}
+	return d.EC2.CreateImage(ctx, in, opts...)
+}
+
+// TestRolloutDrainsBeforeImage: every web member is in Standby and out of
+// its target group when its CreateImage is called.
+func TestRolloutDrainsBeforeImage(t *testing.T) {
+	f := newFleet(t)
+	dc := &drainCheck{EC2: f.env.Client("", ""), f: f, t: t, checked: map[string]bool{}}
+	f.wrap = func(r *rollout.Roller) { dc.EC2 = r.EC2; r.EC2 = dc }
+	if _, err, _ := f.execute(t, 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(dc.checked) != len(f.web) {
+		t.Errorf("checked %d of %d web members", len(dc.checked), len(f.web))
 	}
 }
