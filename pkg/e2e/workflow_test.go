@@ -225,7 +225,7 @@ func TestWorkflowUnderRIE(t *testing.T) {
 		}
 	}
 	f.inService(t)
-	t.Logf("execution %s, %d invocations, max unavailable %v", time.Since(began).Round(time.Millisecond), len(res.Invocations()), mu)
+	t.Logf("execution %s, %d invocations, %d engine events, max unavailable %v", time.Since(began).Round(time.Millisecond), len(res.Invocations()), len(res.Events), mu)
 }
 
 // TestWorkflowCrashThenRepeat: an execution killed mid-run (no Catch runs)
