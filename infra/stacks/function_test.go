@@ -156,7 +156,13 @@ func TestStacksNeedTheirConfiguration(t *testing.T) {
 // section keep the backup function.
 func TestWavesGetWorkflow(t *testing.T) {
 	requireNode(t)
-	_, tmpl := synthCached(t, wavesConfig)
+	stack, tmpl := synthCached(t, wavesConfig)
+	// cdk-nag clean: the state machine (SF1/SF2 suppressed with reasons),
+	// its role and the rollout function's wildcards (each accepted by name).
+	nagErrors(t, stack)
+	if warns := assertions.Annotations_FromStack(stack).FindWarning(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*"))); len(*warns) > 0 {
+		t.Errorf("%d cdk-nag warnings", len(*warns))
+	}
 	sms := resources(tmpl, "AWS::StepFunctions::StateMachine")
 	if len(sms) != 1 {
 		t.Fatalf("%d state machines", len(sms))
