@@ -3,10 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -25,55 +24,39 @@ import (
 const wavesConfig = `{"deployment":"AmiBackup","policies":[{"name":"nightly","selector":{"tagKey":"Backup"},"schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"daily":7},"availability":{"groupBy":["asg","targetGroup","tag:Service"],"maxUnavailable":1,"healthTimeout":"1m"}}]}`
 
 // workflow is the synthesized state machine (resolved to plain ASL) and
-// the rollout function's bootstrap and environment, prepared once.
+// the rollout function, prepared once.
 var workflow struct {
-	once      sync.Once
-	def       []byte
-	fnID      string
-	bootstrap string
-	env       []string
-	work      string
-	err       error
+	once    sync.Once
+	def     []byte
+	fnID    string
+	rollout *localrun.Rollout
+	work    string
+	err     error
 }
 
 func prepareWorkflow(t *testing.T) {
 	t.Helper()
 	workflow.once.Do(func() {
 		root, _ := filepath.Abs("../..")
-		work, err := os.MkdirTemp("", "amibackup-workflow-")
+		if workflow.work, workflow.err = os.MkdirTemp("", "amibackup-workflow-"); workflow.err != nil {
+			return // removed by TestMain
+		}
+		r, err := localrun.PrepareRollout(context.Background(), root, workflow.work, wavesConfig)
 		if err != nil {
 			workflow.err = err
 			return
 		}
-		workflow.work = work // removed by TestMain
-		out := filepath.Join(work, "cdk.out")
-		cmd := exec.Command("cdk", "synth", "--quiet", "--no-notices", "-o", out, "-c", "amibackup:config="+wavesConfig)
-		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			workflow.err = &exec.Error{Name: "cdk synth: " + string(b), Err: err}
-			return
-		}
-		tmplPath := filepath.Join(out, localrun.Stack+".template.json")
-		tmpl, err := os.ReadFile(tmplPath)
-		if err != nil {
+		workflow.rollout = r
+		if workflow.def, err = sfnlocal.Resolve(r.Template, "", nil); err != nil {
 			workflow.err = err
 			return
 		}
-		if workflow.def, err = sfnlocal.Resolve(tmpl, "", nil); err != nil {
-			workflow.err = err
-			return
-		}
-		ids, err := sfnlocal.Functions(tmpl, "")
+		ids, err := sfnlocal.Functions(r.Template, "")
 		if err != nil || len(ids) != 1 {
-			workflow.err = err
+			workflow.err = fmt.Errorf("functions of the workflow: %v %v", ids, err)
 			return
 		}
 		workflow.fnID = ids[0]
-		if workflow.env, err = localrun.TemplateEnv(tmplPath, "Rollout"); err != nil {
-			workflow.err = err
-			return
-		}
-		workflow.bootstrap, workflow.err = localrun.Build(context.Background(), root, work, runtime.GOARCH, "rollout")
 	})
 	if workflow.err != nil {
 		t.Fatal(workflow.err)
@@ -108,11 +91,9 @@ func newWfFleet(t *testing.T) *wfFleet {
 	sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: "web", Instances: f.web, MinSize: 1})
 	f.tg = sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: "web", Instances: f.web, DeregistrationDelay: 2 * time.Second, HealthyAfter: 2 * time.Second})
 	sim.ResetCalls()
-	env := append(h.Env(workflow.env), "AWS_ENDPOINT_URL_AUTO_SCALING="+h.FunctionEndpoint, "AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2="+h.FunctionEndpoint)
-	if f.rollout, err = localrun.Start(context.Background(), prepared.RIE, "rollout", workflow.bootstrap, env); err != nil {
+	if f.rollout, err = h.StartRollout(context.Background(), prepared.RIE, workflow.rollout); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(f.rollout.Stop)
 	root, _ := filepath.Abs("../..")
 	if f.eng, err = sfnlocal.FindEngine(root); err != nil {
 		t.Fatal(err)
