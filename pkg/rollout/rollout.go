@@ -592,7 +592,11 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		if h.Condition == drain.OK {
 			restoreNow[h.InstanceID] = true
 		} else {
-			obs = append(obs, waves.Observation{ID: h.InstanceID, Reason: h.Condition + ": " + h.Reason})
+			why := h.Reason
+			if why == "" {
+				why = h.Condition
+			}
+			obs = append(obs, waves.Observation{ID: h.InstanceID, Reason: why})
 		}
 	}
 	for _, t := range st.Taken {
