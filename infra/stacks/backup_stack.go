@@ -34,6 +34,7 @@ type BackupStack struct {
 	RecycleBin    *RecycleBin // nil when recycleBin.disabled
 	Sharing       *Sharing    // nil without sharing
 	Guardrails    *Guardrails // nil without guardrails
+	Workflow      *Workflow   // nil without a policy that reboots in waves
 }
 
 // NewBackupStack defines the stack that backs up this account and Region.
@@ -42,17 +43,6 @@ func NewBackupStack(scope constructs.Construct, id string, props *BackupStackPro
 	if cfg == nil || len(cfg.Policies) == 0 {
 		return nil, errors.New("backup stack: the configuration has no policies; a configuration with recovery is a RecoveryStack")
 	}
-	// The wave planner (pkg/waves) exists, the workflow that executes it
-	// does not yet: deploying a policy that asks for waves would still
-	// reboot every selected instance at once, the outage the operator
-	// configured against. Refuse it until the workflow ships.
-	for i, p := range cfg.Policies {
-		if p.Availability != nil && p.Availability.Waves() {
-			return nil, fmt.Errorf("backup stack: policies[%d].availability: reboot waves are validated and planned but not yet "+
-				"executed by this version (the Step Functions workflow is not part of it), so every selected instance would "+
-				"still reboot at once; remove the section or set {\"mode\": \"all-at-once\"} to deploy", i)
-		}
-	}
 	s := &BackupStack{Common: newCommon(scope, id, props.StackProps, cfg,
 		"amibackup: file-system-consistent AMI backups (deployment "+cfg.Deployment+")")}
 	var err error
@@ -60,13 +50,30 @@ func NewBackupStack(scope constructs.Construct, id string, props *BackupStackPro
 		Statements: backupStatements(s.Stack, cfg), Wildcards: backupWildcards(s.Stack), Notifications: s.Notifications}); err != nil {
 		return nil, err
 	}
+	waves := wavesPolicies(cfg)
+	if len(waves) > 0 {
+		if s.Workflow, err = NewWorkflow(s.Common, cfg, props.Root, waves); err != nil {
+			return nil, err
+		}
+	}
+	var wavesNames []string
 	for i, p := range cfg.Policies {
+		if p.Availability != nil && p.Availability.Waves() {
+			// The same input, time zone, retry policy and dead-letter
+			// queue; the execution input is the backup's trigger.
+			s.Schedules.AddStateMachine(fmt.Sprintf("BackupSchedule%d", i), "backup-"+p.Name, p.Schedule, s.Workflow.StateMachine, SchedulerInput(p.Name))
+			wavesNames = append(wavesNames, p.Name)
+			continue
+		}
 		s.Schedules.Add(fmt.Sprintf("BackupSchedule%d", i), "backup-"+p.Name, p.Schedule, s.Backup, SchedulerInput(p.Name))
 	}
 	if s.Prune, err = newPrune(s.Common, cfg, props.Root); err != nil {
 		return nil, err
 	}
-	manualRule(s.Stack, "BackupRequestedRule", trigger.BackupRequested, s.Backup, s.Notifications.DeadLetters)
+	manualRule(s.Stack, "BackupRequestedRule", trigger.BackupRequested, s.Backup, s.Notifications.DeadLetters, wavesNames...)
+	if s.Workflow != nil {
+		s.Workflow.startRules(s.Common, waves)
+	}
 	manualRule(s.Stack, "PruneRequestedRule", trigger.PruneRequested, s.Prune, s.Notifications.DeadLetters)
 	s.Notifications.FailedImageRule(cfg, "the next backup run takes a new one")
 	s.RecycleBin = NewRecycleBin(s.Stack, cfg)

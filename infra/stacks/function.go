@@ -24,10 +24,11 @@ import (
 // resource on deploy. The share function's errors alarm has its own name
 // because ShareErrorsAlarm watches the ShareErrors metric.
 var functionIDs = map[string]struct{ id, errorsAlarm string }{
-	"backup": {"Backup", "BackupErrorsAlarm"},
-	"prune":  {"Prune", "PruneErrorsAlarm"},
-	"share":  {"Share", "ShareFunctionErrorsAlarm"},
-	"copy":   {"Copy", "CopyErrorsAlarm"},
+	"backup":  {"Backup", "BackupErrorsAlarm"},
+	"prune":   {"Prune", "PruneErrorsAlarm"},
+	"share":   {"Share", "ShareFunctionErrorsAlarm"},
+	"copy":    {"Copy", "CopyErrorsAlarm"},
+	"rollout": {"Rollout", "RolloutErrorsAlarm"},
 }
 
 const functionTimeoutMinutes = 15

@@ -119,7 +119,7 @@ func TestAmiFunctionRejectsUnknownName(t *testing.T) {
 			t.Errorf("%q: accepted", name)
 			continue
 		}
-		wantMentions(t, err, fmt.Sprintf("function %q: unknown", name), "backup, copy, prune, share")
+		wantMentions(t, err, fmt.Sprintf("function %q: unknown", name), "backup, copy, prune, rollout, share")
 	}
 	if after := len(*stack.Node().Children()); after != before {
 		t.Errorf("rejected functions added %d constructs", after-before)
@@ -148,24 +148,78 @@ func TestStacksNeedTheirConfiguration(t *testing.T) {
 	}
 }
 
-// TestWavesNotDeployableYet: a policy asking for reboot waves fails synth
-// with the field and the fix until the workflow that executes the plan is
-// part of the stack (otherwise it would still reboot everything at once);
-// "all-at-once" deploys.
-func TestWavesNotDeployableYet(t *testing.T) {
+// TestWavesGetWorkflow: a policy asking for reboot waves is started by its
+// schedule and its manual rule as an execution of the workflow, with the
+// same input, time zone, retry policy and dead-letter queue; the backup
+// function's rule no longer matches it; the state machine's role only
+// invokes the rollout function. "all-at-once" and policies without the
+// section keep the backup function.
+func TestWavesGetWorkflow(t *testing.T) {
 	requireNode(t)
-	waves := strings.Replace(testConfig, `"retention"`, `"availability":{"maxUnavailable":"25%"},"retention"`, 1)
+	stack, tmpl := synthCached(t, wavesConfig)
+	// cdk-nag clean: the state machine (SF1/SF2 suppressed with reasons),
+	// its role and the rollout function's wildcards (each accepted by name).
+	nagErrors(t, stack)
+	if warns := assertions.Annotations_FromStack(stack).FindWarning(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*"))); len(*warns) > 0 {
+		t.Errorf("%d cdk-nag warnings", len(*warns))
+	}
+	sms := resources(tmpl, "AWS::StepFunctions::StateMachine")
+	if len(sms) != 1 {
+		t.Fatalf("%d state machines", len(sms))
+	}
+	var smID string
+	for id := range sms {
+		smID = id
+	}
+	scheds := resources(tmpl, "AWS::Scheduler::Schedule")
+	var toMachine, toFunction int
+	for _, props := range scheds {
+		target := props["Target"].(map[string]any)
+		raw, _ := json.Marshal(target["Arn"])
+		switch {
+		case strings.Contains(string(raw), smID):
+			toMachine++
+			if target["Input"] != SchedulerInput("web") || props["ScheduleExpressionTimezone"] != "Europe/Berlin" ||
+				target["RetryPolicy"] == nil || target["DeadLetterConfig"] == nil {
+				t.Errorf("waves schedule: %v", props)
+			}
+		case strings.Contains(string(raw), "Backup"):
+			toFunction++
+		}
+	}
+	if toMachine != 1 || toFunction != 1 {
+		t.Errorf("schedules: %d to the state machine, %d to the backup function", toMachine, toFunction)
+	}
+	rules := resources(tmpl, "AWS::Events::Rule")
+	var manualToMachine, backupExcept bool
+	for _, r := range rules {
+		raw, _ := json.Marshal(r)
+		s := string(raw)
+		if strings.Contains(s, `"Backup Requested"`) && strings.Contains(s, smID) && strings.Contains(s, `"policy":["web"]`) {
+			manualToMachine = true
+		}
+		if strings.Contains(s, `"Backup Requested"`) && strings.Contains(s, `"anything-but":["web"]`) {
+			backupExcept = true
+		}
+	}
+	if !manualToMachine || !backupExcept {
+		t.Errorf("manual rules: to the workflow %v, backup rule excludes the waves policy %v", manualToMachine, backupExcept)
+	}
+	// The state machine's role: lambda:InvokeFunction on the rollout function only.
+	for id, p := range resources(tmpl, "AWS::IAM::Policy") {
+		if !strings.HasPrefix(id, "WorkflowPolicy") {
+			continue
+		}
+		raw, _ := json.Marshal(p["PolicyDocument"])
+		if s := string(raw); strings.Count(s, `"Action"`) != 1 || !strings.Contains(s, `"lambda:InvokeFunction"`) || !strings.Contains(s, "Rollout") || strings.Contains(s, ":*") {
+			t.Errorf("workflow role policy: %s", s)
+		}
+	}
+	// all-at-once keeps the backup function and adds no workflow.
 	allAtOnce := strings.Replace(testConfig, `"retention"`, `"availability":{"mode":"all-at-once"},"retention"`, 1)
-	if waves == testConfig {
-		t.Fatal("test configuration has no retention field to anchor on")
-	}
 	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(t.TempDir())})
-	if _, err := NewBackupStack(app, "W", &BackupStackProps{Config: mustParse(t, waves), Root: repoRoot(t)}); err == nil {
-		t.Error("a policy with reboot waves was deployable without the workflow")
-	} else {
-		wantMentions(t, err, "policies[0].availability", "all-at-once")
-	}
-	if _, err := NewBackupStack(app, "A", &BackupStackProps{Config: mustParse(t, allAtOnce), Root: repoRoot(t)}); err != nil {
-		t.Errorf("all-at-once: %v", err)
+	s, err := NewBackupStack(app, "A", &BackupStackProps{Config: mustParse(t, allAtOnce), Root: repoRoot(t)})
+	if err != nil || s.Workflow != nil {
+		t.Errorf("all-at-once: %v, workflow %v", err, s != nil && s.Workflow != nil)
 	}
 }

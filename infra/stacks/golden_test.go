@@ -30,6 +30,7 @@ func goldenConfigs(t *testing.T) map[string]string {
 		"guardrails":           guardConfig,
 		"recovery":             recoveryConfig,
 		"recovery-same-region": sameRegionRecoveryConfig,
+		"waves":                wavesConfig,
 		"longest-backup":       longest["backup"],
 		"longest-recovery":     longest["recovery"],
 	}

@@ -93,6 +93,7 @@ func TestIAMReference(t *testing.T) {
 		{"backup two policies", testConfig},
 		{"backup with sharing", sharingConfig},
 		{"backup with guardrails", guardConfig},
+		{"backup with reboot waves", wavesConfig},
 		{"recovery", recoveryConfig},
 		{"recovery same Region, existing key", sameRegionRecoveryConfig},
 	} {

@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsscheduler"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 
@@ -83,6 +84,20 @@ func NewSchedules(scope constructs.Construct, cfg *config.Config, n *Notificatio
 // dead-letter queue, and lets the role invoke fn.
 func (s *Schedules) Add(id, name string, sched config.Schedule, fn *AmiFunction, input string) awsscheduler.CfnSchedule {
 	s.Policy.AddStatements(statement("Invoke"+id, []string{"lambda:InvokeFunction"}, []string{*fn.FunctionArn()}, nil))
+	return s.add(id, name, sched, fn.FunctionArn(), input)
+}
+
+// AddStateMachine adds a schedule starting an execution of sm with input
+// (Scheduler's templated Step Functions StartExecution target: the input
+// becomes the execution input; the target sets no execution name, see
+// README "Reboot waves"), with the same retry policy and dead-letter
+// queue, and lets the role start it.
+func (s *Schedules) AddStateMachine(id, name string, sched config.Schedule, sm awsstepfunctions.StateMachine, input string) awsscheduler.CfnSchedule {
+	s.Policy.AddStatements(statement("Start"+id, []string{"states:StartExecution"}, []string{*sm.StateMachineArn()}, nil))
+	return s.add(id, name, sched, sm.StateMachineArn(), input)
+}
+
+func (s *Schedules) add(id, name string, sched config.Schedule, target *string, input string) awsscheduler.CfnSchedule {
 	return awsscheduler.NewCfnSchedule(s.scope, jsii.String(id), &awsscheduler.CfnScheduleProps{
 		Name:                       jsii.String(physicalName(name, maxScheduleName)),
 		GroupName:                  s.Group.Ref(),
@@ -92,7 +107,7 @@ func (s *Schedules) Add(id, name string, sched config.Schedule, fn *AmiFunction,
 		FlexibleTimeWindow:         &awsscheduler.CfnSchedule_FlexibleTimeWindowProperty{Mode: jsii.String("OFF")},
 		State:                      jsii.String("ENABLED"),
 		Target: &awsscheduler.CfnSchedule_TargetProperty{
-			Arn:              fn.FunctionArn(),
+			Arn:              target,
 			RoleArn:          s.Role.RoleArn(),
 			Input:            jsii.String(input),
 			RetryPolicy:      &awsscheduler.CfnSchedule_RetryPolicyProperty{MaximumRetryAttempts: jsii.Number(3), MaximumEventAgeInSeconds: jsii.Number(3600)},
@@ -115,8 +130,12 @@ func ruleToFunction(scope constructs.Construct, id, description string, pattern 
 }
 
 // manualRule routes a manual request (source amibackup, detailType) on the
-// default bus to fn.
-func manualRule(scope constructs.Construct, id, detailType string, fn *AmiFunction, deadLetters awssqs.Queue) awsevents.Rule {
-	return ruleToFunction(scope, id, "amibackup manual run: source "+trigger.Source+", detail-type "+detailType,
-		&awsevents.EventPattern{Source: jsii.Strings(trigger.Source), DetailType: jsii.Strings(detailType)}, fn, deadLetters)
+// default bus to fn; except names policies it does not take (they have
+// their own rule: reboot waves).
+func manualRule(scope constructs.Construct, id, detailType string, fn *AmiFunction, deadLetters awssqs.Queue, except ...string) awsevents.Rule {
+	pattern := &awsevents.EventPattern{Source: jsii.Strings(trigger.Source), DetailType: jsii.Strings(detailType)}
+	if len(except) > 0 {
+		pattern.Detail = &map[string]any{"policy": []any{map[string]any{"anything-but": except}}}
+	}
+	return ruleToFunction(scope, id, "amibackup manual run: source "+trigger.Source+", detail-type "+detailType, pattern, fn, deadLetters)
 }

@@ -27,6 +27,15 @@ const testConfig = `{"deployment":"prod","alarms":{"email":"ops@example.com"},"l
   {"name":"weekly","selector":{"tagKey":"BackupWeekly"},
    "schedule":{"expression":"cron(30 1 ? * SUN *)","timeZone":"America/New_York"},"retention":{"weekly":8}}]}`
 
+// wavesConfig: one policy rebooting in waves (the workflow), one without
+// an availability section (the backup function, as before).
+const wavesConfig = `{"deployment":"prod","policies":[
+  {"name":"web","selector":{"tagKey":"Backup","tagValues":["web"]},
+   "schedule":{"expression":"cron(0 3 * * ? *)","timeZone":"Europe/Berlin"},"retention":{"daily":7},
+   "availability":{"groupBy":["asg","targetGroup","tag:Service"],"maxUnavailable":1,"healthTimeout":"10m"}},
+  {"name":"weekly","selector":{"tagKey":"BackupWeekly"},
+   "schedule":{"expression":"cron(30 1 ? * SUN *)","timeZone":"America/New_York"},"retention":{"weekly":8}}]}`
+
 func repoRoot(t testing.TB) string {
 	t.Helper()
 	root, err := filepath.Abs("../..")

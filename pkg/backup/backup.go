@@ -47,6 +47,11 @@ type Backuper struct {
 	runner.Job
 	EC2    EC2
 	Config *config.Config
+	// Batch: Run backs up one batch of a rollout (pkg/rollout, InstanceIDs
+	// set by the workflow), which reports InstancesSelected for the whole
+	// selection itself; a batch's count would feed the zero-selected alarm
+	// with the size of a wave.
+	Batch bool
 }
 
 type target struct {
@@ -86,7 +91,7 @@ func (b *Backuper) Run(ctx context.Context, req trigger.Backup) (*runner.Summary
 	sum := &runner.Summary{Function: Function, Deployment: b.Config.Deployment, Policy: pol.Name,
 		Trigger: req.Trigger, Slot: req.Slot, DryRun: req.DryRun}
 	finish := func(selectionKnown bool) (*runner.Summary, error) {
-		return sum, run.Finish(ctx, log, sum, func(s *runner.Summary) runner.Metrics { return report(s, selectionKnown) })
+		return sum, run.Finish(ctx, log, sum, func(s *runner.Summary) runner.Metrics { return report(s, selectionKnown && !b.Batch) })
 	}
 	// The listings run on the same work context as the workers: a hung or
 	// endlessly retried listing is cut off half a margin before the
@@ -237,7 +242,11 @@ func selectorText(s config.Selector) string {
 // selectInstances lists the policy's instances with server-side filters; a
 // manual subset is one more filter, so it can only narrow the selection.
 func (b *Backuper) selectInstances(ctx context.Context, pol *config.Policy, req trigger.Backup) ([]target, error) {
-	filters := []types.Filter{{Name: aws.String("instance-state-name"), Values: []string{"running", "stopped"}}}
+	return b.selectIn(ctx, pol, req, []string{"running", "stopped"})
+}
+
+func (b *Backuper) selectIn(ctx context.Context, pol *config.Policy, req trigger.Backup, states []string) ([]target, error) {
+	filters := []types.Filter{{Name: aws.String("instance-state-name"), Values: states}}
 	if len(pol.Selector.TagValues) > 0 {
 		filters = append(filters, types.Filter{Name: aws.String("tag:" + pol.Selector.TagKey), Values: pol.Selector.TagValues})
 	} else {

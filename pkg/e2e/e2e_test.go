@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(work)
+	if workflow.work != "" {
+		os.RemoveAll(workflow.work)
+	}
 	os.Exit(code)
 }
 

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 )
 
 var elbv2Actions = map[string]handler{
+	"DescribeTargetGroups": (*Sim).describeTargetGroups,
 	"DescribeTargetHealth": (*Sim).describeTargetHealth,
 	"RegisterTargets":      (*Sim).registerTargets,
 	"DeregisterTargets":    (*Sim).deregisterTargets,
@@ -290,4 +292,70 @@ func (s *Sim) deregisterTargets(c *call) *apiError {
 		}
 	}
 	return nil
+}
+
+// describeTargetGroups lists the account's target groups in the Region by
+// ARN (or those named by TargetGroupArns / Names), PageSize per page (1-400,
+// default 400) with Marker, as the ELBv2 API reference describes. Needed to
+// find an instance's target groups: ELBv2 has no reverse lookup, so a
+// caller lists the groups and asks each for its targets.
+func (s *Sim) describeTargetGroups(c *call) *apiError {
+	arns, names := c.p.members("TargetGroupArns"), c.p.members("Names")
+	if len(arns) > 0 && len(names) > 0 {
+		return validationError("Target group names and target group ARNs cannot be specified at the same time")
+	}
+	size := 400
+	if v := c.p.get("PageSize"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 400 {
+			return validationError("1 validation error detected: Value '%s' at 'pageSize' failed to satisfy constraint: Member must have value between 1 and 400", v)
+		}
+		size = n
+	}
+	var all []*targetGroup
+	for _, tg := range s.ext.tgs {
+		if tg.account == c.account && tg.region == c.region &&
+			(len(arns) == 0 || slices.Contains(arns, tg.arn)) && (len(names) == 0 || slices.Contains(names, tg.name)) {
+			all = append(all, tg)
+		}
+	}
+	if n := max(len(arns), len(names)); n > 0 && len(all) != n {
+		return &apiError{status: http.StatusBadRequest, code: "TargetGroupNotFound", msg: "One or more target groups not found"}
+	}
+	slices.SortFunc(all, func(a, b *targetGroup) int { return cmpStr(a.arn, b.arn) })
+	from := 0
+	if m := c.p.get("Marker"); m != "" {
+		n, err := strconv.Atoi(m)
+		if err != nil || n < 0 || n > len(all) {
+			return validationError("Invalid marker %q", m)
+		}
+		from = n
+	}
+	to := min(len(all), from+size)
+	x := c.out
+	x.open("TargetGroups")
+	for _, tg := range all[from:to] {
+		x.open("member")
+		x.el("TargetGroupArn", tg.arn)
+		x.el("TargetGroupName", tg.name)
+		x.el("Protocol", "HTTP")
+		x.el("Port", strconv.Itoa(tg.port))
+		x.el("TargetType", "instance")
+		x.close("member")
+	}
+	x.close("TargetGroups")
+	if to < len(all) {
+		x.el("NextMarker", strconv.Itoa(to))
+	}
+	return nil
+}
+
+func cmpStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }

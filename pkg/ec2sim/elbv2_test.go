@@ -202,3 +202,39 @@ func TestTargetErrors(t *testing.T) {
 		t.Fatalf("after refused calls: %v", got)
 	}
 }
+
+// TestDescribeTargetGroups: every group of the account and Region, by ARN,
+// in pages with NextMarker; by name or ARN; unknown ones fail.
+func TestDescribeTargetGroups(t *testing.T) {
+	env, _ := rebootEnv(t, ec2sim.Options{})
+	ctx := context.Background()
+	elb := env.ELBv2("", "")
+	ids := env.Sim.SeedFleet("", "", 1, nil)
+	var arns []string
+	for _, n := range []string{"c", "a", "b"} {
+		arns = append(arns, env.Sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: n, Instances: ids}))
+	}
+	env.Sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: "other", Account: "210987654321"})
+	var got []string
+	in := &elasticloadbalancingv2.DescribeTargetGroupsInput{PageSize: aws.Int32(2)}
+	pages := 0
+	for p := elasticloadbalancingv2.NewDescribeTargetGroupsPaginator(elb, in); p.HasMorePages(); pages++ {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tg := range out.TargetGroups {
+			got = append(got, aws.ToString(tg.TargetGroupArn))
+		}
+	}
+	if pages != 2 || len(got) != 3 {
+		t.Fatalf("%d pages, groups %v", pages, got)
+	}
+	out, err := elb.DescribeTargetGroups(ctx, &elasticloadbalancingv2.DescribeTargetGroupsInput{Names: []string{"a"}})
+	if err != nil || len(out.TargetGroups) != 1 || aws.ToString(out.TargetGroups[0].TargetGroupArn) != arns[1] {
+		t.Fatalf("by name: %v %+v", err, out)
+	}
+	if _, err := elb.DescribeTargetGroups(ctx, &elasticloadbalancingv2.DescribeTargetGroupsInput{Names: []string{"other"}}); err == nil || !strings.Contains(err.Error(), "TargetGroupNotFound") {
+		t.Fatalf("another account's group: %v", err)
+	}
+}

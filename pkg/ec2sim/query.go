@@ -83,6 +83,7 @@ var queryBuckets = map[string]struct{ size, refill float64 }{
 	"DescribeAutoScalingInstances": {40, 10},
 	"EnterStandby":                 {20, 4},
 	"ExitStandby":                  {20, 4},
+	"DescribeTargetGroups":         {40, 10},
 	"DescribeTargetHealth":         {40, 10},
 	"RegisterTargets":              {20, 4},
 	"DeregisterTargets":            {20, 4},

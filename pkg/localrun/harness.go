@@ -40,6 +40,7 @@ type Harness struct {
 	srv           *httptest.Server
 	dir           string
 	extraEnv      []string
+	extra         []*Function // started later (StartRollout)
 }
 
 // EndpointHost is the EC2 host name the functions use: covered by the
@@ -146,7 +147,7 @@ func (h *Harness) Env(fnEnv []string) []string {
 
 // Close stops the functions and the emulator.
 func (h *Harness) Close() {
-	for _, f := range []*Function{h.Backup, h.Prune} {
+	for _, f := range append([]*Function{h.Backup, h.Prune}, h.extra...) {
 		if f != nil {
 			f.Stop()
 		}

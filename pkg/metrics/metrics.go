@@ -44,3 +44,12 @@ const (
 	CopiesWaiting = "CopiesWaiting"
 	CopyFailures  = "CopyFailures"
 )
+
+// Rollout (the reboot-wave workflow): groups halted because a member was
+// not healthy within healthTimeout, and instances whose drain could not be
+// put back (still in Standby or deregistered when the run ended).
+const (
+	GroupsHalted         = "GroupsHalted"
+	InstancesNotRestored = "InstancesNotRestored"
+	RolloutDuration      = "RolloutDuration"
+)

@@ -356,3 +356,8 @@ func onlyKnown(fields map[string]json.RawMessage, allowed ...string) error {
 	}
 	return nil
 }
+
+// StrictDecode decodes an object amibackup owns with the rules of its
+// triggers (unknown fields, trailing data, null values and duplicate keys
+// are errors naming the field): the rollout workflow's action contract.
+func StrictDecode(raw []byte, v any, what string) error { return strictDecode(raw, v, what) }

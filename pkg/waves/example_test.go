@@ -43,5 +43,5 @@ func Example() {
 	// 3 instances in 1 groups (1 ungrouped, largest 2) in 2 waves (lower bound 2)
 	// 03:00 start i-0000000000000000a
 	// 03:00 start i-0000000000000000c
-	// halted asg:web: not healthy 15m0s after CreateImage (healthTimeout 15m0s): not healthy (1 skipped)
+	// halted asg:web: not healthy 15m0s after it was started (drain and CreateImage; healthTimeout 15m0s): not healthy (1 skipped)
 }

@@ -190,7 +190,7 @@ func (pr *Progress) Observe(p *Plan, obs []Observation, now time.Time, timeout t
 			if reason == "" {
 				reason = "not healthy"
 			}
-			pr.Problems = append(pr.Problems, Problem{Slot: i, Reason: clip(fmt.Sprintf("not healthy %s after CreateImage (healthTimeout %s): %s", since, timeout, reason))})
+			pr.Problems = append(pr.Problems, Problem{Slot: i, Reason: clip(fmt.Sprintf("not healthy %s after it was started (drain and CreateImage; healthTimeout %s): %s", since, timeout, reason))})
 			g := p.Slots[i].Group
 			for j, s := range p.Slots {
 				if s.Group == g && b[j] == Pending {

@@ -58,6 +58,9 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	if *wavesDemo {
+		return runWaves(ctx, root, work)
+	}
 
 	step("Build the bootstraps (as the stacks do, for this machine) and synthesize the CDK app")
 	p, err := localrun.Prepare(ctx, root, work)

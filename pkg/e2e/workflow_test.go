@@ -1,0 +1,319 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/amibackup/amibackup/pkg/drain"
+	"github.com/amibackup/amibackup/pkg/ec2sim"
+	"github.com/amibackup/amibackup/pkg/localrun"
+	"github.com/amibackup/amibackup/pkg/sfnlocal"
+	"github.com/amibackup/amibackup/pkg/tags"
+)
+
+// wavesConfig: the policy reboots in waves per Auto Scaling group, target
+// group and tag Service, one member at a time.
+const wavesConfig = `{"deployment":"AmiBackup","policies":[{"name":"nightly","selector":{"tagKey":"Backup"},"schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"daily":7},"availability":{"groupBy":["asg","targetGroup","tag:Service"],"maxUnavailable":1,"healthTimeout":"1m"}}]}`
+
+// workflow is the synthesized state machine (resolved to plain ASL) and
+// the rollout function, prepared once.
+var workflow struct {
+	once    sync.Once
+	def     []byte
+	fnID    string
+	rollout *localrun.Rollout
+	work    string
+	err     error
+}
+
+func prepareWorkflow(t *testing.T) {
+	t.Helper()
+	workflow.once.Do(func() {
+		root, _ := filepath.Abs("../..")
+		if workflow.work, workflow.err = os.MkdirTemp("", "amibackup-workflow-"); workflow.err != nil {
+			return // removed by TestMain
+		}
+		r, err := localrun.PrepareRollout(context.Background(), root, workflow.work, wavesConfig)
+		if err != nil {
+			workflow.err = err
+			return
+		}
+		workflow.rollout = r
+		if workflow.def, err = sfnlocal.Resolve(r.Template, "", nil); err != nil {
+			workflow.err = err
+			return
+		}
+		ids, err := sfnlocal.Functions(r.Template, "")
+		if err != nil || len(ids) != 1 {
+			workflow.err = fmt.Errorf("functions of the workflow: %v %v", ids, err)
+			return
+		}
+		workflow.fnID = ids[0]
+	})
+	if workflow.err != nil {
+		t.Fatal(workflow.err)
+	}
+}
+
+// wfFleet is the emulated account in real time (the functions use their own
+// clock), with reboot phases and target group timings of a second or two.
+type wfFleet struct {
+	h                   *localrun.Harness
+	rollout             *localrun.Function
+	eng                 *sfnlocal.Engine
+	web, db, standalone []string
+	tg                  string
+}
+
+func newWfFleet(t *testing.T) *wfFleet {
+	t.Helper()
+	prepareWorkflow(t)
+	sim := ec2sim.New(ec2sim.Options{RebootModel: true, GroupTags: []string{"Service"}, LifecycleDelay: time.Second,
+		Reboot: ec2sim.RebootTiming{Stopping: time.Second, Stopped: time.Second, Pending: time.Second, StatusInit: time.Second}})
+	h, err := prepared.Start(context.Background(), sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	f := &wfFleet{h: h}
+	sel := map[string]string{"Backup": "yes"}
+	f.web = sim.SeedFleet("", "", 3, sel)
+	f.db = sim.SeedFleet("", "", 2, map[string]string{"Backup": "yes", "Service": "db"})
+	f.standalone = sim.SeedFleet("", "", 2, sel)
+	sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: "web", Instances: f.web, MinSize: 1})
+	f.tg = sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: "web", Instances: f.web, DeregistrationDelay: 2 * time.Second, HealthyAfter: 2 * time.Second})
+	sim.ResetCalls()
+	if f.rollout, err = h.StartRollout(context.Background(), prepared.RIE, workflow.rollout); err != nil {
+		t.Fatal(err)
+	}
+	root, _ := filepath.Abs("../..")
+	if f.eng, err = sfnlocal.FindEngine(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.eng.Check(context.Background(), workflow.def); err != nil {
+		t.Fatalf("the synthesized workflow cannot run offline as in AWS: %v", err)
+	}
+	return f
+}
+
+var slotTime = time.Now().UTC().Truncate(time.Minute).Add(-time.Minute)
+
+func (f *wfFleet) input() []byte {
+	b, _ := json.Marshal(map[string]string{"policy": "nightly", "time": slotTime.Format(time.RFC3339)})
+	return b
+}
+
+// run executes the workflow; the Wait states take 200 ms instead of 15 s.
+func (f *wfFleet) run(ctx context.Context, t *testing.T, onEvent func(sfnlocal.Event)) *sfnlocal.Result {
+	t.Helper()
+	return f.runInput(ctx, t, f.input(), onEvent)
+}
+
+func (f *wfFleet) runInput(ctx context.Context, t *testing.T, input []byte, onEvent func(sfnlocal.Event)) *sfnlocal.Result {
+	t.Helper()
+	short := 200 * time.Millisecond
+	res, err := f.eng.Run(ctx, workflow.def, input, sfnlocal.Options{
+		Functions:              map[string][]string{sfnlocal.LocalFunctionARN(workflow.fnID): {f.rollout.URL}},
+		WaitOverrides:          map[string]time.Duration{"Wait": short, "Wait to restore": short, "Wait to restore after error": short},
+		RetryIntervalOverrides: map[string]time.Duration{"Step": short, "Restore": short, "Restore after error": short},
+		OnEvent:                onEvent,
+	})
+	if err != nil && ctx.Err() != nil {
+		return &sfnlocal.Result{Status: sfnlocal.Aborted} // killed: the crash the test wanted
+	}
+	if err != nil {
+		t.Fatalf("execution: %v\n%s", err, f.rollout.Logs())
+	}
+	return res
+}
+
+func (f *wfFleet) all() []string {
+	return append(append(append([]string{}, f.web...), f.db...), f.standalone...)
+}
+
+func (f *wfFleet) imagesPer() map[string]int {
+	n := map[string]int{}
+	for _, im := range f.h.Sim.Images("", "") {
+		if im.Tags[tags.Time] == tags.FormatTime(slotTime) {
+			n[im.Tags[tags.InstanceID]]++
+		}
+	}
+	return n
+}
+
+// inService: no member of any group unavailable now (every Auto Scaling
+// member InService, every target healthy, every instance running with its
+// checks ok: ec2sim's availability record) and no drain tag left.
+func (f *wfFleet) inService(t *testing.T) {
+	t.Helper()
+	for _, g := range f.h.Sim.Availability() {
+		if g.Unavailable != 0 {
+			t.Errorf("group %s: %d of %d members unavailable after the run", g.Key, g.Unavailable, g.Members)
+		}
+	}
+	for _, id := range f.all() {
+		in, _ := f.h.Sim.Instance("", "", id)
+		if v, ok := in.Tags[drain.TagKey]; ok {
+			t.Errorf("%s still tagged %s=%s", id, drain.TagKey, v)
+		}
+	}
+}
+
+func (f *wfFleet) maxUnavailable(t *testing.T, putBack ...string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, g := range f.h.Sim.Availability() {
+		got[g.Kind+":"+g.Name] = g.MaxUnavailable
+		for _, id := range g.Unhealthy {
+			if !slices.Contains(putBack, id) {
+				t.Errorf("group %s: %s rebooted while InService (not drained first)", g.Key, id)
+			}
+		}
+	}
+	return got
+}
+
+// TestWorkflowUnderRIE: the synthesized state machine, executed offline
+// with the real rollout bootstrap under the RIE against ec2sim: every
+// instance imaged once, drained first (no Auto Scaling member stopped while
+// InService), at most one member of each group down at any moment, all
+// back in service at the end.
+func TestWorkflowUnderRIE(t *testing.T) {
+	f := newWfFleet(t)
+	began := time.Now()
+	res := f.run(context.Background(), t, nil)
+	if res.Status != sfnlocal.Succeeded {
+		t.Fatalf("execution %s: %s %s\n%s", res.Status, res.Error, res.Cause, f.rollout.Logs())
+	}
+	per := f.imagesPer()
+	for _, id := range f.all() {
+		if per[id] != 1 {
+			t.Errorf("%s: %d images", id, per[id])
+		}
+	}
+	mu := f.maxUnavailable(t)
+	for _, k := range []string{"autoscaling:web", "targetgroup:web", "tag:Service=db"} {
+		if mu[k] != 1 {
+			t.Errorf("group %s: at most %d unavailable at once, want 1", k, mu[k])
+		}
+	}
+	f.inService(t)
+	t.Logf("execution %s, %d invocations, %d engine events, max unavailable %v", time.Since(began).Round(time.Millisecond), len(res.Invocations()), len(res.Events), mu)
+}
+
+// TestWorkflowCrashThenRepeat: an execution killed mid-run (no Catch runs)
+// followed by a new execution for the same slot: nothing left in Standby
+// or deregistered, no duplicate image, still one member down at a time.
+func TestWorkflowCrashThenRepeat(t *testing.T) {
+	f := newWfFleet(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	waits := 0
+	res := f.run(ctx, t, func(e sfnlocal.Event) {
+		// Killed between two steps, with the web tier's first member drained.
+		if e.Type == "StateEntered" && e.State == "Wait" {
+			if waits++; waits == 3 {
+				cancel()
+			}
+		}
+	})
+	if res.Status != sfnlocal.Aborted {
+		t.Fatalf("first execution %s", res.Status)
+	}
+	if n := len(f.imagesPer()); n == 0 || n == 7 {
+		t.Fatalf("killed run imaged %d instances: the crash proves nothing", n)
+	}
+	tagged := 0
+	for _, id := range f.all() {
+		if in, _ := f.h.Sim.Instance("", "", id); in.Tags[drain.TagKey] != "" {
+			tagged++
+		}
+	}
+	if tagged == 0 {
+		t.Fatal("the killed run left nothing drained: the crash proves nothing")
+	}
+	res = f.run(context.Background(), t, nil)
+	if res.Status != sfnlocal.Succeeded {
+		t.Fatalf("second execution %s: %s %s\n%s", res.Status, res.Error, res.Cause, f.rollout.Logs())
+	}
+	for _, id := range f.all() {
+		if n := f.imagesPer()[id]; n != 1 {
+			t.Errorf("%s: %d images", id, n)
+		}
+	}
+	f.inService(t)
+	if mu := f.maxUnavailable(t); mu["autoscaling:web"] > 1 || mu["targetgroup:web"] > 1 || mu["tag:Service=db"] > 1 {
+		t.Errorf("max unavailable %v", mu)
+	}
+}
+
+// TestWorkflowHalt: a web member that never boots halts its group (its
+// other members are not rebooted), the other groups finish, and the
+// execution fails at Finish, naming the instance. healthTimeout is 1m (the
+// least the configuration allows) and the functions use the real clock,
+// so this test takes over a minute: skipped with -short.
+func TestWorkflowHalt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the 1m healthTimeout in real time")
+	}
+	f := newWfFleet(t)
+	f.h.Sim.NeverBoots(f.web[0])
+	res := f.run(context.Background(), t, nil)
+	if res.Status != sfnlocal.Failed || res.Error != "RolloutProblems" {
+		t.Fatalf("execution %s %s: %s", res.Status, res.Error, res.Cause)
+	}
+	var finishErr string
+	for _, inv := range res.Invocations() {
+		if inv.State == "Finish" {
+			finishErr = inv.Cause
+		}
+	}
+	if !strings.Contains(finishErr, "halted at "+f.web[0]) {
+		t.Errorf("finish did not report the halt: %s", finishErr)
+	}
+	per := f.imagesPer()
+	if per[f.web[1]] != 0 || per[f.web[2]] != 0 {
+		t.Errorf("members of the halted group rebooted: %v", per)
+	}
+	for _, id := range append(append([]string{}, f.db...), f.standalone...) {
+		if per[id] != 1 {
+			t.Errorf("%s: %d images", id, per[id])
+		}
+	}
+	if mu := f.maxUnavailable(t, f.web[0]); mu["autoscaling:web"] > 1 || mu["tag:Service=db"] != 1 {
+		t.Errorf("max unavailable %v", mu)
+	}
+}
+
+// TestWorkflowBadInput: an execution whose input the backup would reject
+// fails at Start, naming the field, with zero AWS calls.
+func TestWorkflowBadInput(t *testing.T) {
+	f := newWfFleet(t)
+	for _, c := range []struct{ input, want string }{
+		{`{"policy":"nightly","time":"yesterday"}`, "input.time"},
+		{`{"policy":"nope","time":"2026-11-24T03:00:00Z"}`, "nope"},
+		{`{"policy":"nightly","time":"2026-11-24T03:00:00Z","dryRun":true}`, "dryRun"},
+	} {
+		res := f.runInput(context.Background(), t, []byte(c.input), nil)
+		if res.Status != sfnlocal.Failed || res.Error != "RolloutFailed" {
+			t.Errorf("%s: %s %s", c.input, res.Status, res.Error)
+		}
+		cause := ""
+		for _, inv := range res.Invocations() {
+			cause += inv.Cause
+		}
+		if !strings.Contains(cause, c.want) {
+			t.Errorf("%s: start's error %q does not name %q", c.input, cause, c.want)
+		}
+	}
+	if n := f.h.Sim.Calls().Total; n != 0 {
+		t.Errorf("%d AWS calls for rejected input", n)
+	}
+}

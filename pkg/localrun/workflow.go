@@ -1,0 +1,63 @@
+package localrun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+)
+
+// Rollout is the reboot-wave workflow of an app synthesized with a given
+// configuration: its template (the state machine's definition is resolved
+// by pkg/sfnlocal) and the rollout function's bootstrap and environment.
+type Rollout struct {
+	Template  []byte
+	Bootstrap string
+	// Env is the function's environment from the template (TemplateEnv).
+	Env []string
+}
+
+// PrepareRollout runs `cdk synth -c amibackup:config=<cfgJSON>` (the real
+// CLI; cfgJSON on one line) into work and builds the rollout bootstrap for
+// this machine.
+func PrepareRollout(ctx context.Context, root, work, cfgJSON string) (*Rollout, error) {
+	if _, err := exec.LookPath("cdk"); err != nil {
+		return nil, errors.New("cdk CLI not on PATH: run `make tools` and use the Makefile targets")
+	}
+	out := filepath.Join(work, "cdk.out.rollout")
+	cmd := exec.CommandContext(ctx, "cdk", "synth", "--quiet", "--no-notices", "-o", out, "-c", "amibackup:config="+cfgJSON)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("cdk synth: %w\n%s", err, b)
+	}
+	path := filepath.Join(out, Stack+".template.json")
+	r := &Rollout{}
+	var err error
+	if r.Template, err = os.ReadFile(path); err != nil {
+		return nil, err
+	}
+	if r.Env, err = TemplateEnv(path, "Rollout"); err != nil {
+		return nil, err
+	}
+	if r.Bootstrap, err = Build(ctx, root, work, runtime.GOARCH, "rollout"); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// StartRollout starts the rollout function under its own RIE with the
+// harness's environment; Auto Scaling and ELBv2 reach the same emulator
+// (AWS_ENDPOINT_URL_AUTO_SCALING, AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2).
+// Close stops it.
+func (h *Harness) StartRollout(ctx context.Context, rie string, r *Rollout) (*Function, error) {
+	env := append(h.Env(r.Env), "AWS_ENDPOINT_URL_AUTO_SCALING="+h.FunctionEndpoint, "AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2="+h.FunctionEndpoint)
+	f, err := Start(ctx, rie, "rollout", r.Bootstrap, env)
+	if err != nil {
+		return nil, err
+	}
+	h.extra = append(h.extra, f)
+	return f, nil
+}

@@ -1,0 +1,913 @@
+// Package rollout runs a policy's backup as a Step Functions workflow that
+// reboots in waves (issue 13): the state machine (infra/stacks/workflow.go)
+// calls the rollout function with one action at a time and carries the
+// returned state between calls:
+//
+//	{"action":"start","input":<execution input>}   -> {"state", "done", "waitSeconds"}
+//	{"action":"step","state":...}                   -> {"state", "done", "waitSeconds"}
+//	{"action":"restore","state":...}                -> {"state", "done", "waitSeconds"}
+//	{"action":"finish","state":...}                 -> summary; an error when anything failed or halted
+//
+// The execution input is what the backup function takes (the Scheduler
+// input or a "Backup Requested" event), parsed by pkg/trigger with the same
+// rules: bad input fails start before any AWS call.
+//
+// start selects the instances (pkg/backup's selection), leaves out the
+// ones whose image of the slot exists (a repeated execution reboots none
+// of them again), images the opted-out ones without reboot exactly as the
+// backup does, finds each instance's target groups, plans the waves
+// (pkg/waves) and looks for what an earlier execution left out of service
+// (drain.Stranded). Each step then: restores the leftovers first; checks
+// the instances in flight (drain.Health), puts back those that are OK
+// (drain.Restore) and records them healthy once back in service
+// (waves.Progress.Observe: one not healthy healthTimeout after its drain
+// began halts its group); starts the members that have room (Ready,
+// rolling); drains them (drain.Drain); and calls CreateImage for the
+// drained ones through pkg/backup (same names, tags in the call,
+// idempotent through the slot listing and the duplicate path). restore
+// puts back everything this run took (its state and, for what a lost step
+// took, the amibackup:drain tags of the run), on every path.
+//
+// The state holds the plan gzip-compressed (waves.Plan.Encode: derived
+// once, so an Auto Scaling replacement during the night cannot change the
+// plan under the progress), the progress (one byte per instance), the
+// target groups and what is out of service now: see BenchmarkState10k.
+package rollout
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+
+	"github.com/amibackup/amibackup/pkg/backup"
+	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/drain"
+	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/metrics"
+	"github.com/amibackup/amibackup/pkg/runner"
+	"github.com/amibackup/amibackup/pkg/tags"
+	"github.com/amibackup/amibackup/pkg/trigger"
+	"github.com/amibackup/amibackup/pkg/waves"
+)
+
+// Function is the name used in summaries and metrics.
+const Function = "rollout"
+
+// Actions of the contract.
+const (
+	ActionStart   = "start"
+	ActionStep    = "step"
+	ActionRestore = "restore"
+	ActionFinish  = "finish"
+)
+
+// MaxInFlight bounds the instances out of service at once over all groups,
+// so that what the state records of them stays far below Step Functions'
+// 256 KB with the plan of 10,000 instances (BenchmarkState10k), and one
+// step's drain and CreateImage calls fit an invocation easily.
+const MaxInFlight = 400
+
+// RestoreWait is the wait between two restore rounds: ExitStandby and a
+// target's health checks take tens of seconds.
+const RestoreWait = 15
+
+// maxNotes bounds the free-text problems kept in the state.
+const maxNotes = 50
+
+// EC2 is what the rollout needs of *ec2.Client: the backup's calls and
+// the drain's (status checks, the drain tag).
+type EC2 interface {
+	backup.EC2
+	drain.EC2API
+}
+
+// ELB is what the rollout needs of *elasticloadbalancingv2.Client.
+type ELB interface {
+	drain.ELBv2API
+	DescribeTargetGroups(context.Context, *elasticloadbalancingv2.DescribeTargetGroupsInput, ...func(*elasticloadbalancingv2.Options)) (*elasticloadbalancingv2.DescribeTargetGroupsOutput, error)
+}
+
+// Roller runs the actions.
+type Roller struct {
+	runner.Job
+	EC2         EC2
+	AutoScaling drain.AutoScalingAPI
+	ELB         ELB
+	Config      *config.Config
+}
+
+// Request is one invocation of the function.
+type Request struct {
+	Action string `json:"action"`
+	// Input (start): the execution input, a backup trigger.
+	Input json.RawMessage `json:"input,omitempty"`
+	// State (step, restore, finish): what the previous action returned.
+	State *State `json:"state,omitempty"`
+}
+
+// Result of start, step and restore.
+type Result struct {
+	State       *State `json:"state"`
+	Done        bool   `json:"done"`
+	WaitSeconds int    `json:"waitSeconds"`
+}
+
+// State travels between the actions in the execution.
+type State struct {
+	V       int    `json:"v"`
+	Policy  string `json:"policy"`
+	Slot    string `json:"slot"`
+	Trigger string `json:"trigger"`
+	DryRun  bool   `json:"dryRun,omitempty"`
+	// Run names the run in the drain tags: "<deployment>/<policy>/<slot>",
+	// the same for every execution of the slot, so a repeated execution
+	// adopts what an earlier one took.
+	Run string `json:"run"`
+	// Plan: waves.Plan.Encode, base64.
+	Plan string `json:"plan"`
+	// PlanText describes the plan (waves.Plan.String).
+	PlanText     string          `json:"planText"`
+	TargetGroups []string        `json:"tgs,omitempty"`
+	Progress     *waves.Progress `json:"progress"`
+	// Draining: slots in flight whose drain is not complete (no CreateImage yet).
+	Draining []int `json:"draining,omitempty"`
+	// Taken: what this run took out of service and has not put back.
+	Taken []drain.Taken `json:"taken,omitempty"`
+	// Stranded: what earlier executions left out of service, put back
+	// before anything is started.
+	Stranded []drain.Record `json:"stranded,omitempty"`
+	// NotRestored: what restore could not put back (blocked, failed).
+	NotRestored []drain.InstanceProgress `json:"notRestored,omitempty"`
+	// Counts.
+	Selected    int `json:"selected"`
+	AlreadyDone int `json:"alreadyDone,omitempty"`
+	NoReboot    int `json:"noReboot,omitempty"`
+	Created     int `json:"created,omitempty"`
+	Existed     int `json:"existed,omitempty"`
+	Failed      int `json:"failed,omitempty"`
+	// Notes: problems outside the plan (first maxNotes).
+	Notes []string `json:"notes,omitempty"`
+	// Began: start of the run, Unix seconds.
+	Began int64 `json:"began"`
+}
+
+const stateVersion = 1
+
+func (s *State) note(format string, args ...any) {
+	if len(s.Notes) < maxNotes {
+		s.Notes = append(s.Notes, fmt.Sprintf(format, args...))
+	}
+}
+
+// Handle parses one request strictly (unknown fields, nulls, duplicate keys
+// and trailing data are errors naming the field; nothing is called) and
+// runs it. The result is a *Result or, for finish, a *Summary.
+func (r *Roller) Handle(ctx context.Context, raw []byte) (any, error) {
+	var req Request
+	err := trigger.StrictDecode(raw, &req, "input")
+	if err == nil {
+		err = req.check()
+	}
+	if err != nil {
+		r.Log.Error("rejected input; nothing was changed", "error", err.Error())
+		return nil, err
+	}
+	switch req.Action {
+	case ActionStart:
+		return r.Start(ctx, req.Input)
+	case ActionStep:
+		return r.Step(ctx, req.State)
+	case ActionRestore:
+		return r.Restore(ctx, req.State)
+	default:
+		return r.Finish(ctx, req.State)
+	}
+}
+
+func (req Request) check() error {
+	switch req.Action {
+	case ActionStart:
+		if len(req.Input) == 0 || req.State != nil {
+			return fmt.Errorf("input: action %q takes input (the execution input: a Scheduler input or a Backup Requested event) and no state", req.Action)
+		}
+	case ActionStep, ActionRestore, ActionFinish:
+		if req.State == nil || len(req.Input) != 0 {
+			return fmt.Errorf("input: action %q takes state (what the previous action returned) and no input", req.Action)
+		}
+	default:
+		return fmt.Errorf("input.action: %q is not allowed: use %q, %q, %q or %q", req.Action, ActionStart, ActionStep, ActionRestore, ActionFinish)
+	}
+	return nil
+}
+
+func (r *Roller) drainer() *drain.Drainer {
+	return &drain.Drainer{AutoScaling: r.AutoScaling, ELB: r.ELB, EC2: r.EC2}
+}
+
+func (r *Roller) backuper() *backup.Backuper {
+	return &backup.Backuper{Job: r.Job, EC2: r.EC2, Config: r.Config, Batch: true}
+}
+
+// loaded is a state checked against the configuration, with its plan.
+type loaded struct {
+	st   *State
+	pol  *config.Policy
+	plan *waves.Plan
+	req  trigger.Backup
+	log  *slog.Logger
+}
+
+func (r *Roller) load(st *State) (*loaded, error) {
+	if st.V != stateVersion {
+		return nil, fmt.Errorf("input.state.v: %d, this function reads %d: pass the state the previous action returned", st.V, stateVersion)
+	}
+	pol, ok := r.Config.Policy(st.Policy)
+	if !ok {
+		return nil, fmt.Errorf("input.state.policy: %q is not a configured policy", st.Policy)
+	}
+	slot, err := tags.ParseTime(st.Slot)
+	if err != nil {
+		return nil, fmt.Errorf("input.state.slot: %w", err)
+	}
+	if want := runName(r.Config.Deployment, pol.Name, slot); st.Run != want {
+		return nil, fmt.Errorf("input.state.run: %q, expected %q", st.Run, want)
+	}
+	raw, err := base64.StdEncoding.DecodeString(st.Plan)
+	if err != nil {
+		return nil, fmt.Errorf("input.state.plan: %w", err)
+	}
+	plan, err := waves.Decode(raw)
+	if err != nil {
+		return nil, fmt.Errorf("input.state.plan: %w", err)
+	}
+	if st.Progress == nil || st.Progress.Plan != plan.Digest() || len(st.Progress.S) != len(plan.Slots) {
+		return nil, fmt.Errorf("input.state.progress: does not belong to the plan: pass the state the previous action returned")
+	}
+	for _, i := range st.Draining {
+		if i < 0 || i >= len(plan.Slots) || st.Progress.S[i] != waves.Rebooting {
+			return nil, fmt.Errorf("input.state.draining: slot %d is not in flight", i)
+		}
+	}
+	l := &loaded{st: st, pol: pol, plan: plan,
+		req: trigger.Backup{Policy: pol.Name, Slot: slot, Trigger: st.Trigger}}
+	l.log = r.Log.With("policy", pol.Name, "slot", st.Slot, "run", st.Run)
+	return l, nil
+}
+
+// runName is the run's name in the drain tags.
+func runName(deployment, policy string, slot time.Time) string {
+	return deployment + "/" + policy + "/" + tags.FormatTime(slot)
+}
+
+// Start parses the execution input and plans the run.
+func (r *Roller) Start(ctx context.Context, input json.RawMessage) (*Result, error) {
+	req, err := trigger.ParseBackup(input, r.Config)
+	if err == nil {
+		err = trigger.CheckNotFuture("time", req.Slot, r.Clock()())
+	}
+	if err != nil {
+		r.Log.Error("rejected input; nothing was changed", "error", err.Error())
+		return nil, err
+	}
+	pol, _ := r.Config.Policy(req.Policy) // ParseBackup checked it
+	log := r.Log.With("policy", pol.Name, "slot", tags.FormatTime(req.Slot), "trigger", req.Trigger, "dryRun", req.DryRun)
+	run := r.begin()
+	wctx, cancel := run.WorkContext(ctx)
+	defer cancel()
+	st := &State{V: stateVersion, Policy: pol.Name, Slot: tags.FormatTime(req.Slot), Trigger: req.Trigger, DryRun: req.DryRun,
+		Run: runName(r.Config.Deployment, pol.Name, req.Slot), Began: r.Clock()().Unix()}
+	b := r.backuper()
+	selected, err := b.Select(wctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("rollout start: %w", err)
+	}
+	st.Selected = len(selected)
+	for _, id := range req.InstanceIDs {
+		if !slices.ContainsFunc(selected, func(in backup.Instance) bool { return in.ID == id }) {
+			st.note("%s: not selected by policy %q (tag or state): skipped", id, pol.Name)
+		}
+	}
+	if req.Trigger == tags.TriggerSchedule && r.Metrics != nil && !req.DryRun {
+		if err := r.Metrics.Emit(r.Clock()(), map[string]string{metrics.Dimension: pol.Name}, emf.CountOf(metrics.InstancesSelected, len(selected))); err != nil {
+			log.Error("emit metrics", "error", err.Error())
+		}
+	}
+	reboot := pol.RebootEnabled() && (req.Reboot == nil || *req.Reboot)
+	var done map[string]string
+	if !req.DryRun && len(selected) > 0 {
+		if done, err = b.Done(wctx, req); err != nil {
+			// Without the listing every instance is planned; the CreateImage
+			// of one already imaged is resolved by the duplicate path.
+			log.Error("listing the slot's images failed; every instance is planned", "error", err.Error())
+			st.note("DescribeImages: %v; images of this slot were not recognised up front", err)
+		}
+	}
+	d := r.drainer()
+	// What an earlier execution of the slot left: instances drained by it
+	// (its tags, same run name) and imaged ones still down. They are
+	// planned and start in flight, so their groups count them.
+	var ours, stranded []drain.Record
+	downDone := map[string]bool{}
+	if !req.DryRun && reboot && len(selected) > 0 {
+		// Target groups are not known yet: which instances, not how to
+		// put them back (read again below; its problems are reported).
+		recs, _, err := d.Stranded(wctx, r.Config.Deployment+"/", nil)
+		if err != nil {
+			return nil, fmt.Errorf("rollout start: %w", err)
+		}
+		for _, rec := range recs {
+			if rec.Run == st.Run {
+				ours = append(ours, rec)
+			} else {
+				stranded = append(stranded, rec)
+			}
+		}
+		var imaged []string
+		for _, in := range selected {
+			if done[in.ID] != "" && !in.NoReboot {
+				imaged = append(imaged, in.ID)
+			}
+		}
+		hs, err := d.Health(wctx, imaged)
+		if err != nil {
+			return nil, fmt.Errorf("rollout start: %w", err)
+		}
+		for _, h := range hs {
+			if h.Condition != drain.OK {
+				downDone[h.InstanceID] = true
+			}
+		}
+	}
+	tagged := map[string]bool{}
+	for _, rec := range ours {
+		for _, t := range rec.Instances {
+			tagged[t.InstanceID] = true
+		}
+	}
+	var planned []backup.Instance
+	var direct []string // imaged without a reboot now
+	for _, in := range selected {
+		switch {
+		case done[in.ID] != "" && (downDone[in.ID] || tagged[in.ID]):
+			st.AlreadyDone++
+			planned = append(planned, in)
+		case done[in.ID] != "":
+			st.AlreadyDone++
+		case req.DryRun:
+			// Every instance gets its CreateImage DryRun=true (the
+			// permission check); the plan shows the rebooting ones.
+			direct = append(direct, in.ID)
+			if reboot && !in.NoReboot {
+				planned = append(planned, in)
+			}
+		case !reboot || in.NoReboot:
+			direct = append(direct, in.ID)
+		default:
+			planned = append(planned, in)
+		}
+	}
+	if len(direct) > 0 {
+		// The backup's own path: opt-out tag, warnings, crash-consistent
+		// images (or, in a dry run, CreateImage DryRun=true for each).
+		dreq := req
+		dreq.InstanceIDs = direct
+		sum, _ := b.Run(wctx, dreq)
+		r.count(st, sum, nil, nil)
+		if !req.DryRun {
+			st.NoReboot = len(direct)
+		}
+	}
+	var tgs []string
+	regs := map[string][]drain.Registration{}
+	if len(planned) > 0 && (pol.Availability.DrainEnabled() || slices.Contains(pol.Availability.Sources(), config.GroupByTargetGroup)) {
+		all, err := r.targetGroups(wctx)
+		if err != nil {
+			return nil, fmt.Errorf("rollout start: %w", err)
+		}
+		ids := make([]string, len(planned))
+		for i, in := range planned {
+			ids[i] = in.ID
+		}
+		if regs, err = d.TargetRegistrations(wctx, ids, all); err != nil {
+			return nil, fmt.Errorf("rollout start: %w", err)
+		}
+		used := map[string]bool{}
+		for _, rs := range regs {
+			for _, rg := range rs {
+				used[rg.Group] = true
+			}
+		}
+		tgs = slices.Sorted(maps.Keys(used))
+	}
+	st.TargetGroups = tgs
+	ws := make([]waves.Instance, len(planned))
+	for i, in := range planned {
+		ws[i] = waves.Instance{ID: in.ID, Tags: in.Tags}
+		for _, rg := range regs[in.ID] {
+			if !slices.Contains(ws[i].TargetGroups, rg.Group) {
+				ws[i].TargetGroups = append(ws[i].TargetGroups, rg.Group)
+			}
+		}
+	}
+	plan, err := waves.New(ws, pol.Availability, waves.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("rollout start: %w", err)
+	}
+	enc, err := plan.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("rollout start: %w", err)
+	}
+	st.Plan, st.PlanText = base64.StdEncoding.EncodeToString(enc), plan.String()
+	st.Progress = waves.NewProgress(plan, time.Unix(st.Began, 0))
+	// Stranded records were read without target groups (not known yet);
+	// read again with them, now that they are.
+	if len(ours)+len(stranded) > 0 {
+		recs, problems, err := d.Stranded(wctx, r.Config.Deployment+"/", tgs)
+		if err != nil {
+			return nil, fmt.Errorf("rollout start: %w", err)
+		}
+		for _, p := range problems {
+			st.note("stranded: %s", p)
+		}
+		ours, stranded = nil, nil
+		for _, rec := range recs {
+			if rec.Run == st.Run {
+				ours = append(ours, rec)
+			} else {
+				stranded = append(stranded, rec)
+			}
+		}
+	}
+	st.Stranded = stranded
+	var resume []int
+	for _, rec := range ours {
+		st.Taken = mergeTaken(st.Taken, rec.Instances)
+		for _, t := range rec.Instances {
+			if i, ok := plan.Slot(t.InstanceID); ok && done[t.InstanceID] == "" {
+				resume = append(resume, i)
+				st.Draining = append(st.Draining, i) // drain again (adopts the tag), then image
+			}
+		}
+	}
+	for id := range downDone {
+		if i, ok := plan.Slot(id); ok && !slices.Contains(resume, i) {
+			resume = append(resume, i) // imaged, in flight: health, then put back
+		}
+	}
+	for _, rec := range ours {
+		for _, t := range rec.Instances {
+			if i, ok := plan.Slot(t.InstanceID); ok && done[t.InstanceID] != "" && !slices.Contains(resume, i) {
+				resume = append(resume, i)
+			}
+		}
+	}
+	slices.Sort(resume)
+	slices.Sort(st.Draining)
+	if err := st.Progress.Started(plan, resume, time.Unix(st.Began, 0)); err != nil {
+		return nil, fmt.Errorf("rollout start: %w", err)
+	}
+	log.Info("rollout planned", "plan", st.PlanText, "selected", st.Selected, "alreadyDone", st.AlreadyDone,
+		"noReboot", st.NoReboot, "targetGroups", len(tgs), "stranded", len(st.Stranded))
+	return &Result{State: st, Done: req.DryRun || st.Progress.Done() && len(st.Stranded) == 0,
+		WaitSeconds: r.interval(plan)}, nil
+}
+
+// begin starts a runner.Run (the deadline margin and the clock).
+func (r *Roller) begin() *runner.Run { return r.Job.Start(r.Config.Concurrency) }
+
+func (r *Roller) interval(p *waves.Plan) int {
+	return int(p.CheckInterval(waves.DefaultReboot*time.Second) / time.Second)
+}
+
+// targetGroups lists the account's target groups in the Region (ELBv2 has
+// no lookup from instance to target group).
+func (r *Roller) targetGroups(ctx context.Context) ([]string, error) {
+	var out []string
+	pg := elasticloadbalancingv2.NewDescribeTargetGroupsPaginator(r.ELB, &elasticloadbalancingv2.DescribeTargetGroupsInput{PageSize: aws.Int32(400)})
+	for pg.HasMorePages() {
+		page, err := pg.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("describe target groups: %w", err)
+		}
+		for _, tg := range page.TargetGroups {
+			out = append(out, aws.ToString(tg.TargetGroupArn))
+		}
+	}
+	return out, nil
+}
+
+// count adds a backup batch's outcome to the state; failed instances of
+// the plan are failed in the progress (their group goes on: nothing was
+// rebooted).
+func (r *Roller) count(st *State, sum *runner.Summary, l *loaded, planned map[string]bool) {
+	if sum == nil {
+		return
+	}
+	st.Created += len(sum.Done)
+	st.Existed += len(sum.Existed)
+	fail := func(id, why string) {
+		if l != nil && planned[id] {
+			if err := st.Progress.Fail(l.plan, id, why); err != nil {
+				st.note("%s: %v", id, err)
+			}
+			return
+		}
+		st.Failed++
+		st.note("%s: %s", id, why)
+	}
+	for _, e := range sum.Failed {
+		fail(e.ID, e.Detail)
+	}
+	for _, e := range sum.Skipped {
+		fail(e.ID, "skipped: "+e.Detail)
+	}
+	for _, id := range sum.NotReached {
+		fail(id, "not reached before the deadline")
+	}
+}
+
+// Step advances the run by one round.
+func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
+	l, err := r.load(st)
+	if err != nil {
+		return nil, err
+	}
+	run := r.begin()
+	wctx, cancel := run.WorkContext(ctx)
+	defer cancel()
+	d := r.drainer()
+	wait := r.interval(l.plan)
+	// Leftovers of earlier executions first: nothing new goes out of
+	// service while they are not back.
+	if len(st.Stranded) > 0 {
+		var left []drain.Record
+		for _, rec := range st.Stranded {
+			p, err := d.Restore(wctx, rec)
+			if err != nil {
+				return nil, fmt.Errorf("rollout step: put back %s: %w", rec.Run, err)
+			}
+			switch {
+			case p.Complete:
+			case p.Settled:
+				st.NotRestored = appendNotDone(st.NotRestored, p.Instances)
+			default:
+				left = append(left, rec)
+			}
+		}
+		st.Stranded = left
+		if len(left) > 0 {
+			return &Result{State: st, WaitSeconds: RestoreWait}, nil
+		}
+	}
+	now := r.Clock()()
+	timeout := l.pol.Availability.Timeout()
+	draining := map[int]bool{}
+	for _, i := range st.Draining {
+		draining[i] = true
+	}
+	// 1. Health of the imaged instances in flight; put back the OK ones
+	// and what instances that failed or halted left out of service.
+	var imaged []string
+	for _, id := range st.Progress.InFlight(l.plan) {
+		if i, _ := l.plan.Slot(id); !draining[i] {
+			imaged = append(imaged, id)
+		}
+	}
+	hs, err := d.Health(wctx, imaged)
+	if err != nil {
+		return nil, fmt.Errorf("rollout step: %w", err)
+	}
+	var obs []waves.Observation
+	restoreNow := map[string]bool{}
+	for _, h := range hs {
+		if h.Condition == drain.OK {
+			restoreNow[h.InstanceID] = true
+		} else {
+			why := h.Reason
+			if why == "" {
+				why = h.Condition
+			}
+			obs = append(obs, waves.Observation{ID: h.InstanceID, Reason: why})
+		}
+	}
+	for _, t := range st.Taken {
+		if i, ok := l.plan.Slot(t.InstanceID); ok && st.Progress.S[i] != waves.Rebooting {
+			restoreNow[t.InstanceID] = true
+		}
+	}
+	restored, notBack, err := r.restoreSome(wctx, l, restoreNow)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range hs {
+		if h.Condition != drain.OK {
+			continue
+		}
+		if why, waiting := notBack[h.InstanceID]; waiting {
+			obs = append(obs, waves.Observation{ID: h.InstanceID, Reason: "status ok, not back in service: " + why})
+		} else if restored[h.InstanceID] {
+			obs = append(obs, waves.Observation{ID: h.InstanceID, Healthy: true})
+		}
+	}
+	for i := range draining {
+		obs = append(obs, waves.Observation{ID: l.plan.Slots[i].ID, Reason: "drain not complete"})
+	}
+	if err := st.Progress.Observe(l.plan, obs, now, timeout); err != nil {
+		return nil, fmt.Errorf("rollout step: %w", err)
+	}
+	// A halted draining slot is no longer in flight.
+	st.Draining = slices.DeleteFunc(st.Draining, func(i int) bool { return st.Progress.S[i] != waves.Rebooting })
+	// 2. Start the members that have room (rolling: waves measured it
+	// closest to the bound), within the bucket's pace and MaxInFlight.
+	inFlight := len(st.Progress.InFlight(l.plan))
+	limit := min(waves.CreateImageBucket+waves.CreateImageRefillPerSecond*wait, MaxInFlight-inFlight)
+	if limit > 0 {
+		ready, err := st.Progress.Ready(l.plan, limit, l.plan.Waves-1)
+		if err != nil {
+			return nil, fmt.Errorf("rollout step: %w", err)
+		}
+		if err := st.Progress.Started(l.plan, ready, now); err != nil {
+			return nil, fmt.Errorf("rollout step: %w", err)
+		}
+		st.Draining = append(st.Draining, ready...)
+		slices.Sort(st.Draining)
+	}
+	// 3. Drain; CreateImage for the drained.
+	var toImage []string
+	if len(st.Draining) > 0 {
+		ids := make([]string, len(st.Draining))
+		for k, i := range st.Draining {
+			ids[k] = l.plan.Slots[i].ID
+		}
+		if !l.pol.Availability.DrainEnabled() {
+			toImage = ids
+		} else {
+			p, err := d.Drain(wctx, drain.Plan{Run: st.Run, Instances: ids, TargetGroups: st.TargetGroups})
+			if err != nil {
+				return nil, fmt.Errorf("rollout step: %w", err)
+			}
+			st.Taken = mergeTaken(st.Taken, p.Record.Instances)
+			for _, ip := range p.Instances {
+				switch ip.State {
+				case drain.StateDone:
+					toImage = append(toImage, ip.InstanceID)
+				case drain.StateFailed:
+					if err := st.Progress.Fail(l.plan, ip.InstanceID, "not drained, not rebooted: "+ip.Detail); err != nil {
+						return nil, fmt.Errorf("rollout step: %w", err)
+					}
+				}
+			}
+		}
+	}
+	if len(toImage) > 0 {
+		req := l.req
+		req.InstanceIDs = toImage
+		sum, _ := r.backuper().Run(wctx, req)
+		planned := map[string]bool{}
+		for _, id := range toImage {
+			planned[id] = true
+		}
+		r.count(st, sum, l, planned)
+	}
+	st.Draining = slices.DeleteFunc(st.Draining, func(i int) bool {
+		return st.Progress.S[i] != waves.Rebooting || slices.Contains(toImage, l.plan.Slots[i].ID)
+	})
+	if len(st.Draining) == 0 {
+		st.Draining = nil
+	}
+	l.log.Info("rollout step", "pending", st.Progress.Count(waves.Pending), "inFlight", len(st.Progress.InFlight(l.plan)),
+		"draining", len(st.Draining), "healthy", st.Progress.Count(waves.Healthy), "halted", st.Progress.Count(waves.Unhealthy),
+		"failed", st.Progress.Count(waves.Errored), "created", st.Created)
+	return &Result{State: st, Done: st.Progress.Done(), WaitSeconds: wait}, nil
+}
+
+// restoreSome puts back what was taken from the given instances (one round)
+// and reports which are back in service and, for the others, why not.
+// Instances nothing was taken from count as back.
+func (r *Roller) restoreSome(ctx context.Context, l *loaded, ids map[string]bool) (map[string]bool, map[string]string, error) {
+	back := map[string]bool{}
+	notBack := map[string]string{}
+	rec := drain.Record{Run: l.st.Run}
+	for _, t := range l.st.Taken {
+		if ids[t.InstanceID] {
+			rec.Instances = append(rec.Instances, t)
+		}
+	}
+	for id := range ids {
+		back[id] = true
+	}
+	if len(rec.Instances) == 0 {
+		return back, notBack, nil
+	}
+	p, err := r.drainer().Restore(ctx, rec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("rollout step: %w", err)
+	}
+	for _, ip := range p.Instances {
+		if ip.State != drain.StateDone {
+			back[ip.InstanceID] = false
+			notBack[ip.InstanceID] = ip.State + " " + ip.Detail
+		}
+	}
+	l.st.Taken = slices.DeleteFunc(l.st.Taken, func(t drain.Taken) bool { return back[t.InstanceID] && ids[t.InstanceID] })
+	return back, notBack, nil
+}
+
+// mergeTaken replaces or adds the entries of add, by instance.
+func mergeTaken(have, add []drain.Taken) []drain.Taken {
+	for _, t := range add {
+		if k := slices.IndexFunc(have, func(h drain.Taken) bool { return h.InstanceID == t.InstanceID }); k >= 0 {
+			have[k] = t
+		} else {
+			have = append(have, t)
+		}
+	}
+	return have
+}
+
+func appendNotDone(have []drain.InstanceProgress, ips []drain.InstanceProgress) []drain.InstanceProgress {
+	for _, ip := range ips {
+		if ip.State != drain.StateDone && len(have) < maxNotes {
+			have = append(have, ip)
+		}
+	}
+	return have
+}
+
+// Restore puts back everything the run took: what its state records and
+// what the run's drain tags say (a step that failed after draining, its
+// answer lost). One round; done once complete or settled (what cannot be
+// put back is reported by finish; the tags stay for the next run).
+func (r *Roller) Restore(ctx context.Context, st *State) (*Result, error) {
+	l, err := r.load(st)
+	if err != nil {
+		return nil, err
+	}
+	run := r.begin()
+	wctx, cancel := run.WorkContext(ctx)
+	defer cancel()
+	d := r.drainer()
+	rec := drain.Record{Run: st.Run, Instances: slices.Clone(st.Taken)}
+	if !st.DryRun {
+		recs, problems, err := d.Stranded(wctx, st.Run, st.TargetGroups)
+		if err != nil {
+			return nil, fmt.Errorf("rollout restore: %w", err)
+		}
+		for _, p := range problems {
+			st.note("restore: %s", p)
+		}
+		for _, sr := range recs {
+			if sr.Run != st.Run {
+				continue // another run whose name starts like this one
+			}
+			for _, t := range sr.Instances {
+				if !slices.ContainsFunc(rec.Instances, func(h drain.Taken) bool { return h.InstanceID == t.InstanceID }) {
+					rec.Instances = append(rec.Instances, t)
+				}
+			}
+		}
+		rec.Instances = append(rec.Instances, flatten(st.Stranded)...)
+	}
+	st.Stranded = nil
+	if len(rec.Instances) == 0 {
+		st.Taken = nil
+		return &Result{State: st, Done: true}, nil
+	}
+	p, err := d.Restore(wctx, rec)
+	if err != nil {
+		return nil, fmt.Errorf("rollout restore: %w", err)
+	}
+	st.Taken = rec.Instances
+	if p.Complete || p.Settled {
+		st.Taken = nil
+		st.NotRestored = appendNotDone(nil, p.Instances)
+		l.log.Info("rollout restore settled", "instances", len(rec.Instances), "notRestored", len(st.NotRestored))
+		return &Result{State: st, Done: true}, nil
+	}
+	return &Result{State: st, WaitSeconds: RestoreWait}, nil
+}
+
+// flatten merges earlier runs' records into this run's restore record:
+// Restore deletes only tags of the record's run, so those keep their tags
+// (and are found again by the next run) unless put back here; adoption by
+// run name is what Stranded is for, so they are restored under their own
+// run by Step. Here they are only put back, which is safe.
+func flatten(recs []drain.Record) []drain.Taken {
+	var out []drain.Taken
+	for _, r := range recs {
+		out = append(out, r.Instances...)
+	}
+	return out
+}
+
+// Summary is what finish reports (and logs).
+type Summary struct {
+	Function    string       `json:"function"`
+	Deployment  string       `json:"deployment"`
+	Policy      string       `json:"policy"`
+	Trigger     string       `json:"trigger"`
+	Slot        string       `json:"slot"`
+	DryRun      bool         `json:"dryRun"`
+	Plan        string       `json:"plan"`
+	Selected    int          `json:"selected"`
+	Counts      Counts       `json:"counts"`
+	Halts       []waves.Halt `json:"halts,omitempty"`
+	Problems    []string     `json:"problems,omitempty"`
+	NotRestored []string     `json:"notRestored,omitempty"`
+	DurationMS  int64        `json:"durationMs"`
+}
+
+// Counts are exact.
+type Counts struct {
+	Planned     int `json:"planned"`
+	Healthy     int `json:"healthy"`
+	Halted      int `json:"halted"`
+	Skipped     int `json:"skipped"`
+	Failed      int `json:"failed"`
+	Created     int `json:"created"`
+	AlreadyDone int `json:"alreadyDone"`
+	NoReboot    int `json:"noReboot"`
+	NotRestored int `json:"notRestored"`
+}
+
+// Finish reports the run: the summary, metrics (GroupsHalted,
+// InstancesNotRestored, RolloutDuration) and an error when an instance
+// failed, a group halted or something is not back in service.
+func (r *Roller) Finish(ctx context.Context, st *State) (*Summary, error) {
+	l, err := r.load(st)
+	if err != nil {
+		return nil, err
+	}
+	pr := st.Progress
+	sum := &Summary{Function: Function, Deployment: r.Config.Deployment, Policy: st.Policy, Trigger: st.Trigger, Slot: st.Slot,
+		DryRun: st.DryRun, Plan: st.PlanText, Selected: st.Selected, Halts: pr.Halts(l.plan),
+		Counts: Counts{Planned: len(l.plan.Slots), Healthy: pr.Count(waves.Healthy), Halted: pr.Count(waves.Unhealthy),
+			Skipped: pr.Count(waves.Skipped), Failed: pr.Count(waves.Errored) + st.Failed, Created: st.Created,
+			AlreadyDone: st.AlreadyDone + st.Existed, NoReboot: st.NoReboot, NotRestored: len(st.NotRestored) + len(st.Taken)}}
+	if len(sum.Halts) > maxNotes {
+		sum.Halts = sum.Halts[:maxNotes]
+	}
+	for _, p := range pr.Problems {
+		if len(sum.Problems) < maxNotes && pr.S[p.Slot] == waves.Errored {
+			sum.Problems = append(sum.Problems, l.plan.Slots[p.Slot].ID+": "+p.Reason)
+		}
+	}
+	sum.Problems = append(sum.Problems, st.Notes...)
+	for _, ip := range st.NotRestored {
+		sum.NotRestored = append(sum.NotRestored, ip.InstanceID+": "+ip.State+" "+ip.Detail)
+	}
+	for _, t := range st.Taken {
+		if len(sum.NotRestored) < maxNotes {
+			sum.NotRestored = append(sum.NotRestored, t.InstanceID+": still out of service")
+		}
+	}
+	now := r.Clock()()
+	sum.DurationMS = now.Sub(time.Unix(st.Began, 0)).Milliseconds()
+	if r.Metrics != nil && !st.DryRun {
+		if err := r.Metrics.Emit(now, map[string]string{metrics.Dimension: st.Policy},
+			emf.CountOf(metrics.GroupsHalted, groups(sum.Halts)),
+			emf.CountOf(metrics.InstancesNotRestored, sum.Counts.NotRestored),
+			emf.Metric{Name: metrics.RolloutDuration, Unit: emf.Milliseconds, Value: float64(sum.DurationMS)}); err != nil {
+			l.log.Error("emit metrics", "error", err.Error())
+		}
+	}
+	c := sum.Counts
+	l.log.Info("rollout summary", "summary", sum)
+	var why []string
+	if len(sum.Halts) > 0 {
+		for _, h := range sum.Halts {
+			if len(why) < 10 {
+				why = append(why, fmt.Sprintf("group %s halted at %s: %s (%d members not rebooted)", h.Group, h.Instance, h.Reason, h.Skipped))
+			}
+		}
+	}
+	if c.Failed > 0 {
+		why = append(why, fmt.Sprintf("%d instances failed", c.Failed))
+	}
+	if c.NotRestored > 0 {
+		why = append(why, fmt.Sprintf("%d instances not back in service (Standby or deregistered): %s", c.NotRestored, strings.Join(first(sum.NotRestored, 5), "; ")))
+	}
+	if len(why) > 0 {
+		return sum, fmt.Errorf("rollout %s: %s", st.Run, strings.Join(why, "; "))
+	}
+	return sum, nil
+}
+
+func groups(hs []waves.Halt) int {
+	seen := map[string]bool{}
+	for _, h := range hs {
+		seen[h.Group] = true
+	}
+	return len(seen)
+}
+
+func first(s []string, n int) []string { return s[:min(n, len(s))] }

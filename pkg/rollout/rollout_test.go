@@ -1,0 +1,423 @@
+package rollout_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+
+	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/drain"
+	"github.com/amibackup/amibackup/pkg/ec2sim"
+	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
+	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/rollout"
+	"github.com/amibackup/amibackup/pkg/runner"
+	"github.com/amibackup/amibackup/pkg/tags"
+)
+
+const cfgJSON = `{"deployment":"prod","policies":[
+ {"name":"nightly","selector":{"tagKey":"Backup"},
+  "schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"daily":7},
+  "availability":{"groupBy":["asg","targetGroup","tag:Service"],"maxUnavailable":1,"healthTimeout":"10m"}}]}`
+
+var slot = time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
+
+// frozen: simulated time moves only with Advance (the test is the Wait state).
+const frozen = 1e-6
+
+type fleet struct {
+	env        *simtest.Env
+	web, db    []string
+	standalone []string
+	tg         string
+	cfg        *config.Config
+	metrics    bytes.Buffer
+	wrap       func(*rollout.Roller) // e.g. a checking EC2 client
+}
+
+// newFleet: a web tier of 3 in Auto Scaling group "web" behind target group
+// "web", a database pair tagged Service=db, two stand-alone instances, all
+// selected by the policy (tag Backup).
+func newFleet(t *testing.T) *fleet {
+	t.Helper()
+	env := simtest.Start(t, ec2sim.Options{RebootModel: true, TimeScale: frozen, Start: slot.Add(time.Minute), GroupTags: []string{"Service"}})
+	f := &fleet{env: env}
+	sel := map[string]string{"Backup": "yes"}
+	f.web = env.Sim.SeedFleet("", "", 3, sel)
+	f.db = env.Sim.SeedFleet("", "", 2, map[string]string{"Backup": "yes", "Service": "db"})
+	f.standalone = env.Sim.SeedFleet("", "", 2, sel)
+	env.Sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: "web", Instances: f.web, MinSize: 1})
+	f.tg = env.Sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: "web", Instances: f.web, DeregistrationDelay: 60 * time.Second, HealthyAfter: 30 * time.Second})
+	env.Sim.ResetCalls()
+	c, err := config.Parse([]byte(cfgJSON), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cfg = c
+	return f
+}
+
+// roller is a fresh process: new clients, nothing remembered.
+func (f *fleet) roller() *rollout.Roller {
+	r := &rollout.Roller{EC2: f.env.Client("", ""), AutoScaling: f.env.AutoScaling("", ""), ELB: f.env.ELBv2("", ""),
+		Config: f.cfg, Job: runner.Job{Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: emf.New(&f.metrics), Now: f.env.Sim.Now}}
+	if f.wrap != nil {
+		f.wrap(r)
+	}
+	return r
+}
+
+// call invokes one action through the raw JSON contract, as Step Functions does.
+func (f *fleet) call(t *testing.T, req map[string]any) (json.RawMessage, error) {
+	t.Helper()
+	raw, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := f.roller().Handle(context.Background(), raw)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, nil
+}
+
+type result struct {
+	State       json.RawMessage `json:"state"`
+	Done        bool            `json:"done"`
+	WaitSeconds int             `json:"waitSeconds"`
+}
+
+// execute plays the state machine: start, step/wait until done, restore
+// until done, finish. stopAfter > 0 abandons the execution after that many
+// steps (a crash: no Catch runs). It returns the finish error and summary.
+func (f *fleet) execute(t *testing.T, stopAfter int) (*rollout.Summary, error, int) {
+	t.Helper()
+	input := `{"policy":"nightly","time":"` + tags.FormatTime(slot) + `"}`
+	b, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	var r result
+	json.Unmarshal(b, &r)
+	maxState, steps := len(r.State), 0
+	for !r.Done {
+		f.env.Sim.Advance(time.Duration(r.WaitSeconds) * time.Second)
+		if b, err = f.call(t, map[string]any{"action": "step", "state": r.State}); err != nil {
+			t.Fatalf("step %d: %v", steps, err)
+		}
+		r = result{}
+		json.Unmarshal(b, &r)
+		maxState = max(maxState, len(r.State))
+		if steps++; steps == stopAfter {
+			return nil, nil, maxState
+		}
+		if steps > 500 {
+			t.Fatal("not done after 500 steps")
+		}
+	}
+	for i := 0; ; i++ {
+		if b, err = f.call(t, map[string]any{"action": "restore", "state": r.State}); err != nil {
+			t.Fatalf("restore: %v", err)
+		}
+		done := r.State
+		r = result{}
+		json.Unmarshal(b, &r)
+		if r.Done {
+			break
+		}
+		_ = done
+		f.env.Sim.Advance(time.Duration(r.WaitSeconds) * time.Second)
+		if i > 100 {
+			t.Fatal("restore not done after 100 rounds")
+		}
+	}
+	b, err = f.call(t, map[string]any{"action": "finish", "state": r.State})
+	var sum rollout.Summary
+	if err == nil {
+		json.Unmarshal(b, &sum)
+	}
+	return &sum, err, maxState
+}
+
+// inService checks that nothing is left out of service: every Auto Scaling
+// member InService, every target healthy, no drain tag.
+func (f *fleet) inService(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	out, err := f.env.AutoScaling("", "").DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: f.web})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range out.AutoScalingInstances {
+		if aws.ToString(a.LifecycleState) != "InService" {
+			t.Errorf("%s: %s", aws.ToString(a.InstanceId), aws.ToString(a.LifecycleState))
+		}
+	}
+	th, err := f.env.ELBv2("", "").DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(f.tg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	registered := 0
+	for _, d := range th.TargetHealthDescriptions {
+		if d.TargetHealth.State == "healthy" {
+			registered++
+		}
+	}
+	if registered != len(f.web) {
+		t.Errorf("%d of %d targets registered and healthy", registered, len(f.web))
+	}
+	for _, id := range f.all() {
+		in, _ := f.env.Sim.Instance("", "", id)
+		if v, ok := in.Tags[drain.TagKey]; ok {
+			t.Errorf("%s still tagged %s=%s", id, drain.TagKey, v)
+		}
+	}
+}
+
+func (f *fleet) all() []string {
+	return append(append(append([]string{}, f.web...), f.db...), f.standalone...)
+}
+
+// imagesPer counts this slot's images per instance.
+func (f *fleet) imagesPer() map[string]int {
+	n := map[string]int{}
+	for _, im := range f.env.Sim.Images("", "") {
+		if im.Tags[tags.Time] == tags.FormatTime(slot) {
+			n[im.Tags[tags.InstanceID]]++
+		}
+	}
+	return n
+}
+
+// maxUnavailable returns the most members down at once per group; an
+// Auto Scaling member seen stopped while InService (rebooted without
+// Standby) is an error, except those given (a halted member put back).
+func (f *fleet) maxUnavailable(t *testing.T, putBack ...string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, g := range f.env.Sim.Availability() {
+		got[g.Kind+":"+g.Name] = g.MaxUnavailable
+		if len(g.Unhealthy) > 0 && !(len(g.Unhealthy) == 1 && slices.Contains(putBack, g.Unhealthy[0])) {
+			t.Errorf("group %s: members rebooted while InService (not drained first): %v", g.Key, g.Unhealthy)
+		}
+	}
+	return got
+}
+
+// TestRollout: every instance imaged once, never more than one member of
+// a group down, everything back in service, the run succeeds.
+func TestRollout(t *testing.T) {
+	f := newFleet(t)
+	sum, err, maxState := f.execute(t, 0)
+	if err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	per := f.imagesPer()
+	for _, id := range f.all() {
+		if per[id] != 1 {
+			t.Errorf("%s: %d images", id, per[id])
+		}
+	}
+	mu := f.maxUnavailable(t)
+	for _, k := range []string{"autoscaling:web", "targetgroup:web", "tag:Service=db"} {
+		if mu[k] != 1 {
+			t.Errorf("group %s: at most %d unavailable at once, want exactly 1 (rebooted one at a time)", k, mu[k])
+		}
+	}
+	f.inService(t)
+	c := sum.Counts
+	if c.Planned != 7 || c.Healthy != 7 || c.Created != 7 || c.Halted != 0 || c.Failed != 0 || c.NotRestored != 0 {
+		t.Errorf("counts %+v", c)
+	}
+	if calls := f.env.Sim.Calls(); calls.Count("EnterStandby") == 0 || calls.Count("DeregisterTargets") == 0 || calls.Count("RegisterTargets") == 0 || calls.Count("ExitStandby") == 0 {
+		t.Errorf("drain calls: %v", calls.ByAction)
+	}
+	t.Logf("largest state %d bytes; summary %+v", maxState, c)
+}
+
+// TestRolloutHalt: a member that never boots halts its group (the others
+// are not rebooted), the other groups finish, finish fails naming it.
+func TestRolloutHalt(t *testing.T) {
+	f := newFleet(t)
+	f.env.Sim.NeverBoots(f.web[0]) // the first member of the largest group
+	sum, err, _ := f.execute(t, 0)
+	if err == nil || !strings.Contains(err.Error(), "halted at "+f.web[0]) {
+		t.Fatalf("finish: %v (%+v)", err, sum)
+	}
+	per := f.imagesPer()
+	if per[f.web[1]] != 0 || per[f.web[2]] != 0 {
+		t.Errorf("halted group's other members imaged: %v", per)
+	}
+	for _, id := range append(append([]string{}, f.db...), f.standalone...) {
+		if per[id] != 1 {
+			t.Errorf("%s (other group): %d images", id, per[id])
+		}
+	}
+	// web[0] was put back into its Auto Scaling group while it does not
+	// boot (ExitStandby; the group replaces an unhealthy member).
+	if mu := f.maxUnavailable(t, f.web[0]); mu["autoscaling:web"] > 1 || mu["tag:Service=db"] != 1 {
+		t.Errorf("max unavailable %v", mu)
+	}
+	// The dead instance was put back in the Auto Scaling group (its
+	// replacement is the group's business); its target cannot be registered
+	// while it is stopped: reported, tag kept for the next run.
+	if !strings.Contains(err.Error(), "not back in service") {
+		t.Errorf("finish error does not report the instance left out: %v", err)
+	}
+	if !strings.Contains(f.metrics.String(), `"GroupsHalted"`) || !strings.Contains(f.metrics.String(), `"GroupsHalted":1`) {
+		t.Errorf("metrics: %s", f.metrics.String())
+	}
+}
+
+// TestRolloutCrashThenRepeat: an execution abandoned mid-run (no Catch, no
+// restore) leaves instances drained; a new execution for the same slot
+// puts them back, reboots none already imaged and makes no duplicate.
+func TestRolloutCrashThenRepeat(t *testing.T) {
+	f := newFleet(t)
+	f.execute(t, 3)
+	if n := len(f.imagesPer()); n == 0 || n == 7 {
+		t.Fatalf("crash after 3 steps: %d instances imaged, want some", n)
+	}
+	out, _ := f.env.AutoScaling("", "").DescribeAutoScalingInstances(context.Background(), &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: f.web})
+	standby := 0
+	for _, a := range out.AutoScalingInstances {
+		if aws.ToString(a.LifecycleState) != "InService" {
+			standby++
+		}
+	}
+	if standby == 0 {
+		t.Fatalf("the crash left nothing out of service: the test proves nothing")
+	}
+	before := f.env.Sim.Calls().Count("CreateImage")
+	sum, err, _ := f.execute(t, 0)
+	if err != nil {
+		t.Fatalf("second execution: %v", err)
+	}
+	for id, n := range f.imagesPer() {
+		if n != 1 {
+			t.Errorf("%s: %d images", id, n)
+		}
+	}
+	if len(f.imagesPer()) != 7 {
+		t.Errorf("images for %d instances", len(f.imagesPer()))
+	}
+	f.inService(t)
+	created := f.env.Sim.Calls().Count("CreateImage") - before
+	if created+sum.Counts.AlreadyDone < 7 || sum.Counts.AlreadyDone == 0 {
+		t.Errorf("second execution: %d CreateImage, %d already done; %+v", created, sum.Counts.AlreadyDone, sum)
+	}
+	if mu := f.maxUnavailable(t); mu["autoscaling:web"] > 1 || mu["targetgroup:web"] > 1 || mu["tag:Service=db"] > 1 {
+		t.Errorf("max unavailable %v", mu)
+	}
+}
+
+// TestRolloutBadInput: malformed requests fail before any call.
+func TestRolloutBadInput(t *testing.T) {
+	f := newFleet(t)
+	for _, raw := range []string{
+		`{"action":"start"}`,
+		`{"action":"go","input":{}}`,
+		`{"action":"start","input":{"policy":"nightly","time":"2026-11-24T03:00:00Z"}} {}`,
+		`{"action":"start","input":{"policy":"nope","time":"2026-11-24T03:00:00Z"}}`,
+		`{"action":"step","state":null}`,
+		`{"action":"step","state":{"v":1,"policy":"nightly"}}`,
+		`{"action":"start","input":{"policy":"nightly","time":"2026-11-24T03:00:00Z"},"extra":1}`,
+	} {
+		if _, err := f.roller().Handle(context.Background(), []byte(raw)); err == nil {
+			t.Errorf("%s: accepted", raw)
+		}
+	}
+	if n := f.env.Sim.Calls().Total; n != 0 {
+		t.Errorf("%d calls for bad input", n)
+	}
+}
+
+// TestRolloutDryRun: start answers with the plan of the rebooting
+// instances, checks CreateImage with DryRun=true for each, changes nothing
+// and is done at once; finish reports the plan.
+func TestRolloutDryRun(t *testing.T) {
+	f := newFleet(t)
+	input := `{"version":"0","id":"1","detail-type":"Backup Requested","source":"amibackup","account":"123456789012","time":"` + tags.FormatTime(slot) + `","region":"us-east-1","resources":[],"detail":{"policy":"nightly","dryRun":true}}`
+	b, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	json.Unmarshal(b, &r)
+	if !r.Done {
+		t.Fatal("a dry run is not done at start")
+	}
+	b, err = f.call(t, map[string]any{"action": "finish", "state": r.State})
+	if err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	var sum rollout.Summary
+	json.Unmarshal(b, &sum)
+	if !sum.DryRun || sum.Counts.Planned != 7 || !strings.Contains(sum.Plan, "7 instances in 2 groups") {
+		t.Errorf("summary %+v", sum)
+	}
+	calls := f.env.Sim.Calls()
+	if calls.DryRun["CreateImage"] != 7 || calls.Mutating() != 0 || len(f.env.Sim.Images("", "")) != 0 {
+		t.Errorf("dry run: %v, dry %v, %d images", calls.ByAction, calls.DryRun, len(f.env.Sim.Images("", "")))
+	}
+}
+
+// drainCheck wraps the EC2 client: at every CreateImage with a reboot it
+// asks Auto Scaling and ELBv2 where the instance is, so the test sees that
+// each was out of service before its image.
+type drainCheck struct {
+	rollout.EC2
+	f       *fleet
+	t       *testing.T
+	checked map[string]bool
+}
+
+func (d *drainCheck) CreateImage(ctx context.Context, in *ec2.CreateImageInput, opts ...func(*ec2.Options)) (*ec2.CreateImageOutput, error) {
+	id := aws.ToString(in.InstanceId)
+	if slices.Contains(d.f.web, id) && !aws.ToBool(in.NoReboot) {
+		out, err := d.f.env.AutoScaling("", "").DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{id}})
+		if err != nil || len(out.AutoScalingInstances) != 1 || aws.ToString(out.AutoScalingInstances[0].LifecycleState) != "Standby" {
+			d.t.Errorf("CreateImage of %s while not in Standby: %v %+v", id, err, out)
+		}
+		th, err := d.f.env.ELBv2("", "").DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(d.f.tg)})
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		for _, h := range th.TargetHealthDescriptions {
+			if aws.ToString(h.Target.Id) == id {
+				d.t.Errorf("CreateImage of %s while its target is %s (not deregistered)", id, h.TargetHealth.State)
+			}
+		}
+		d.checked[id] = true
+	}
+	return d.EC2.CreateImage(ctx, in, opts...)
+}
+
+// TestRolloutDrainsBeforeImage: every web member is in Standby and out of
+// its target group when its CreateImage is called.
+func TestRolloutDrainsBeforeImage(t *testing.T) {
+	f := newFleet(t)
+	dc := &drainCheck{EC2: f.env.Client("", ""), f: f, t: t, checked: map[string]bool{}}
+	f.wrap = func(r *rollout.Roller) { dc.EC2 = r.EC2; r.EC2 = dc }
+	if _, err, _ := f.execute(t, 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(dc.checked) != len(f.web) {
+		t.Errorf("checked %d of %d web members", len(dc.checked), len(f.web))
+	}
+}
