@@ -54,18 +54,28 @@ func nameTaken(c *call, name string) *apiError {
 	return nil
 }
 
-func (s *Sim) describeInstances(c *call) *apiError {
+// instanceIDs returns the request's InstanceId.N list after EC2's checks:
+// not with MaxResults, well-formed, existing instances of the caller.
+func (s *Sim) instanceIDs(c *call) ([]string, *apiError) {
 	ids := c.p.list("InstanceId")
 	if len(ids) > 0 && c.p.get("MaxResults") != "" {
-		return errf("InvalidParameterCombination", "The parameter instancesSet cannot be used with the parameter maxResults")
+		return nil, errf("InvalidParameterCombination", "The parameter instancesSet cannot be used with the parameter maxResults")
 	}
 	for _, id := range ids {
 		if !instanceIDRE.MatchString(id) {
-			return errf("InvalidInstanceID.Malformed", "Invalid id: \"%s\"", id)
+			return nil, errf("InvalidInstanceID.Malformed", "Invalid id: \"%s\"", id)
 		}
 		if in, ok := c.r.instances[id]; !ok || in.owner != c.account {
-			return errf("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
+			return nil, errf("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
 		}
+	}
+	return ids, nil
+}
+
+func (s *Sim) describeInstances(c *call) *apiError {
+	ids, e := s.instanceIDs(c)
+	if e != nil {
+		return e
 	}
 	filters := c.p.filters()
 	var match []*instance

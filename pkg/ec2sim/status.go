@@ -12,17 +12,9 @@ func init() { actions["DescribeInstanceStatus"] = (*Sim).describeInstanceStatus 
 // report not-applicable); instance IDs that do not exist fail with
 // InvalidInstanceID.NotFound.
 func (s *Sim) describeInstanceStatus(c *call) *apiError {
-	ids := c.p.list("InstanceId")
-	if len(ids) > 0 && c.p.get("MaxResults") != "" {
-		return errf("InvalidParameterCombination", "The parameter instancesSet cannot be used with the parameter maxResults")
-	}
-	for _, id := range ids {
-		if !instanceIDRE.MatchString(id) {
-			return errf("InvalidInstanceID.Malformed", "Invalid id: \"%s\"", id)
-		}
-		if in, ok := c.r.instances[id]; !ok || in.owner != c.account {
-			return errf("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
-		}
+	ids, e := s.instanceIDs(c)
+	if e != nil {
+		return e
 	}
 	all := c.p.bool("IncludeAllInstances")
 	now := s.now()
