@@ -135,6 +135,19 @@ func freePort() (int, error) {
 // environment (PATH and HOME only, so nothing leaks from the caller's AWS
 // setup). The RIE runs in its own process group; Stop kills the group.
 func Start(ctx context.Context, riePath, name, bootstrap string, env []string) (*Function, error) {
+	// A free port is free when freePort closes it, not necessarily when the
+	// RIE binds it: with several RIEs starting in parallel (tests of several
+	// packages, concurrent invocations) another process can take it first.
+	// The RIE then exits with "address already in use"; try other ports.
+	for attempt := 1; ; attempt++ {
+		f, err := startOnce(ctx, riePath, name, bootstrap, env)
+		if err == nil || attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			return f, err
+		}
+	}
+}
+
+func startOnce(ctx context.Context, riePath, name, bootstrap string, env []string) (*Function, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
