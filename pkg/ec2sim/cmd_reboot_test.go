@@ -1,14 +1,8 @@
 package ec2sim_test
 
 import (
-	"bufio"
 	"context"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -20,40 +14,8 @@ import (
 // emulator: a CreateImage stops the instance, and the tag group's maximum
 // shows in GET /_sim/calls.
 func TestStandaloneRebootModel(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the ec2sim binary; skipped in -short mode")
-	}
-	bin := filepath.Join(t.TempDir(), "ec2sim")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/ec2sim").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/ec2sim: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-instances", "2", "-tag", "Tier=web",
+	url := runCommand(t, "-listen", "127.0.0.1:0", "-instances", "2", "-tag", "Tier=web",
 		"-reboot-model", "-group-tag", "Tier", "-throttle=false")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-	lines := make(chan string, 8)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	var url string
-	select {
-	case l := <-lines:
-		_, rest, _ := strings.Cut(l, "listening on ")
-		url, _, _ = strings.Cut(rest, " ")
-	case <-time.After(30 * time.Second):
-		t.Fatal("ec2sim printed nothing within 30s")
-	}
 	ctx := context.Background()
 	c := client(t, url, ec2sim.DefaultAccount, ec2sim.DefaultRegion)
 	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{})

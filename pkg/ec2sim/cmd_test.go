@@ -18,9 +18,11 @@ import (
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 )
 
-// TestStandaloneCommand builds cmd/ec2sim, runs it on a free port and
-// queries it as a user would: through the SDK and the control API.
-func TestStandaloneCommand(t *testing.T) {
+// runCommand builds cmd/ec2sim, runs it with args and returns the URL it
+// printed; it fails the test if the process does not exit within 10 s of
+// SIGTERM at the end.
+func runCommand(t *testing.T, args ...string) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the ec2sim binary; skipped in -short mode")
 	}
@@ -28,8 +30,7 @@ func TestStandaloneCommand(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/ec2sim").CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/ec2sim: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-instances", "4", "-tag", "Backup=nightly",
-		"-accounts", "111111111111,222222222222", "-regions", "eu-west-1", "-image-delay", "0s")
+	cmd := exec.Command(bin, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -57,17 +58,25 @@ func TestStandaloneCommand(t *testing.T) {
 		close(lines)
 		exited <- cmd.Wait()
 	}()
-	var url string
 	select {
 	case l := <-lines:
 		_, rest, ok := strings.Cut(l, "listening on ")
 		if !ok {
 			t.Fatalf("first line %q does not name the address", l)
 		}
-		url, _, _ = strings.Cut(rest, " ")
+		url, _, _ := strings.Cut(rest, " ")
+		return url
 	case <-time.After(30 * time.Second):
 		t.Fatal("ec2sim printed nothing within 30s")
 	}
+	return ""
+}
+
+// TestStandaloneCommand builds cmd/ec2sim, runs it on a free port and
+// queries it as a user would: through the SDK and the control API.
+func TestStandaloneCommand(t *testing.T) {
+	url := runCommand(t, "-listen", "127.0.0.1:0", "-instances", "4", "-tag", "Backup=nightly",
+		"-accounts", "111111111111,222222222222", "-regions", "eu-west-1", "-image-delay", "0s")
 	ctx := context.Background()
 	c := client(t, url, "222222222222", "eu-west-1")
 	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{MaxResults: aws.Int32(5)})

@@ -28,19 +28,16 @@ var DefaultRebootTiming = RebootTiming{Stopping: 20 * time.Second, Stopped: 10 *
 
 func (t RebootTiming) withDefaults() RebootTiming {
 	d := DefaultRebootTiming
-	if t.Stopping > 0 {
-		d.Stopping = t.Stopping
+	return RebootTiming{Stopping: positiveOr(t.Stopping, d.Stopping), Stopped: positiveOr(t.Stopped, d.Stopped),
+		Pending: positiveOr(t.Pending, d.Pending), StatusInit: positiveOr(t.StatusInit, d.StatusInit)}
+}
+
+// positiveOr is v when it is set (> 0), else the default.
+func positiveOr(v, def time.Duration) time.Duration {
+	if v > 0 {
+		return v
 	}
-	if t.Stopped > 0 {
-		d.Stopped = t.Stopped
-	}
-	if t.Pending > 0 {
-		d.Pending = t.Pending
-	}
-	if t.StatusInit > 0 {
-		d.StatusInit = t.StatusInit
-	}
-	return d
+	return def
 }
 
 // How a reboot ends when it does not come back (NeverBoots, ImpairedAfterReboot).

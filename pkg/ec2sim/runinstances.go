@@ -44,19 +44,8 @@ var DefaultLaunchTiming = LaunchTiming{Pending: 30 * time.Second, StatusInit: 2 
 
 func (t LaunchTiming) withDefaults() LaunchTiming {
 	d := DefaultLaunchTiming
-	if t.Pending > 0 {
-		d.Pending = t.Pending
-	}
-	if t.StatusInit > 0 {
-		d.StatusInit = t.StatusInit
-	}
-	if t.ShuttingDown > 0 {
-		d.ShuttingDown = t.ShuttingDown
-	}
-	if t.Visible > 0 {
-		d.Visible = t.Visible
-	}
-	return d
+	return LaunchTiming{Pending: positiveOr(t.Pending, d.Pending), StatusInit: positiveOr(t.StatusInit, d.StatusInit),
+		ShuttingDown: positiveOr(t.ShuttingDown, d.ShuttingDown), Visible: positiveOr(t.Visible, d.Visible)}
 }
 
 // launchState holds what RunInstances and TerminateInstances need beyond
