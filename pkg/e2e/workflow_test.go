@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,9 +13,9 @@ import (
 
 	"github.com/amibackup/amibackup/pkg/drain"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
+	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 	"github.com/amibackup/amibackup/pkg/localrun"
 	"github.com/amibackup/amibackup/pkg/sfnlocal"
-	"github.com/amibackup/amibackup/pkg/tags"
 )
 
 // wavesConfig: the policy reboots in waves per Auto Scaling group, target
@@ -66,11 +65,10 @@ func prepareWorkflow(t *testing.T) {
 // wfFleet is the emulated account in real time (the functions use their own
 // clock), with reboot phases and target group timings of a second or two.
 type wfFleet struct {
-	h                   *localrun.Harness
-	rollout             *localrun.Function
-	eng                 *sfnlocal.Engine
-	web, db, standalone []string
-	tg                  string
+	simtest.WavesFleet
+	h       *localrun.Harness
+	rollout *localrun.Function
+	eng     *sfnlocal.Engine
 }
 
 func newWfFleet(t *testing.T) *wfFleet {
@@ -83,14 +81,7 @@ func newWfFleet(t *testing.T) *wfFleet {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	f := &wfFleet{h: h}
-	sel := map[string]string{"Backup": "yes"}
-	f.web = sim.SeedFleet("", "", 3, sel)
-	f.db = sim.SeedFleet("", "", 2, map[string]string{"Backup": "yes", "Service": "db"})
-	f.standalone = sim.SeedFleet("", "", 2, sel)
-	sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: "web", Instances: f.web, MinSize: 1})
-	f.tg = sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: "web", Instances: f.web, DeregistrationDelay: 2 * time.Second, HealthyAfter: 2 * time.Second})
-	sim.ResetCalls()
+	f := &wfFleet{h: h, WavesFleet: simtest.SeedWavesFleet(sim, 2*time.Second, 2*time.Second)}
 	if f.rollout, err = h.StartRollout(context.Background(), prepared.RIE, workflow.rollout); err != nil {
 		t.Fatal(err)
 	}
@@ -135,19 +126,7 @@ func (f *wfFleet) runInput(ctx context.Context, t *testing.T, input []byte, onEv
 	return res
 }
 
-func (f *wfFleet) all() []string {
-	return append(append(append([]string{}, f.web...), f.db...), f.standalone...)
-}
-
-func (f *wfFleet) imagesPer() map[string]int {
-	n := map[string]int{}
-	for _, im := range f.h.Sim.Images("", "") {
-		if im.Tags[tags.Time] == tags.FormatTime(slotTime) {
-			n[im.Tags[tags.InstanceID]]++
-		}
-	}
-	return n
-}
+func (f *wfFleet) imagesPer() map[string]int { return simtest.ImagesPerInstance(f.h.Sim, slotTime) }
 
 // inService: no member of any group unavailable now (every Auto Scaling
 // member InService, every target healthy, every instance running with its
@@ -159,26 +138,12 @@ func (f *wfFleet) inService(t *testing.T) {
 			t.Errorf("group %s: %d of %d members unavailable after the run", g.Key, g.Unavailable, g.Members)
 		}
 	}
-	for _, id := range f.all() {
+	for _, id := range f.All() {
 		in, _ := f.h.Sim.Instance("", "", id)
 		if v, ok := in.Tags[drain.TagKey]; ok {
 			t.Errorf("%s still tagged %s=%s", id, drain.TagKey, v)
 		}
 	}
-}
-
-func (f *wfFleet) maxUnavailable(t *testing.T, putBack ...string) map[string]int {
-	t.Helper()
-	got := map[string]int{}
-	for _, g := range f.h.Sim.Availability() {
-		got[g.Kind+":"+g.Name] = g.MaxUnavailable
-		for _, id := range g.Unhealthy {
-			if !slices.Contains(putBack, id) {
-				t.Errorf("group %s: %s rebooted while InService (not drained first)", g.Key, id)
-			}
-		}
-	}
-	return got
 }
 
 // TestWorkflowUnderRIE: the synthesized state machine, executed offline
@@ -194,12 +159,12 @@ func TestWorkflowUnderRIE(t *testing.T) {
 		t.Fatalf("execution %s: %s %s\n%s", res.Status, res.Error, res.Cause, f.rollout.Logs())
 	}
 	per := f.imagesPer()
-	for _, id := range f.all() {
+	for _, id := range f.All() {
 		if per[id] != 1 {
 			t.Errorf("%s: %d images", id, per[id])
 		}
 	}
-	mu := f.maxUnavailable(t)
+	mu := simtest.MaxUnavailable(t, f.h.Sim)
 	for _, k := range []string{"autoscaling:web", "targetgroup:web", "tag:Service=db"} {
 		if mu[k] != 1 {
 			t.Errorf("group %s: at most %d unavailable at once, want 1", k, mu[k])
@@ -231,7 +196,7 @@ func TestWorkflowCrashThenRepeat(t *testing.T) {
 		t.Fatalf("killed run imaged %d instances: the crash proves nothing", n)
 	}
 	tagged := 0
-	for _, id := range f.all() {
+	for _, id := range f.All() {
 		if in, _ := f.h.Sim.Instance("", "", id); in.Tags[drain.TagKey] != "" {
 			tagged++
 		}
@@ -243,13 +208,13 @@ func TestWorkflowCrashThenRepeat(t *testing.T) {
 	if res.Status != sfnlocal.Succeeded {
 		t.Fatalf("second execution %s: %s %s\n%s", res.Status, res.Error, res.Cause, f.rollout.Logs())
 	}
-	for _, id := range f.all() {
+	for _, id := range f.All() {
 		if n := f.imagesPer()[id]; n != 1 {
 			t.Errorf("%s: %d images", id, n)
 		}
 	}
 	f.inService(t)
-	if mu := f.maxUnavailable(t); mu["autoscaling:web"] > 1 || mu["targetgroup:web"] > 1 || mu["tag:Service=db"] > 1 {
+	if mu := simtest.MaxUnavailable(t, f.h.Sim); mu["autoscaling:web"] > 1 || mu["targetgroup:web"] > 1 || mu["tag:Service=db"] > 1 {
 		t.Errorf("max unavailable %v", mu)
 	}
 }
@@ -264,7 +229,7 @@ func TestWorkflowHalt(t *testing.T) {
 		t.Skip("waits for the 1m healthTimeout in real time")
 	}
 	f := newWfFleet(t)
-	f.h.Sim.NeverBoots(f.web[0])
+	f.h.Sim.NeverBoots(f.Web[0])
 	res := f.run(context.Background(), t, nil)
 	if res.Status != sfnlocal.Failed || res.Error != "RolloutProblems" {
 		t.Fatalf("execution %s %s: %s", res.Status, res.Error, res.Cause)
@@ -275,19 +240,19 @@ func TestWorkflowHalt(t *testing.T) {
 			finishErr = inv.Cause
 		}
 	}
-	if !strings.Contains(finishErr, "halted at "+f.web[0]) {
+	if !strings.Contains(finishErr, "halted at "+f.Web[0]) {
 		t.Errorf("finish did not report the halt: %s", finishErr)
 	}
 	per := f.imagesPer()
-	if per[f.web[1]] != 0 || per[f.web[2]] != 0 {
+	if per[f.Web[1]] != 0 || per[f.Web[2]] != 0 {
 		t.Errorf("members of the halted group rebooted: %v", per)
 	}
-	for _, id := range append(append([]string{}, f.db...), f.standalone...) {
+	for _, id := range append(append([]string{}, f.DB...), f.Standalone...) {
 		if per[id] != 1 {
 			t.Errorf("%s: %d images", id, per[id])
 		}
 	}
-	if mu := f.maxUnavailable(t, f.web[0]); mu["autoscaling:web"] > 1 || mu["tag:Service=db"] != 1 {
+	if mu := simtest.MaxUnavailable(t, f.h.Sim, f.Web[0]); mu["autoscaling:web"] > 1 || mu["tag:Service=db"] != 1 {
 		t.Errorf("max unavailable %v", mu)
 	}
 }

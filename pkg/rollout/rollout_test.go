@@ -37,13 +37,11 @@ var slot = time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
 const frozen = 1e-6
 
 type fleet struct {
-	env        *simtest.Env
-	web, db    []string
-	standalone []string
-	tg         string
-	cfg        *config.Config
-	metrics    bytes.Buffer
-	wrap       func(*rollout.Roller) // e.g. a checking EC2 client
+	simtest.WavesFleet
+	env     *simtest.Env
+	cfg     *config.Config
+	metrics bytes.Buffer
+	wrap    func(*rollout.Roller) // e.g. a checking EC2 client
 }
 
 // newFleet: a web tier of 3 in Auto Scaling group "web" behind target group
@@ -52,14 +50,7 @@ type fleet struct {
 func newFleet(t *testing.T) *fleet {
 	t.Helper()
 	env := simtest.Start(t, ec2sim.Options{RebootModel: true, TimeScale: frozen, Start: slot.Add(time.Minute), GroupTags: []string{"Service"}})
-	f := &fleet{env: env}
-	sel := map[string]string{"Backup": "yes"}
-	f.web = env.Sim.SeedFleet("", "", 3, sel)
-	f.db = env.Sim.SeedFleet("", "", 2, map[string]string{"Backup": "yes", "Service": "db"})
-	f.standalone = env.Sim.SeedFleet("", "", 2, sel)
-	env.Sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: "web", Instances: f.web, MinSize: 1})
-	f.tg = env.Sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: "web", Instances: f.web, DeregistrationDelay: 60 * time.Second, HealthyAfter: 30 * time.Second})
-	env.Sim.ResetCalls()
+	f := &fleet{env: env, WavesFleet: simtest.SeedWavesFleet(env.Sim, 60*time.Second, 30*time.Second)}
 	c, err := config.Parse([]byte(cfgJSON), "")
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +150,7 @@ func (f *fleet) execute(t *testing.T, stopAfter int) (*rollout.Summary, error, i
 func (f *fleet) inService(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
-	out, err := f.env.AutoScaling("", "").DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: f.web})
+	out, err := f.env.AutoScaling("", "").DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: f.Web})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +159,7 @@ func (f *fleet) inService(t *testing.T) {
 			t.Errorf("%s: %s", aws.ToString(a.InstanceId), aws.ToString(a.LifecycleState))
 		}
 	}
-	th, err := f.env.ELBv2("", "").DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(f.tg)})
+	th, err := f.env.ELBv2("", "").DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(f.TargetGroup)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,10 +169,10 @@ func (f *fleet) inService(t *testing.T) {
 			registered++
 		}
 	}
-	if registered != len(f.web) {
-		t.Errorf("%d of %d targets registered and healthy", registered, len(f.web))
+	if registered != len(f.Web) {
+		t.Errorf("%d of %d targets registered and healthy", registered, len(f.Web))
 	}
-	for _, id := range f.all() {
+	for _, id := range f.All() {
 		in, _ := f.env.Sim.Instance("", "", id)
 		if v, ok := in.Tags[drain.TagKey]; ok {
 			t.Errorf("%s still tagged %s=%s", id, drain.TagKey, v)
@@ -189,35 +180,8 @@ func (f *fleet) inService(t *testing.T) {
 	}
 }
 
-func (f *fleet) all() []string {
-	return append(append(append([]string{}, f.web...), f.db...), f.standalone...)
-}
-
 // imagesPer counts this slot's images per instance.
-func (f *fleet) imagesPer() map[string]int {
-	n := map[string]int{}
-	for _, im := range f.env.Sim.Images("", "") {
-		if im.Tags[tags.Time] == tags.FormatTime(slot) {
-			n[im.Tags[tags.InstanceID]]++
-		}
-	}
-	return n
-}
-
-// maxUnavailable returns the most members down at once per group; an
-// Auto Scaling member seen stopped while InService (rebooted without
-// Standby) is an error, except those given (a halted member put back).
-func (f *fleet) maxUnavailable(t *testing.T, putBack ...string) map[string]int {
-	t.Helper()
-	got := map[string]int{}
-	for _, g := range f.env.Sim.Availability() {
-		got[g.Kind+":"+g.Name] = g.MaxUnavailable
-		if len(g.Unhealthy) > 0 && !(len(g.Unhealthy) == 1 && slices.Contains(putBack, g.Unhealthy[0])) {
-			t.Errorf("group %s: members rebooted while InService (not drained first): %v", g.Key, g.Unhealthy)
-		}
-	}
-	return got
-}
+func (f *fleet) imagesPer() map[string]int { return simtest.ImagesPerInstance(f.env.Sim, slot) }
 
 // TestRollout: every instance imaged once, never more than one member of
 // a group down, everything back in service, the run succeeds.
@@ -228,12 +192,12 @@ func TestRollout(t *testing.T) {
 		t.Fatalf("finish: %v", err)
 	}
 	per := f.imagesPer()
-	for _, id := range f.all() {
+	for _, id := range f.All() {
 		if per[id] != 1 {
 			t.Errorf("%s: %d images", id, per[id])
 		}
 	}
-	mu := f.maxUnavailable(t)
+	mu := simtest.MaxUnavailable(t, f.env.Sim)
 	for _, k := range []string{"autoscaling:web", "targetgroup:web", "tag:Service=db"} {
 		if mu[k] != 1 {
 			t.Errorf("group %s: at most %d unavailable at once, want exactly 1 (rebooted one at a time)", k, mu[k])
@@ -254,23 +218,23 @@ func TestRollout(t *testing.T) {
 // are not rebooted), the other groups finish, finish fails naming it.
 func TestRolloutHalt(t *testing.T) {
 	f := newFleet(t)
-	f.env.Sim.NeverBoots(f.web[0]) // the first member of the largest group
+	f.env.Sim.NeverBoots(f.Web[0]) // the first member of the largest group
 	sum, err, _ := f.execute(t, 0)
-	if err == nil || !strings.Contains(err.Error(), "halted at "+f.web[0]) {
+	if err == nil || !strings.Contains(err.Error(), "halted at "+f.Web[0]) {
 		t.Fatalf("finish: %v (%+v)", err, sum)
 	}
 	per := f.imagesPer()
-	if per[f.web[1]] != 0 || per[f.web[2]] != 0 {
+	if per[f.Web[1]] != 0 || per[f.Web[2]] != 0 {
 		t.Errorf("halted group's other members imaged: %v", per)
 	}
-	for _, id := range append(append([]string{}, f.db...), f.standalone...) {
+	for _, id := range append(append([]string{}, f.DB...), f.Standalone...) {
 		if per[id] != 1 {
 			t.Errorf("%s (other group): %d images", id, per[id])
 		}
 	}
 	// web[0] was put back into its Auto Scaling group while it does not
 	// boot (ExitStandby; the group replaces an unhealthy member).
-	if mu := f.maxUnavailable(t, f.web[0]); mu["autoscaling:web"] > 1 || mu["tag:Service=db"] != 1 {
+	if mu := simtest.MaxUnavailable(t, f.env.Sim, f.Web[0]); mu["autoscaling:web"] > 1 || mu["tag:Service=db"] != 1 {
 		t.Errorf("max unavailable %v", mu)
 	}
 	// The dead instance was put back in the Auto Scaling group (its
@@ -293,7 +257,7 @@ func TestRolloutCrashThenRepeat(t *testing.T) {
 	if n := len(f.imagesPer()); n == 0 || n == 7 {
 		t.Fatalf("crash after 3 steps: %d instances imaged, want some", n)
 	}
-	out, _ := f.env.AutoScaling("", "").DescribeAutoScalingInstances(context.Background(), &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: f.web})
+	out, _ := f.env.AutoScaling("", "").DescribeAutoScalingInstances(context.Background(), &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: f.Web})
 	standby := 0
 	for _, a := range out.AutoScalingInstances {
 		if aws.ToString(a.LifecycleState) != "InService" {
@@ -321,7 +285,7 @@ func TestRolloutCrashThenRepeat(t *testing.T) {
 	if created+sum.Counts.AlreadyDone < 7 || sum.Counts.AlreadyDone == 0 {
 		t.Errorf("second execution: %d CreateImage, %d already done; %+v", created, sum.Counts.AlreadyDone, sum)
 	}
-	if mu := f.maxUnavailable(t); mu["autoscaling:web"] > 1 || mu["targetgroup:web"] > 1 || mu["tag:Service=db"] > 1 {
+	if mu := simtest.MaxUnavailable(t, f.env.Sim); mu["autoscaling:web"] > 1 || mu["targetgroup:web"] > 1 || mu["tag:Service=db"] > 1 {
 		t.Errorf("max unavailable %v", mu)
 	}
 }
@@ -389,12 +353,12 @@ type drainCheck struct {
 
 func (d *drainCheck) CreateImage(ctx context.Context, in *ec2.CreateImageInput, opts ...func(*ec2.Options)) (*ec2.CreateImageOutput, error) {
 	id := aws.ToString(in.InstanceId)
-	if slices.Contains(d.f.web, id) && !aws.ToBool(in.NoReboot) {
+	if slices.Contains(d.f.Web, id) && !aws.ToBool(in.NoReboot) {
 		out, err := d.f.env.AutoScaling("", "").DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{id}})
 		if err != nil || len(out.AutoScalingInstances) != 1 || aws.ToString(out.AutoScalingInstances[0].LifecycleState) != "Standby" {
 			d.t.Errorf("CreateImage of %s while not in Standby: %v %+v", id, err, out)
 		}
-		th, err := d.f.env.ELBv2("", "").DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(d.f.tg)})
+		th, err := d.f.env.ELBv2("", "").DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(d.f.TargetGroup)})
 		if err != nil {
 			d.t.Fatal(err)
 		}
@@ -417,7 +381,7 @@ func TestRolloutDrainsBeforeImage(t *testing.T) {
 	if _, err, _ := f.execute(t, 0); err != nil {
 		t.Fatal(err)
 	}
-	if len(dc.checked) != len(f.web) {
-		t.Errorf("checked %d of %d web members", len(dc.checked), len(f.web))
+	if len(dc.checked) != len(f.Web) {
+		t.Errorf("checked %d of %d web members", len(dc.checked), len(f.Web))
 	}
 }
