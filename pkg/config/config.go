@@ -75,6 +75,8 @@ type Policy struct {
 	Retention Retention `json:"retention"`
 	// Availability: reboot in waves per availability group (availability.go).
 	Availability *Availability `json:"availability,omitempty"`
+	// Verify: boot the policy's backups in isolation on a schedule (verify.go).
+	Verify *Verify `json:"verify,omitempty"`
 }
 
 // Selector is the tag filter that opts instances in.
@@ -393,6 +395,7 @@ func (c *Config) Validate() error {
 		validateSchedule(add, f+".schedule", p.Schedule)
 		validateRetention(add, f+".retention", p.Retention)
 		validateAvailability(add, f+".availability", p)
+		validateVerify(add, f+".verify", p.Verify)
 	}
 	if c.Prune.Schedule != nil {
 		validateSchedule(add, "prune.schedule", *c.Prune.Schedule)

@@ -53,3 +53,16 @@ const (
 	InstancesNotRestored = "InstancesNotRestored"
 	RolloutDuration      = "RolloutDuration"
 )
+
+// Restore verification (the verify workflow): images that booted with both
+// status checks ok, images that did not (or could not be launched), and
+// per policy the age in hours of the oldest "newest verified image" over
+// the policy's instances (an instance without any counts from its oldest
+// image): the alarm fires above verify.maxVerifiedAge.
+const (
+	ImagesVerified      = "ImagesVerified"
+	VerifyFailures      = "VerifyFailures"
+	VerifiedAgeHours    = "VerifiedAgeHours"
+	VerifyInstancesLeft = "VerifyInstancesLeft"
+	VerifyDuration      = "VerifyDuration"
+)

@@ -36,6 +36,10 @@ const (
 	Verified    = "amibackup:verified"
 	Verify      = "amibackup:verify"
 	VerifyError = "amibackup:verify-error"
+	// VerifyOf is on a verification instance (and its volumes): the image
+	// it boots. With ManagedBy it is what the verify role may terminate and
+	// what the sweep finds; nothing else is ever terminated.
+	VerifyOf = "amibackup:verify-of"
 )
 
 // VerifyFailed is the Verify value of an image that failed its restore test.
