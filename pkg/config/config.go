@@ -253,6 +253,11 @@ func (c *Config) ApplyDefaults() {
 		if p.Schedule.TimeZone == "" {
 			p.Schedule.TimeZone = DefaultTimeZone
 		}
+		if p.Verify != nil && p.Verify.Schedule.TimeZone == "" {
+			// The policy's own time zone: a verify run is planned against
+			// the same local night as its backups.
+			p.Verify.Schedule.TimeZone = p.Schedule.TimeZone
+		}
 		if p.Retention.MinAvailable == 0 {
 			p.Retention.MinAvailable = 1
 		}

@@ -191,8 +191,8 @@ func durationOr(s string, def time.Duration) time.Duration {
 
 var (
 	// instanceTypeRE: family, generation and options, a size ("t3.small",
-	// "c7gn.2xlarge", "u-6tb1.metal").
-	instanceTypeRE = regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`)
+	// "c7gn.2xlarge", "u-6tb1.metal", "c7i.metal-48xl").
+	instanceTypeRE = regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9][a-z0-9-]*$`)
 	// gravitonRE: AWS Graviton families carry a "g" right after the
 	// generation (t4g, m6g, c7gn, r8gd); x86 families do not ("g4dn" is a
 	// GPU family without a generation digit before the g).

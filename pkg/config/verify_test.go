@@ -14,6 +14,7 @@ func TestVerifyValidation(t *testing.T) {
 	}{
 		{"minimal", `{"schedule":{"expression":"cron(0 6 ? * SUN *)"}}`, nil},
 		{"full", `{"schedule":{"expression":"rate(1 day)","timeZone":"Europe/Berlin"},"sample":"10%","instanceType":{"x86_64":"m5.large","arm64":"c7gn.xlarge"},"timeout":"30m","maxConcurrent":20,"subnetId":"subnet-0123456789abcdef0","securityGroupId":"sg-01234567","maxVerifiedAge":"2d"}`, nil},
+		{"metal size", `{"schedule":{"expression":"rate(1 day)"},"instanceType":{"x86_64":"c7i.metal-48xl","arm64":"c7g.metal"}}`, nil},
 		{"count sample", `{"schedule":{"expression":"rate(1 day)"},"sample":3}`, nil},
 		{"named sample", `{"schedule":{"expression":"rate(1 day)"},"sample":"newest-per-instance"}`, nil},
 		{"no schedule", `{}`, []string{"policies[0].verify.schedule"}},
@@ -53,6 +54,16 @@ func TestVerifyValidation(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestVerifyScheduleTimeZoneDefault(t *testing.T) {
+	c, err := Parse([]byte(`{"deployment":"d","policies":[{"name":"p","selector":{"tagKey":"Backup"},"schedule":{"expression":"cron(0 3 * * ? *)","timeZone":"Europe/Berlin"},"retention":{"daily":7},"verify":{"schedule":{"expression":"cron(0 6 ? * SUN *)"}}}]}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tz := c.Policies[0].Verify.Schedule.TimeZone; tz != "Europe/Berlin" {
+		t.Errorf("verify schedule time zone %q, want the policy's Europe/Berlin", tz)
 	}
 }
 
