@@ -1,8 +1,6 @@
 package stacks
 
 import (
-	"fmt"
-
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
@@ -102,9 +100,4 @@ func NewVerifyNetwork(scope constructs.Construct, cfg *config.Config) *VerifyNet
 	})
 	fl.Node().AddDependency(policy)
 	return n
-}
-
-// vpcARN is the VPC's ARN (ec2:Vpc's form).
-func (n *VerifyNetwork) vpcARN(stack awscdk.Stack) string {
-	return arn(stack, fmt.Sprintf("vpc/%s", *n.Vpc.VpcId()))
 }

@@ -537,3 +537,37 @@ func TestVerifyEnvironmentFits(t *testing.T) {
 		t.Errorf("environment up to %d bytes, over Lambda's 4096", n)
 	}
 }
+
+// TestVerifyNamesFitLimits: the verification resources' names fit their
+// limits with the longest names pkg/config allows (a 64-character
+// deployment, 32-character policy names), in the isolated network and in
+// own subnets.
+func TestVerifyNamesFitLimits(t *testing.T) {
+	dep := "d" + strings.Repeat("0123456789abcdef", 4)[1:]
+	var policies []string
+	for i, c := range "abc" {
+		own := ""
+		if i == 2 {
+			own = `,"subnetId":"subnet-0123456789abcdef0","securityGroupId":"sg-0123456789abcdef0"`
+		}
+		policies = append(policies, fmt.Sprintf(`{"name":%q,"selector":{"tagKey":"Backup"},"schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"daily":7},
+		 "verify":{"schedule":{"expression":"cron(0 6 ? * SUN *)","timeZone":"America/Argentina/ComodRivadavia"},"instanceType":{"x86_64":"m7i-flex.16xlarge","arm64":"c7gn.16xlarge"}%s}}`,
+			strings.Repeat("p", 31)+string(c), own))
+	}
+	cfg := fmt.Sprintf(`{"deployment":%q,"policies":[%s]}`, dep, strings.Join(policies, ","))
+	_, tmpl := synthCached(t, cfg)
+	for _, p := range nameProblems(tmpl) {
+		t.Error(p)
+	}
+	n := 0
+	for _, id := range logicalIDs(tmpl, "AWS::Scheduler::Schedule", "VerifySchedule") {
+		name := resources(tmpl, "AWS::Scheduler::Schedule")[id]["Name"].(string)
+		if !strings.HasPrefix(name, "verify-"+strings.Repeat("p", 31)) || len(name) != len("verify-")+32 {
+			t.Errorf("%s: name %q, want verify-<policy> unchanged", id, name)
+		}
+		n++
+	}
+	if n != 3 {
+		t.Errorf("%d verify schedules", n)
+	}
+}
