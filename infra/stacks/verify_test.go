@@ -189,6 +189,34 @@ func TestVerifyNetworkIsolated(t *testing.T) {
 			t.Errorf("flow log policy: %+v", s)
 		}
 	}
+	// CDK's provider of restrictDefaultSecurityGroup (cdk-nag does not
+	// inspect it): its inline policy only changes the rules of this VPC's
+	// default group; its one managed policy is Lambda's basic logging.
+	// A CDK upgrade that widens either fails here.
+	provider := 0
+	for id, r := range resources(tmpl, "AWS::IAM::Role") {
+		if !strings.HasPrefix(id, "CustomVpcRestrictDefaultSGCustomResourceProviderRole") {
+			continue
+		}
+		provider++
+		if got := mustJSON(r["ManagedPolicyArns"]); got != `[{"Fn::Sub":"arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}]` {
+			t.Errorf("%s managed policies %s", id, got)
+		}
+		for _, ip := range r["Policies"].([]any) {
+			for _, st := range ip.(map[string]any)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				st := st.(map[string]any)
+				res := st["Resource"].([]any)
+				if st["Effect"] != "Allow" || st["Condition"] != nil || len(res) != 1 ||
+					flatten(res[0]) != "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:security-group/<VerifyNetwork04918AFE.DefaultSecurityGroup>" ||
+					!slices.Equal(asList(st["Action"]), []string{"ec2:AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupEgress", "ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress"}) {
+					t.Errorf("%s statement %v", id, st)
+				}
+			}
+		}
+	}
+	if provider != 1 {
+		t.Errorf("%d default security group providers", provider)
+	}
 	// The function boots in these subnets and this group.
 	var vars map[string]any
 	for _, id := range logicalIDs(tmpl, "AWS::Lambda::Function", "Verify") {
