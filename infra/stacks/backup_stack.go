@@ -31,10 +31,11 @@ type BackupStackProps struct {
 type BackupStack struct {
 	*Common
 	Backup, Prune *AmiFunction
-	RecycleBin    *RecycleBin // nil when recycleBin.disabled
-	Sharing       *Sharing    // nil without sharing
-	Guardrails    *Guardrails // nil without guardrails
-	Workflow      *Workflow   // nil without a policy that reboots in waves
+	RecycleBin    *RecycleBin   // nil when recycleBin.disabled
+	Sharing       *Sharing      // nil without sharing
+	Guardrails    *Guardrails   // nil without guardrails
+	Workflow      *Workflow     // nil without a policy that reboots in waves
+	Verification  *Verification // nil without a policy that verifies
 }
 
 // NewBackupStack defines the stack that backs up this account and Region.
@@ -88,7 +89,12 @@ func NewBackupStack(scope constructs.Construct, id string, props *BackupStackPro
 		}
 		charted = append(charted, s.Sharing.Function)
 	}
-	newDashboard(s.Stack, cfg, append(charted, s.Prune), backupWidgets(cfg)...)
+	if s.Verification, err = NewVerification(s.Common, cfg, props.Root); err != nil {
+		return nil, err
+	} else if s.Verification != nil {
+		charted = append(charted, s.Verification.Function)
+	}
+	newDashboard(s.Stack, cfg, append(charted, s.Prune), append(backupWidgets(cfg), verifyWidgets(cfg)...)...)
 	return s, nil
 }
 

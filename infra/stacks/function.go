@@ -29,6 +29,7 @@ var functionIDs = map[string]struct{ id, errorsAlarm string }{
 	"share":   {"Share", "ShareFunctionErrorsAlarm"},
 	"copy":    {"Copy", "CopyErrorsAlarm"},
 	"rollout": {"Rollout", "RolloutErrorsAlarm"},
+	"verify":  {"Verify", "VerifyErrorsAlarm"},
 }
 
 const functionTimeoutMinutes = 15

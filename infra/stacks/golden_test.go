@@ -31,6 +31,7 @@ func goldenConfigs(t *testing.T) map[string]string {
 		"recovery":             recoveryConfig,
 		"recovery-same-region": sameRegionRecoveryConfig,
 		"waves":                wavesConfig,
+		"verify":               verifyConfig,
 		"longest-backup":       longest["backup"],
 		"longest-recovery":     longest["recovery"],
 	}

@@ -509,6 +509,12 @@ func arnResolver(tmpl map[string]any) func(v any) (string, error) {
 			{"AWS::StepFunctions::StateMachine", "Ref"}: {"states", "stateMachine:%s"},
 			{"AWS::StepFunctions::StateMachine", "Arn"}: {"states", "stateMachine:%s"},
 		}
+		// EC2 network resources resolve to their IDs, which policies put
+		// into ARNs themselves (the verification network).
+		if idPrefix, ok := map[key]string{{"AWS::EC2::Subnet", "Ref"}: "subnet-", {"AWS::EC2::SecurityGroup", "GroupId"}: "sg-",
+			{"AWS::EC2::VPC", "Ref"}: "vpc-", {"AWS::EC2::VPC", "DefaultSecurityGroup"}: "sg-"}[key{typ, attr}]; ok {
+			return idPrefix + "0123456789abcdef0", nil
+		}
 		if typ == "AWS::IAM::Role" && attr == "Arn" {
 			return "arn:" + examplePartition + ":iam::" + exampleAccount + ":role/" + id, nil
 		}

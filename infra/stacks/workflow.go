@@ -8,9 +8,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctionstasks"
 	"github.com/aws/jsii-runtime-go"
-	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
 
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/drain"
@@ -81,90 +79,18 @@ func NewWorkflow(c *Common, cfg *config.Config, root string, policies []config.P
 		return nil, err
 	}
 	w := &Workflow{Function: fn}
-	scope := stack
-	invoke := func(id string, payload map[string]any) awsstepfunctionstasks.LambdaInvoke {
-		return awsstepfunctionstasks.NewLambdaInvoke(scope, jsii.String(id), &awsstepfunctionstasks.LambdaInvokeProps{
-			LambdaFunction:           fn.Function,
-			Payload:                  awsstepfunctions.TaskInput_FromObject(&payload),
-			PayloadResponseOnly:      jsii.Bool(true),
-			RetryOnServiceExceptions: jsii.Bool(true),
-			// The function's own timeout; the local engine's default is 60 s.
-			TaskTimeout: awsstepfunctions.Timeout_Duration(awscdk.Duration_Minutes(jsii.Number(functionTimeoutMinutes))),
-		})
-	}
-	state := map[string]any{"state": awsstepfunctions.JsonPath_StringAt(jsii.String("$.state"))}
-	with := func(action string) map[string]any {
-		m := map[string]any{"action": action}
-		for k, v := range state {
-			m[k] = v
-		}
-		return m
-	}
-	// A throttled or briefly failing AWS API: retried (the actions are
-	// rounds that look at the current state, safe to repeat).
-	retry := &awsstepfunctions.RetryProps{Errors: jsii.Strings("States.ALL"), Interval: awscdk.Duration_Seconds(jsii.Number(10)),
-		MaxAttempts: jsii.Number(3), BackoffRate: jsii.Number(2)}
-	failed := awsstepfunctions.NewFail(scope, jsii.String(StateFailed), &awsstepfunctions.FailProps{
-		Error: jsii.String("RolloutFailed"), Cause: jsii.String("a task failed; see the execution's events (what the run took out of service was put back first)")})
-	finishedFailed := awsstepfunctions.NewFail(scope, jsii.String(StateFinishedFailed), &awsstepfunctions.FailProps{
-		Error: jsii.String("RolloutProblems"), Cause: jsii.String("instances failed, a group halted or something is not back in service: see the finish error and the rollout summary log")})
-
-	start := invoke(StateStart, map[string]any{"action": rollout.ActionStart, "input": awsstepfunctions.JsonPath_EntirePayload()})
-	start.AddCatch(failed, &awsstepfunctions.CatchProps{Errors: jsii.Strings("States.ALL"), ResultPath: jsii.String("$.error")})
-	step := invoke(StateStep, with(rollout.ActionStep))
-	step.AddRetry(retry)
-	restore := invoke(StateRestore, with(rollout.ActionRestore))
-	restore.AddRetry(retry)
-	onError := invoke(StateOnError, with(rollout.ActionRestore))
-	onError.AddRetry(retry)
-	onError.AddCatch(failed, &awsstepfunctions.CatchProps{Errors: jsii.Strings("States.ALL"), ResultPath: jsii.String("$.restoreError")})
-	// The error goes beside the state ($.error): the restore loop still
-	// reads the last state the run returned, and the tags find what a
-	// failed step took after it.
-	catch := &awsstepfunctions.CatchProps{Errors: jsii.Strings("States.ALL"), ResultPath: jsii.String("$.error")}
-	step.AddCatch(onError, catch)
-	restore.AddCatch(onError, catch)
-	finish := invoke(StateFinish, with(rollout.ActionFinish))
-	finish.AddCatch(finishedFailed, &awsstepfunctions.CatchProps{Errors: jsii.Strings("States.ALL"), ResultPath: jsii.String("$.error")})
-	finish.Next(awsstepfunctions.NewSucceed(scope, jsii.String(StateSucceeded), nil))
-
-	done := awsstepfunctions.Condition_BooleanEquals(jsii.String("$.done"), jsii.Bool(true))
-	secs := awsstepfunctions.WaitTime_SecondsPath(jsii.String("$.waitSeconds"))
-	wait := awsstepfunctions.NewWait(scope, jsii.String(StateWait), &awsstepfunctions.WaitProps{Time: secs})
-	wait.Next(step)
-	stepDone := awsstepfunctions.NewChoice(scope, jsii.String(StateStepDone), nil).When(done, restore, nil).Otherwise(wait)
-	step.Next(stepDone)
-	restoreWait := awsstepfunctions.NewWait(scope, jsii.String(StateRestoreWait), &awsstepfunctions.WaitProps{Time: secs})
-	restoreWait.Next(restore)
-	restore.Next(awsstepfunctions.NewChoice(scope, jsii.String(StateRestored), nil).When(done, finish, nil).Otherwise(restoreWait))
-	onErrorWait := awsstepfunctions.NewWait(scope, jsii.String(StateOnErrorWait), &awsstepfunctions.WaitProps{Time: secs})
-	onErrorWait.Next(onError)
-	onError.Next(awsstepfunctions.NewChoice(scope, jsii.String(StateOnErrorDone), nil).When(done, failed, nil).Otherwise(onErrorWait))
-	start.Next(awsstepfunctions.NewChoice(scope, jsii.String(StateStarted), nil).When(done, restore, nil).Otherwise(wait))
-
-	// The role: only our function. Passed without policy updates, so CDK's
-	// grants (which add function:* version wildcards) do not apply.
-	w.Role = awsiam.NewRole(scope, jsii.String("WorkflowRole"), &awsiam.RoleProps{
-		AssumedBy: awsiam.NewServicePrincipal(jsii.String("states.amazonaws.com"), &awsiam.ServicePrincipalOpts{
-			Conditions: &map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": stack.Account()}},
-		}),
-		Description: jsii.String("amibackup workflow invokes the rollout function (" + cfg.Deployment + ")"),
-	})
-	policy := awsiam.NewPolicy(scope, jsii.String("WorkflowPolicy"), &awsiam.PolicyProps{
-		Roles:      &[]awsiam.IRole{w.Role},
-		Statements: &[]awsiam.PolicyStatement{statement("InvokeRollout", []string{"lambda:InvokeFunction"}, []string{*fn.FunctionArn()}, nil)},
-	})
-	w.StateMachine = awsstepfunctions.NewStateMachine(scope, jsii.String("Workflow"), &awsstepfunctions.StateMachineProps{
-		Comment:          jsii.String("amibackup: backups that reboot in waves per availability group (" + cfg.Deployment + ")"),
-		DefinitionBody:   awsstepfunctions.DefinitionBody_FromChainable(start),
-		StateMachineType: awsstepfunctions.StateMachineType_STANDARD,
-		Role:             w.Role.WithoutPolicyUpdates(nil),
-	})
-	w.StateMachine.Node().AddDependency(policy)
-	cdknag.NagSuppressions_AddResourceSuppressions(w.StateMachine, &[]*cdknag.NagPackSuppression{
-		{Id: jsii.String("AwsSolutions-SF1"), Reason: jsii.String("Step Functions keeps every execution's event history (90 days); the rollout function logs each action as JSON, and the role stays limited to invoking it (CloudWatch Logs delivery needs logs:* actions on \"*\").")},
-		{Id: jsii.String("AwsSolutions-SF2"), Reason: jsii.String("No X-Ray: the function's JSON logs carry the request ID; tracing would need xray actions on \"*\".")},
-	}, jsii.Bool(false))
+	start := actionLoop(stack, loopProps{Function: fn,
+		Actions: loopActions{Start: rollout.ActionStart, Step: rollout.ActionStep, Cleanup: rollout.ActionRestore, Finish: rollout.ActionFinish},
+		States: loopStates{Start: StateStart, Started: StateStarted, Wait: StateWait, Step: StateStep, StepDone: StateStepDone,
+			Cleanup: StateRestore, CleanedUp: StateRestored, CleanupWait: StateRestoreWait, Finish: StateFinish,
+			OnError: StateOnError, OnErrorDone: StateOnErrorDone, OnErrorWait: StateOnErrorWait,
+			Failed: StateFailed, FinishedFailed: StateFinishedFailed, Succeeded: StateSucceeded},
+		FailedError: "RolloutFailed", FailedCause: "a task failed; see the execution's events (what the run took out of service was put back first)",
+		ProblemsError: "RolloutProblems", ProblemsCause: "instances failed, a group halted or something is not back in service: see the finish error and the rollout summary log",
+		CleanupErrorPath: "$.restoreError"})
+	w.StateMachine, w.Role = loopMachine(stack, loopMachineProps{ID: "Workflow", Function: fn, Start: start, InvokeSid: "InvokeRollout",
+		Comment:  "amibackup: backups that reboot in waves per availability group (" + cfg.Deployment + ")",
+		RoleDesc: "amibackup workflow invokes the rollout function (" + cfg.Deployment + ")"})
 
 	// Alarms: a failed execution; a halted group; an instance left out of service.
 	c.Notifications.AlarmOnAny("WorkflowFailedAlarm", "amibackup workflow execution failed (see the execution's events and the rollout summary log)",

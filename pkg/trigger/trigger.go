@@ -141,7 +141,7 @@ func strictDecode(raw []byte, v any, what string) error {
 // misplaced are the fields of our own events' detail: at the top level of
 // an envelope they are a mistake that must not be ignored (a top-level
 // "dryRun": true would otherwise run for real).
-var misplaced = map[string]bool{"policy": true, "dryrun": true, "instanceids": true, "reboot": true, "force": true, "sweep": true}
+var misplaced = map[string]bool{"policy": true, "dryrun": true, "instanceids": true, "reboot": true, "force": true, "sweep": true, "imageids": true}
 
 // checkKeys rejects duplicate keys (and, with noNull, null values) in a JSON
 // object; raw is one valid JSON value (anything but an object passes: the
