@@ -76,6 +76,8 @@ type Outcome struct {
 	// Tag: the outcome is written to the image (false: not tested; the
 	// run fails but the image is not marked).
 	Tag bool `json:"tag,omitempty"`
+	// Tries: failed CreateTags calls for it.
+	Tries int `json:"r,omitempty"`
 }
 
 const stateVersion = 1
