@@ -3,6 +3,7 @@ package verify
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -93,6 +94,9 @@ func (v *Verifier) load(st *State) (*loaded, error) {
 	if st.V != stateVersion {
 		return nil, fmt.Errorf("input.state.v: %d, this function reads %d: pass the state the previous action returned", st.V, stateVersion)
 	}
+	if len(st.Nonce) < 8 {
+		return nil, fmt.Errorf("input.state.nonce: %q is too short: pass the state the previous action returned", st.Nonce)
+	}
 	pol, ok := v.Config.Policy(st.Policy)
 	if !ok || pol.Verify == nil {
 		return nil, fmt.Errorf("input.state.policy: %q is not a configured policy with a verify section", st.Policy)
@@ -152,12 +156,14 @@ func (v *Verifier) placement(pol *config.Policy) (subnets []string, group string
 }
 
 // tokenPrefix identifies the execution in its launches' client tokens:
-// the run and the execution's start, so a retried step re-launches
+// the run and the nonce drawn at start, so a retried step re-launches
 // idempotently (same token, same instance) while another execution of the
-// same slot (a re-run) never adopts this one's instances. Cleanup finds a
-// launch whose answer was lost by this prefix.
+// same slot (a re-run, even in the same second) never adopts this one's
+// instances, terminated or not. Cleanup finds a launch whose answer was
+// lost by this prefix. (Start launches nothing: a retried start draws a
+// new nonce harmlessly.)
 func tokenPrefix(st *State) string {
-	sum := sha256.Sum256([]byte(st.Run + "@" + strconv.FormatInt(st.Began, 10)))
+	sum := sha256.Sum256([]byte(st.Run + "@" + st.Nonce))
 	return "av1-" + hex.EncodeToString(sum[:10]) + "-"
 }
 
@@ -300,7 +306,7 @@ func (v *Verifier) Start(ctx context.Context, input json.RawMessage) (*Result, e
 		return nil, err
 	}
 	st := &State{V: stateVersion, Policy: pol.Name, Slot: tags.FormatTime(req.Slot), Trigger: req.Trigger, DryRun: req.DryRun,
-		Run: runName(v.Config.Deployment, pol.Name, req.Slot), Began: now.Unix()}
+		Run: runName(v.Config.Deployment, pol.Name, req.Slot), Nonce: rand.Text()[:16], Began: now.Unix()}
 	log := v.Log.With("policy", pol.Name, "run", st.Run, "trigger", req.Trigger, "dryRun", req.DryRun)
 	run := v.Job.Start(1)
 	wctx, cancel := run.WorkContext(ctx)

@@ -14,6 +14,9 @@ type State struct {
 	// Run names the run: "<deployment>/<policy>/<slot>", the same for every
 	// execution of the slot; the launches' client tokens derive from it.
 	Run string `json:"run"`
+	// Nonce: random, drawn at start; with Run it makes the launches'
+	// client tokens (tokenPrefix).
+	Nonce string `json:"nonce"`
 	// Plan: the images to verify (encodePlan), base64 of gzip.
 	Plan string `json:"plan"`
 	// PlanText describes the plan (the dry run's answer).
