@@ -585,18 +585,30 @@ func (v *Verifier) Step(ctx context.Context, st *State) (*Result, error) {
 	run := v.Job.Start(1)
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
-	if err := v.observe(wctx, l); err != nil {
+	confirmed, err := v.observe(wctx, l)
+	if err != nil {
 		// Nothing decided: the next step observes again.
 		l.log.Error("observing the verification instances failed", "error", err.Error())
 	}
 	v.record(wctx, l, false)
-	if len(st.Terminate) > 0 {
-		done, err := v.terminate(wctx, st.Terminate)
-		st.Terminate = slices.DeleteFunc(st.Terminate, func(id string) bool { return slices.Contains(done, id) })
-		if err != nil {
-			l.log.Error("terminating finished verification instances failed; retried next step", "error", err.Error())
+	// Terminate what the listing showed with our tags and alive; what it
+	// did not show waits (the next listing, or cleanup's).
+	var alive []string
+	for _, id := range st.Terminate {
+		switch confirmed[id] {
+		case "", types.InstanceStateNameShuttingDown, types.InstanceStateNameTerminated:
+		default:
+			alive = append(alive, id)
 		}
 	}
+	terminated, err := v.terminate(wctx, alive)
+	if err != nil {
+		l.log.Error("terminating finished verification instances failed; retried next step", "error", err.Error())
+	}
+	st.Terminate = slices.DeleteFunc(st.Terminate, func(id string) bool {
+		state := confirmed[id]
+		return slices.Contains(terminated, id) || state == types.InstanceStateNameShuttingDown || state == types.InstanceStateNameTerminated
+	})
 	v.launch(wctx, l)
 	l.save()
 	if len(st.InFlight) == 0 && len(st.Terminate) == 0 {
@@ -609,34 +621,44 @@ func (v *Verifier) Step(ctx context.Context, st *State) (*Result, error) {
 }
 
 // observe looks at the instances in flight and decides the finished ones.
-func (v *Verifier) observe(ctx context.Context, l *loaded) error {
+//
+// One listing covers the flights and the instances waiting for their
+// termination; what it returns (both of our tags checked) is all that
+// may be terminated (the returned map: ID -> state).
+func (v *Verifier) observe(ctx context.Context, l *loaded) (map[string]types.InstanceStateName, error) {
 	st := l.st
-	var ids []string
+	ids := slices.Clone(st.Terminate)
 	for _, f := range st.InFlight {
 		if f.Instance != "" {
 			ids = append(ids, f.Instance)
 		}
 	}
+	confirmed := map[string]types.InstanceStateName{}
 	if len(ids) == 0 {
-		return nil
+		return confirmed, nil
 	}
 	listed, err := v.listOurs(ctx, nil, ids)
 	if err != nil {
-		return err
+		return confirmed, err
 	}
 	byID := map[string]types.Instance{}
 	var running []string
 	for _, in := range listed {
-		byID[aws.ToString(in.InstanceId)] = in
-		if in.State != nil && in.State.Name == types.InstanceStateNameRunning {
-			running = append(running, aws.ToString(in.InstanceId))
+		id := aws.ToString(in.InstanceId)
+		byID[id] = in
+		if in.State == nil {
+			continue
+		}
+		confirmed[id] = in.State.Name
+		if in.State.Name == types.InstanceStateNameRunning && slices.ContainsFunc(st.InFlight, func(f Flight) bool { return f.Instance == id }) {
+			running = append(running, id)
 		}
 	}
 	status := map[string]types.InstanceStatus{}
 	for chunk := range slices.Chunk(running, 100) {
 		out, err := v.EC2.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: chunk, IncludeAllInstances: aws.Bool(true)})
 		if err != nil {
-			return fmt.Errorf("DescribeInstanceStatus: %w", err)
+			return confirmed, fmt.Errorf("DescribeInstanceStatus: %w", err)
 		}
 		for _, s := range out.InstanceStatuses {
 			status[aws.ToString(s.InstanceId)] = s
@@ -690,7 +712,7 @@ func (v *Verifier) observe(ctx context.Context, l *loaded) error {
 		keep = append(keep, f)
 	}
 	st.InFlight = keep
-	return nil
+	return confirmed, nil
 }
 
 func checkStatus(s *types.InstanceStatusSummary) string {
