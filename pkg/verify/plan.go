@@ -23,6 +23,9 @@ type planImage struct {
 	// Clear: the image carries amibackup:verify or amibackup:verify-error
 	// (an earlier failure) to delete when it verifies now.
 	Clear bool `json:"x,omitempty"`
+	// Devices: the image's EBS device names, launched with
+	// DeleteOnTermination=true whatever the image says.
+	Devices []string `json:"d,omitempty"`
 }
 
 // Progress bytes, one per plan image.

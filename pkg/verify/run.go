@@ -434,6 +434,11 @@ func (v *Verifier) plan(ctx context.Context, st *State, pol *config.Policy, req 
 		ii := byInstance[cmp.Or(t[tags.InstanceID], images.ID(im))]
 		p := planImage{ID: images.ID(im), Instance: t[tags.InstanceID], Arch: string(im.Architecture), Created: created.Unix(),
 			Base: ii.verifiedAt.Unix(), Clear: t[tags.Verify] != "" || t[tags.VerifyError] != ""}
+		for _, b := range im.BlockDeviceMappings {
+			if b.Ebs != nil && b.DeviceName != nil {
+				p.Devices = append(p.Devices, *b.DeviceName)
+			}
+		}
 		if ii.verifiedAt.IsZero() {
 			p.Base, p.Unverified = ii.oldestAt.Unix(), true
 		}
@@ -565,6 +570,12 @@ func (v *Verifier) runInput(st *State, pol *config.Policy, im planImage, itype, 
 			{ResourceType: types.ResourceTypeInstance, Tags: t},
 			{ResourceType: types.ResourceTypeVolume, Tags: t},
 		},
+	}
+	for _, d := range im.Devices {
+		// Only DeleteOnTermination changes: the rest of the image's
+		// mapping (snapshot, size, type, encryption) stays as it is.
+		in.BlockDeviceMappings = append(in.BlockDeviceMappings, types.BlockDeviceMapping{DeviceName: aws.String(d),
+			Ebs: &types.EbsBlockDevice{DeleteOnTermination: aws.Bool(true)}})
 	}
 	if dry {
 		in.DryRun = aws.Bool(true)

@@ -343,6 +343,11 @@ func TestVerify(t *testing.T) {
 	if left := w.aliveOurs(); len(left) > 0 {
 		t.Errorf("verification instances left: %v", left)
 	}
+	for _, vol := range w.env.Sim.Volumes("", "") {
+		if vol.Tags[tags.VerifyOf] != "" {
+			t.Errorf("volume %s of a verification instance left (%v)", vol.ID, vol.Tags)
+		}
+	}
 	if len(w.rec.runs) != 5 {
 		t.Errorf("%d RunInstances calls, want 5 (one per image)", len(w.rec.runs))
 	}
@@ -375,6 +380,9 @@ func TestVerify(t *testing.T) {
 			t.Errorf("%s: tag specifications %v", id, tg)
 		case len(aws.ToString(in.ClientToken)) == 0 || len(aws.ToString(in.ClientToken)) > 64:
 			t.Errorf("%s: client token %q", id, aws.ToString(in.ClientToken))
+		case len(in.BlockDeviceMappings) != 1 || aws.ToString(in.BlockDeviceMappings[0].DeviceName) != "/dev/xvda" ||
+			!aws.ToBool(in.BlockDeviceMappings[0].Ebs.DeleteOnTermination) || in.BlockDeviceMappings[0].Ebs.SnapshotId != nil:
+			t.Errorf("%s: block devices %+v: want the image's device, deleted on termination", id, in.BlockDeviceMappings)
 		}
 	}
 	// What the emulator launched matches: no public IP, isolated subnet.
