@@ -787,6 +787,12 @@ func (v *Verifier) record(ctx context.Context, l *loaded, last bool) {
 			left = append(left, o)
 			return
 		}
+		if o.Reason == "" {
+			// It booted, but prune cannot know: the run reports it.
+			l.prog[o.Image] = statusNotTested
+			v.addFailure(st, Outcome{Image: o.Image, Reason: runner.Truncate(fmt.Sprintf("booted with both status checks ok, but %s could not be written: %v", tags.Verified, err), runner.MaxDetail), At: o.At})
+			return
+		}
 		st.note("%s: outcome not recorded on the image (%s): %v", l.plan[o.Image].ID, outcomeText(o), err)
 	}
 	// Verified: grouped by time, one call each (CreateTags takes many
@@ -798,10 +804,10 @@ func (v *Verifier) record(ctx context.Context, l *loaded, last bool) {
 		}
 	}
 	for _, at := range slices.Sorted(maps.Keys(byTime)) {
-		os := byTime[at]
-		ids := make([]string, len(os))
+		group := byTime[at]
+		ids := make([]string, len(group))
 		var clear []string
-		for i, o := range os {
+		for i, o := range group {
 			ids[i] = l.plan[o.Image].ID
 			if l.plan[o.Image].Clear {
 				clear = append(clear, ids[i])
@@ -809,9 +815,9 @@ func (v *Verifier) record(ctx context.Context, l *loaded, last bool) {
 		}
 		_, err := v.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: ids,
 			Tags: []types.Tag{{Key: aws.String(tags.Verified), Value: aws.String(tags.FormatTime(time.Unix(at, 0)))}}})
-		if err != nil && len(os) > 1 {
+		if err != nil && len(group) > 1 {
 			// One image gone fails the whole call: one at a time.
-			for _, o := range os {
+			for _, o := range group {
 				_, e := v.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{l.plan[o.Image].ID},
 					Tags: []types.Tag{{Key: aws.String(tags.Verified), Value: aws.String(tags.FormatTime(time.Unix(at, 0)))}}})
 				if e != nil {
@@ -820,7 +826,7 @@ func (v *Verifier) record(ctx context.Context, l *loaded, last bool) {
 				}
 			}
 		} else if err != nil {
-			retry(os[0], err)
+			retry(group[0], err)
 			clear = nil
 		}
 		if len(clear) > 0 {

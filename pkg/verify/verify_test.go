@@ -1041,3 +1041,26 @@ func BenchmarkVerify1000(b *testing.B) {
 		b.ReportMetric(float64(th), "throttled")
 	}
 }
+
+// TestVerifyTagFails: an image that boots but whose amibackup:verified tag
+// cannot be written (CreateTags keeps failing past the SDK's and the
+// verifier's retries) is not counted verified: prune could not know, so the
+// run fails naming it; the others are tagged.
+func TestVerifyTagFails(t *testing.T) {
+	w := newWorld(t, 5, "")
+	newest := w.seed(3, false)
+	w.rec.tagAttempts = 1
+	w.env.Sim.Inject(ec2sim.Fault{Action: "CreateTags", ImageID: newest[1], Code: "InternalError"})
+	o := w.execute(t, schedInput(slot), 0, false)
+	if o.err == nil || !strings.Contains(o.err.Error(), newest[1]) || !strings.Contains(o.err.Error(), "could not be written") {
+		t.Fatalf("finish: %v", o.err)
+	}
+	for i, id := range newest {
+		if got := w.imageTags(id)[tags.Verified] != ""; got != (i != 1) {
+			t.Errorf("%s verified tag %v", id, got)
+		}
+	}
+	if got, _ := w.metric(t, metrics.ImagesVerified); got != 2 {
+		t.Errorf("ImagesVerified %v", got)
+	}
+}
