@@ -24,21 +24,33 @@ import (
 // booted) and the verification's own counts.
 type Summary struct {
 	runner.View
-	Run             string `json:"run"`
-	Plan            string `json:"plan,omitempty"`
-	Images          int    `json:"images"`
-	Verified        int    `json:"verified"`
-	Failed          int    `json:"failed"`
-	NotTested       int    `json:"notTested"`
-	Candidates      int    `json:"candidates"`
-	AlreadyVerified int    `json:"alreadyVerified"`
-	NotSampled      int    `json:"notSampled"`
-	Swept           int    `json:"swept"`
-	InstancesLeft   int    `json:"instancesLeft"`
+	Run    string `json:"run"`
+	Plan   string `json:"plan,omitempty"`
+	Images Counts `json:"images"`
+	// Swept: leftover verification instances of earlier runs terminated.
+	Swept int `json:"swept"`
+	// InstancesLeft: this run's instances and leftovers still alive.
+	InstancesLeft int `json:"instancesLeft"`
 	// VerifiedAgeHours: over the policy's instances, the age of the oldest
 	// "newest verified image" (an instance without one counts from its
 	// oldest image), after this run. Absent when the policy has no images.
 	VerifiedAgeHours *float64 `json:"verifiedAgeHours,omitempty"`
+}
+
+// Counts of the images, exact.
+type Counts struct {
+	// Candidates: the policy's instances with an available image.
+	Candidates int `json:"candidates"`
+	// AlreadyVerified: candidates whose newest image is verified already.
+	AlreadyVerified int `json:"alreadyVerified"`
+	// NotSampled: left out by the sample or MaxImages.
+	NotSampled int `json:"notSampled"`
+	Planned    int `json:"planned"`
+	Verified   int `json:"verified"`
+	Failed     int `json:"failed"`
+	NotTested  int `json:"notTested"`
+	Gone       int `json:"gone"`
+	NotReached int `json:"notReached"`
 }
 
 // Finish reports the run: the summary (logged through runner.Summary),
@@ -96,17 +108,19 @@ func (v *Verifier) Finish(ctx context.Context, st *State) (*Summary, error) {
 		}
 	}
 	rs.DurationMS = now.Sub(time.Unix(st.Began, 0)).Milliseconds()
-	sum := &Summary{Run: st.Run, Plan: st.PlanText, Images: len(l.plan), Verified: l.count(statusVerified),
-		Failed: l.count(statusFailed), NotTested: l.count(statusNotTested), Candidates: st.Candidates,
-		AlreadyVerified: st.Verified, NotSampled: st.NotSampled, Swept: st.Swept, InstancesLeft: left}
+	sum := &Summary{Run: st.Run, Plan: st.PlanText, Swept: st.Swept, InstancesLeft: left,
+		Images: Counts{Candidates: st.Candidates, AlreadyVerified: st.Verified, NotSampled: st.NotSampled, Planned: len(l.plan),
+			Verified: l.count(statusVerified), Failed: l.count(statusFailed), NotTested: l.count(statusNotTested),
+			Gone: l.count(statusGone), NotReached: len(rs.NotReached)}}
+	c := sum.Images
 	if base, ok := ageBase(l); ok {
 		h := math.Round(now.Sub(time.Unix(base, 0)).Hours()*100) / 100
 		sum.VerifiedAgeHours = &h
 	}
 	if v.Metrics != nil && !st.DryRun {
 		ms := []emf.Metric{
-			emf.CountOf(metrics.ImagesVerified, sum.Verified),
-			emf.CountOf(metrics.VerifyFailures, sum.Failed+sum.NotTested+len(rs.NotReached)),
+			emf.CountOf(metrics.ImagesVerified, c.Verified),
+			emf.CountOf(metrics.VerifyFailures, c.Failed+c.NotTested+c.NotReached),
 			emf.CountOf(metrics.VerifyInstancesLeft, left),
 			{Name: metrics.VerifyDuration, Unit: emf.Milliseconds, Value: float64(rs.DurationMS)},
 		}
@@ -120,9 +134,7 @@ func (v *Verifier) Finish(ctx context.Context, st *State) (*Summary, error) {
 	}
 	rs.Log(ctx, l.log)
 	sum.View = rs.View()
-	l.log.Info("verify summary", "images", sum.Images, "verified", sum.Verified, "failed", sum.Failed, "notTested", sum.NotTested,
-		"candidates", sum.Candidates, "alreadyVerified", sum.AlreadyVerified, "notSampled", sum.NotSampled, "swept", sum.Swept,
-		"instancesLeft", sum.InstancesLeft, "verifiedAgeHours", sum.VerifiedAgeHours)
+	l.log.Info("verify summary", "images", c, "swept", sum.Swept, "instancesLeft", sum.InstancesLeft, "verifiedAgeHours", sum.VerifiedAgeHours)
 	var errs []string
 	if err := rs.Err(); err != nil {
 		errs = append(errs, err.Error())

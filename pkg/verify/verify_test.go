@@ -434,7 +434,7 @@ func TestVerifyAgain(t *testing.T) {
 	if got := len(w.rec.runs) - runs; got != 1 || aws.ToString(w.rec.runs[runs].ImageId) != newest[0] {
 		t.Errorf("second run launched %d, want only %s", got, newest[0])
 	}
-	if o.sum.AlreadyVerified != 2 || o.sum.Verified != 1 {
+	if o.sum.Images.AlreadyVerified != 2 || o.sum.Images.Verified != 1 {
 		t.Errorf("summary %+v", o.sum)
 	}
 	if tg := w.imageTags(newest[0]); tg[tags.Verified] == "" || tg[tags.Verify] != "" || tg[tags.VerifyError] != "" {
@@ -797,7 +797,7 @@ func TestVerifySample(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("launched %v, want b and c %v (a: %s)", got, want, a)
 	}
-	if o.sum.Candidates != 5 || o.sum.AlreadyVerified != 1 || o.sum.NotSampled != 2 {
+	if c := o.sum.Images; c.Candidates != 5 || c.AlreadyVerified != 1 || c.NotSampled != 2 || c.Planned != 2 || c.Verified != 2 {
 		t.Errorf("summary %+v", o.sum)
 	}
 }
@@ -832,6 +832,9 @@ func TestVerifyManual(t *testing.T) {
 	}
 	if !slices.ContainsFunc(o.sum.Warnings, func(s string) bool { return strings.Contains(s, foreign) }) {
 		t.Errorf("foreign image not reported: %v", o.sum.Warnings)
+	}
+	if len(o.sum.Done) != 1 || o.sum.Done[0].ID != older || o.sum.Counts.Done != 1 || o.sum.Images.Planned != 1 || o.sum.Trigger != "manual" {
+		t.Errorf("summary %+v", o.sum)
 	}
 }
 
@@ -1022,8 +1025,8 @@ func BenchmarkVerify1000(b *testing.B) {
 		if o.err != nil {
 			b.Fatal(o.err)
 		}
-		if o.sum.Verified != 1000 {
-			b.Fatalf("verified %d", o.sum.Verified)
+		if o.sum.Images.Verified != 1000 {
+			b.Fatalf("verified %d", o.sum.Images.Verified)
 		}
 		c := w.env.Sim.Calls()
 		b.ReportMetric(w.env.Sim.Now().Sub(t0).Hours(), "sim-hours")
