@@ -95,18 +95,19 @@ func (v *Verifier) Finish(ctx context.Context, st *State) (*Summary, error) {
 	for _, n := range st.Notes {
 		rs.Warn("%s", n)
 	}
-	left := len(st.Left)
+	leftIDs := st.Left
 	if !st.DryRun {
 		run := v.Job.Start(1)
 		wctx, cancel := run.WorkContext(ctx)
 		defer cancel()
-		n, err := v.instancesLeft(wctx, st, now)
+		ids, err := v.instancesLeft(wctx, st, now)
 		if err != nil {
 			rs.Warn("counting the instances left: %v", err)
 		} else {
-			left = n
+			leftIDs = ids
 		}
 	}
+	left := len(leftIDs)
 	rs.DurationMS = now.Sub(time.Unix(st.Began, 0)).Milliseconds()
 	sum := &Summary{Run: st.Run, Plan: st.PlanText, Swept: st.Swept, InstancesLeft: left,
 		Images: Counts{Candidates: st.Candidates, AlreadyVerified: st.Verified, NotSampled: st.NotSampled, Planned: len(l.plan),
@@ -141,7 +142,7 @@ func (v *Verifier) Finish(ctx context.Context, st *State) (*Summary, error) {
 	}
 	if left > 0 {
 		errs = append(errs, fmt.Sprintf("%d verification instances still running after cleanup (%s): terminate them (tags %s=%s, %s)",
-			left, strings.Join(first(st.Left, 5), ", "), tags.ManagedBy, v.Config.Deployment, tags.VerifyOf))
+			left, strings.Join(first(leftIDs, 5), ", "), tags.ManagedBy, v.Config.Deployment, tags.VerifyOf))
 	}
 	if len(errs) > 0 {
 		return sum, fmt.Errorf("verify %s: %s", st.Run, strings.Join(errs, "; "))
@@ -151,23 +152,23 @@ func (v *Verifier) Finish(ctx context.Context, st *State) (*Summary, error) {
 
 // instancesLeft counts the policy's verification instances still alive
 // that cleanup should have ended: this execution's and leftovers.
-func (v *Verifier) instancesLeft(ctx context.Context, st *State, now time.Time) (int, error) {
+func (v *Verifier) instancesLeft(ctx context.Context, st *State, now time.Time) ([]string, error) {
 	live, err := v.listOurs(ctx, liveStates, nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	prefix := tokenPrefix(st)
-	n := 0
+	var ids []string
 	for _, in := range live {
 		id := aws.ToString(in.InstanceId)
 		if awsclient.TagMap(in.Tags)[tags.Policy] != st.Policy {
 			continue
 		}
 		if strings.HasPrefix(aws.ToString(in.ClientToken), prefix) || slices.Contains(st.Terminate, id) || v.leftover(in, now) {
-			n++
+			ids = append(ids, id)
 		}
 	}
-	return n, nil
+	return ids, nil
 }
 
 // ageBase is the oldest "newest verified image" creation time over the

@@ -556,7 +556,7 @@ func TestVerifyKilled(t *testing.T) {
 			}
 		}
 	})
-	t.Run("no catch, young leftovers survive the next start, its cleanup takes them later", func(t *testing.T) {
+	t.Run("no catch, young leftovers survive a run right after (they may be a live run's)", func(t *testing.T) {
 		w := newWorld(t, 2, "")
 		w.seed(2, false)
 		w.execute(t, schedInput(slot), 1, false)
@@ -570,6 +570,28 @@ func TestVerifyKilled(t *testing.T) {
 		w.execute(t, ev, 0, false)
 		if n := len(w.aliveOurs()); n != 2 {
 			t.Errorf("dry run right after: %d alive, want the 2 young ones untouched", n)
+		}
+	})
+	t.Run("finish without cleanup reports what is left", func(t *testing.T) {
+		w := newWorld(t, 2, "")
+		w.seed(2, false)
+		b, err := w.call(t, map[string]any{"action": "start", "input": json.RawMessage(schedInput(slot))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r result
+		json.Unmarshal(b, &r)
+		if b, err = w.call(t, map[string]any{"action": "step", "state": r.State}); err != nil {
+			t.Fatal(err)
+		}
+		json.Unmarshal(b, &r)
+		alive := w.aliveOurs()
+		_, err = w.call(t, map[string]any{"action": "finish", "state": r.State})
+		if len(alive) != 2 || err == nil || !strings.Contains(err.Error(), "2 verification instances still running") || !strings.Contains(err.Error(), alive[0]) {
+			t.Fatalf("alive %v, finish %v", alive, err)
+		}
+		if got, _ := w.metric(t, metrics.VerifyInstancesLeft); got != 2 {
+			t.Errorf("VerifyInstancesLeft %v", got)
 		}
 	})
 	t.Run("catch runs cleanup", func(t *testing.T) {
