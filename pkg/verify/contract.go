@@ -10,6 +10,34 @@
 //
 // This file is the contract shared with the stacks; the rest of the
 // package implements it.
+//
+// start parses the execution input (trigger.ParseVerify: the Scheduler
+// input of the policy's verify.schedule or a "Verify Requested" event;
+// bad input fails before any AWS call), sweeps the deployment's leftover
+// verification instances (both tags, older than their policy's timeout
+// plus SweepMargin: a run that is gone launched them), lists the policy's
+// available images (pkg/images, tags checked again) and plans the run:
+// each instance's newest image, except one verified already (an AMI is
+// immutable: booting it again proves nothing, and a repeated execution of
+// a slot boots nothing twice); a failed one is tried again. The sample
+// takes the instances verified longest ago first. A manual imageIds list
+// is verified as named. A dry run answers with the plan and launches
+// nothing (RunInstances DryRun=true checks the permission).
+//
+// step observes the instances in flight (DescribeInstances by tag and ID,
+// DescribeInstanceStatus), records outcomes on the images (verified:
+// amibackup:verified=<time>, an earlier failure's tags deleted; failed:
+// amibackup:verify=failed and the reason in amibackup:verify-error),
+// terminates the finished instances and launches more (at most
+// maxConcurrent in flight, LaunchBurst RunInstances a step). An image that
+// could not be booted for a reason that is not its own (no capacity in any
+// subnet, RunInstances denied, the run ended) is "not tested": not tagged,
+// the run fails. An image deregistered meanwhile is skipped.
+//
+// cleanup terminates what the run launched (its state, and by client-token
+// prefix a launch whose answer was lost) and the leftovers; finish reports
+// (runner.Summary), emits the metrics and fails when an image failed or
+// was not tested, or instances are left.
 package verify
 
 // Function is the name used in summaries, metrics and the stacks.

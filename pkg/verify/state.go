@@ -14,6 +14,9 @@ type State struct {
 	// Run names the run: "<deployment>/<policy>/<slot>", the same for every
 	// execution of the slot; the launches' client tokens derive from it.
 	Run string `json:"run"`
+	// Nonce: random, drawn at start; with Run it makes the launches'
+	// client tokens (tokenPrefix).
+	Nonce string `json:"nonce"`
 	// Plan: the images to verify (encodePlan), base64 of gzip.
 	Plan string `json:"plan"`
 	// PlanText describes the plan (the dry run's answer).
@@ -76,6 +79,8 @@ type Outcome struct {
 	// Tag: the outcome is written to the image (false: not tested; the
 	// run fails but the image is not marked).
 	Tag bool `json:"tag,omitempty"`
+	// Tries: failed CreateTags calls for it.
+	Tries int `json:"r,omitempty"`
 }
 
 const stateVersion = 1
