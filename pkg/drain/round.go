@@ -75,12 +75,17 @@ func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 			case lcInService:
 				t.AutoScalingGroup = m.Group
 			case lcEnteringStandby, lcStandby:
-				// Taken by us (the tag says so) or out of service before the run.
-			default:
 				if t.AutoScalingGroup == "" {
-					prog.set(id, StateFailed, fmt.Sprintf("Auto Scaling group %s: lifecycle state %s, neither InService nor Standby: not drained", m.Group, m.Lifecycle))
+					// Out of service before the run, not by us: whoever put
+					// it there is working on it; a reboot is not ours to make.
+					prog.set(id, StateSkipped, fmt.Sprintf("Auto Scaling group %s: in %s, not put there by amibackup: not drained, not rebooted", m.Group, m.Lifecycle))
 					continue
 				}
+			default:
+				// Launching or terminating (lifecycle hooks: Pending:Wait,
+				// Terminating:Wait), detaching, warm pool: not ours to take.
+				prog.set(id, StateSkipped, fmt.Sprintf("Auto Scaling group %s: lifecycle state %s, not InService: not drained, not rebooted", m.Group, m.Lifecycle))
+				continue
 			}
 		}
 		for _, r := range regs[id] {
