@@ -419,7 +419,6 @@ func (h *hook) CreateImage(ctx context.Context, in *ec2.CreateImageInput, opts .
 // reason; a target that never becomes healthy ends the restore loop with
 // the reason instead of polling it for ever.
 func TestRolloutAutoScaling(t *testing.T) {
-	const defaults = 0
 	cases := []struct {
 		name   string
 		checks bool
@@ -475,7 +474,9 @@ func TestRolloutAutoScaling(t *testing.T) {
 			if c := sum.Counts; c.NotRestored != 0 || c.Replaced != 1 || c.Failed != 1 || c.Healthy != 6 {
 				t.Errorf("counts %+v", c)
 			}
-			if !slices.ContainsFunc(sum.Problems, func(p string) bool { return strings.Contains(p, f.Web[0]) && strings.Contains(p, "terminated during the run") }) {
+			if !slices.ContainsFunc(sum.Problems, func(p string) bool {
+				return strings.Contains(p, f.Web[0]) && strings.Contains(p, "terminated during the run")
+			}) {
 				t.Errorf("problems %v", sum.Problems)
 			}
 			if d, _ := f.env.Sim.AutoScalingGroupCapacity("", "", "web"); d != 3 {
@@ -544,7 +545,6 @@ func TestRolloutAutoScaling(t *testing.T) {
 				}
 			}},
 	}
-	_ = defaults
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.opts
