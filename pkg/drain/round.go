@@ -23,10 +23,13 @@ import (
 // target is registered or draining any more; an instance that cannot be
 // drained is failed with the reason, and must not be rebooted.
 //
-// Already in Standby (or EnteringStandby) or not registered before the run:
-// nothing is taken, and Restore leaves it so. A second round (or a retried
-// one whose answer was lost) adopts the tag of the first, so what was taken
-// stays in the record although the instance is no longer in service.
+// Not registered before the run: nothing is taken there, and Restore
+// leaves it so. An Auto Scaling member that is not InService (a lifecycle
+// hook's Pending:Wait or Terminating:Wait, Pending, Detaching, ...) or in a
+// Standby no run of ours set is Skipped: not drained, not to be rebooted.
+// A second round (or a retried one whose answer was lost) adopts the tag
+// of the first, so what was taken stays in the record although the
+// instance is no longer in service.
 func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 	if err := p.validate(); err != nil {
 		return Progress{}, err
