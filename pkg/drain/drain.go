@@ -34,11 +34,37 @@
 // ec2:CreateTags / ec2:DeleteTags on instances limited to the tag key
 // amibackup:drain (aws:TagKeys).
 //
-// Not handled here: target groups attached to the Auto Scaling group (AWS
-// deregisters them on EnterStandby and registers them on ExitStandby; the
-// plan should list them all the same: our calls are then no-ops), and
-// lifecycle hooks on standby transitions (Drain waits for Standby, so a
-// hook only lengthens the wait).
+// Auto Scaling, as an operator expects it to be treated (the decisions;
+// Amazon EC2 Auto Scaling user guide, as-enter-exit-standby and the health
+// check pages):
+//   - Target groups attached to the group: Auto Scaling deregisters a member
+//     on EnterStandby and registers it on ExitStandby. The plan lists them
+//     like any other; Drain's DeregisterTargets of a target already draining
+//     is a no-op ("If the specified target does not exist, the action
+//     returns successfully"), and Restore registers targets only once the
+//     member is back InService, so that it neither serves traffic from
+//     Standby nor races the group: the group's registration comes first and
+//     ours is then not needed.
+//   - Only InService members are drained. A member in another lifecycle
+//     state (Pending, Pending:Wait of a launch hook, Terminating:Wait of a
+//     termination hook, Detaching, Warmed:*) or in Standby that no run of
+//     ours put there (an operator's) is Skipped with the reason: not
+//     drained and not rebooted, and not a failure of the run.
+//   - A member put back while it is not healthy (a halted one: stopped, or
+//     its status check impaired) is still taken out of Standby: that
+//     restores the desired capacity, and the group's health check replaces
+//     it (terminates it and launches a new instance). Restore then reports
+//     it Unhealthy ("back in its group, which replaces it"), not blocked,
+//     and registers no target for it (a target group refuses an instance
+//     that is not running; the group registers the replacement).
+//   - An instance terminated during the run (replaced by its group, or by
+//     anyone) is Gone: nothing to put back, never "not restored". One that
+//     is still listed in Standby is taken out of Standby first (AWS keeps
+//     reporting it healthy there; out of Standby the group replaces it and
+//     the desired capacity we decremented is given back).
+//   - A target registered again whose instance is impaired fails its health
+//     checks for good: Unhealthy with the target's reason, settled, instead
+//     of waiting for a target that will not become healthy.
 package drain
 
 import (
@@ -155,7 +181,27 @@ const (
 	StateWaiting = "waiting" // changes made, not yet effective
 	StateFailed  = "failed"  // cannot be done: Detail says why (drain: do not reboot it)
 	StateBlocked = "blocked" // restore: cannot be put back yet (instance not running)
+	// StateSkipped (drain): not in service to begin with (an Auto Scaling
+	// lifecycle state other than InService, or Standby not by us): not
+	// drained, must not be rebooted; not a failure.
+	StateSkipped = "skipped"
+	// StateGone (restore): terminated (by its Auto Scaling group, which
+	// launches a replacement, or by anyone): nothing left to put back.
+	StateGone = "gone"
+	// StateUnhealthy (restore): put back (out of Standby, targets
+	// registered) but not healthy: stopped or impaired. An Auto Scaling
+	// member is replaced by its group; Detail says why.
+	StateUnhealthy = "unhealthy"
 )
+
+// final reports a state no later part of the round may change.
+func final(state string) bool {
+	switch state {
+	case StateFailed, StateBlocked, StateSkipped, StateGone, StateUnhealthy:
+		return true
+	}
+	return false
+}
 
 // InstanceProgress is one instance's state after a round.
 type InstanceProgress struct {
@@ -166,7 +212,8 @@ type InstanceProgress struct {
 
 // Progress is the result of one round.
 type Progress struct {
-	// Complete: every instance is done.
+	// Complete: every instance is done, or has nothing to be done (gone:
+	// nothing to put back; skipped: not ours to drain).
 	Complete bool `json:"complete"`
 	// Settled: no instance is waiting; the rest are failed or blocked and
 	// polling again will not change that by itself.
@@ -189,8 +236,7 @@ func (p *Progress) set(id, state, detail string) {
 	for i := range p.Instances {
 		if p.Instances[i].InstanceID == id {
 			// A failure or a wait outranks done; the first failure stays.
-			if p.Instances[i].State == StateFailed || p.Instances[i].State == StateBlocked ||
-				(p.Instances[i].State == StateWaiting && state == StateDone) {
+			if final(p.Instances[i].State) || (p.Instances[i].State == StateWaiting && state == StateDone) {
 				return
 			}
 			p.Instances[i].State, p.Instances[i].Detail = state, detail
@@ -204,7 +250,7 @@ func (p *Progress) finish() {
 	slices.SortFunc(p.Instances, func(a, b InstanceProgress) int { return cmpString(a.InstanceID, b.InstanceID) })
 	p.Complete, p.Settled = true, true
 	for _, ip := range p.Instances {
-		if ip.State != StateDone {
+		if ip.State != StateDone && ip.State != StateGone && ip.State != StateSkipped {
 			p.Complete = false
 		}
 		if ip.State == StateWaiting || p.waiting[ip.InstanceID] {

@@ -312,9 +312,12 @@ func TestCycle(t *testing.T) {
 					t.Fatal("tag left after a complete restore")
 				}
 			case "never boots":
+				// Out of Standby (the group gets its capacity back and, with
+				// health checks, replaces it), target not registered: it does
+				// not run. Settled as unhealthy, not blocked.
 				ip := state(p, id)
-				if p.Complete || ip.State != drain.StateBlocked || !strings.Contains(ip.Detail, "stopped") || lc != "InService" || f.target(t, id) != "" {
-					t.Fatalf("restore %+v, lifecycle %s, target %q", p, lc, f.target(t, id))
+				if p.Complete || !p.Settled || ip.State != drain.StateUnhealthy || !strings.Contains(ip.Detail, "stopped") || lc != "InService" || f.target(t, id) != "" || f.desired(t) != 3 {
+					t.Fatalf("restore %+v, lifecycle %s, target %q, desired %d", p, lc, f.target(t, id), f.desired(t))
 				}
 				if _, tagged := f.tag(t, id); !tagged {
 					t.Fatal("tag removed although the target is not registered again")
@@ -328,9 +331,11 @@ func TestCycle(t *testing.T) {
 					t.Fatal("tag left after the late restore")
 				}
 			case "impaired after reboot":
-				// Registered again (it runs) but never healthy: waiting, not settled.
-				if ip := state(p, id); p.Settled || ip.State != drain.StateWaiting || !strings.Contains(ip.Detail, "unhealthy") ||
-					f.target(t, id) != "unhealthy" || lc != "InService" {
+				// Out of Standby, and impaired: the group replaces it (no
+				// target registered for it); settled at once instead of
+				// waiting for a target that will not become healthy.
+				if ip := state(p, id); !p.Settled || ip.State != drain.StateUnhealthy || !strings.Contains(ip.Detail, "impaired") ||
+					f.target(t, id) != "" || lc != "InService" {
 					t.Fatalf("restore %+v, lifecycle %s, target %q", p, lc, f.target(t, id))
 				}
 			}
@@ -738,13 +743,21 @@ func TestBatches(t *testing.T) {
 	if p := drainOK(t, d, drain.Plan{Run: run, Instances: ids, TargetGroups: []string{tg}}); !p.Complete {
 		t.Fatalf("not complete after the delay: %+v", p.Instances[0])
 	}
-	env.Sim.ResetCalls()
-	restoreOK(t, d, p.Record)
-	c = env.Sim.Calls()
-	for action, want := range map[string]int{"ExitStandby": 3, "RegisterTargets": 1, "DeleteTags": 1, "DescribeInstanceStatus": 1} {
-		if c.Count(action) != want {
-			t.Errorf("restore round: %s %d calls, want %d", action, c.Count(action), want)
+	// Targets are registered once the members are InService again (not
+	// while in Standby): two rounds.
+	for i, calls := range []map[string]int{
+		{"ExitStandby": 3, "RegisterTargets": 0, "DeleteTags": 0, "DescribeInstanceStatus": 1},
+		{"ExitStandby": 0, "RegisterTargets": 1, "DeleteTags": 1, "DescribeInstanceStatus": 1},
+	} {
+		env.Sim.ResetCalls()
+		restoreOK(t, d, p.Record)
+		c = env.Sim.Calls()
+		for action, want := range calls {
+			if c.Count(action) != want {
+				t.Errorf("restore round %d: %s %d calls, want %d", i+1, action, c.Count(action), want)
+			}
 		}
+		env.Sim.Advance(time.Minute)
 	}
 }
 
@@ -805,8 +818,13 @@ func TestRestoreGone(t *testing.T) {
 	}
 	var r drain.Progress
 	until(t, f, 5*time.Second, 10*time.Minute, func() bool { r = restoreOK(t, f.d, p.Record); return r.Complete })
-	if ip := state(r, f.web[0]); ip.State != drain.StateDone || !strings.Contains(ip.Detail, "terminated") {
+	if ip := state(r, f.web[0]); ip.State != drain.StateGone || !strings.Contains(ip.Detail, "terminated") {
 		t.Fatalf("terminated instance: %+v", ip)
+	}
+	// Taken out of Standby all the same: the desired capacity we took is
+	// given back (and the group replaces the instance).
+	if f.desired(t) != 3 {
+		t.Fatalf("desired %d, want 3 (web-asg's size before the drain)", f.desired(t))
 	}
 	if f.lifecycle(t, f.web[1]) != "InService" || f.target(t, f.web[1]) != "healthy" {
 		t.Fatal("the other instance was not restored")

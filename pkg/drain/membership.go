@@ -22,6 +22,8 @@ const (
 	lcEnteringStandby = "EnteringStandby"
 	lcStandby         = "Standby"
 	lcPending         = "Pending"
+	lcTerminating     = "Terminating"
+	lcTerminated      = "Terminated"
 )
 
 // ELBv2 target health states and the reason of an unregistered target.

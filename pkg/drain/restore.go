@@ -30,7 +30,9 @@ import (
 // once it runs. Settled reports that nothing is waiting any more, so the
 // workflow stops polling and reports the blocked and failed ones. An
 // instance taken out of Standby while not healthy is the Auto Scaling
-// group's to replace, as for any unhealthy member.
+// group's to replace, as for any unhealthy member (Unhealthy), and one
+// that was terminated is Gone (see the package comment). Targets are
+// registered only once an Auto Scaling member is InService again.
 func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 	if err := rec.validate(); err != nil {
 		return Progress{}, err
@@ -54,11 +56,13 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 	if err != nil {
 		return Progress{}, fmt.Errorf("restore: %w", err)
 	}
-	state := map[string]string{}
-	gone := map[string]bool{}
+	state, condition, reason := map[string]string{}, map[string]string{}, map[string]string{}
 	for _, h := range health {
-		state[h.InstanceID] = h.State
-		gone[h.InstanceID] = h.Condition == Gone
+		state[h.InstanceID], condition[h.InstanceID] = h.State, h.Condition
+		reason[h.InstanceID] = h.Condition
+		if h.Reason != "" {
+			reason[h.InstanceID] += " (" + h.Reason + ")"
+		}
 	}
 	ms, err := d.AutoScalingMembership(ctx, ids)
 	if err != nil {
@@ -78,30 +82,57 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 	leftover := map[string]bool{}       // still to put back after this round's calls
 	for _, t := range rec.Instances {
 		id := t.InstanceID
-		if gone[id] {
-			// Terminated (e.g. replaced by its group): no member or target
-			// to put back; target groups drop terminated instances.
-			prog.set(id, StateDone, "instance is "+orUnknown(state[id])+": nothing to put back")
-			continue
-		}
+		cond := condition[id]
+		// sick: what Auto Scaling's EC2 health check calls unhealthy and
+		// replaces; a reboot that is still booting (Pending) is not.
+		sick := cond == Gone || cond == Stopped || cond == Impaired
 		if t.AutoScalingGroup != "" {
 			m, member := ms[id]
 			switch {
 			case !member || m.Group != t.AutoScalingGroup:
+				if cond == Gone {
+					prog.set(id, StateGone, fmt.Sprintf("instance is %s and no longer in Auto Scaling group %s: replaced, nothing to put back", orUnknown(state[id]), t.AutoScalingGroup))
+					continue
+				}
 				prog.set(id, StateDone, fmt.Sprintf("no longer in Auto Scaling group %s: nothing to put back there", t.AutoScalingGroup))
 			case m.Lifecycle == lcStandby:
+				// Also when it is stopped, impaired or terminated: out of
+				// Standby the group gets its capacity back and replaces it.
 				exit[m.Group] = append(exit[m.Group], id)
 				prog.set(id, StateWaiting, "leaving Standby")
+				leftover[id] = len(t.Targets) > 0
+				continue // targets once it is InService
 			case m.Lifecycle == lcEnteringStandby:
 				prog.set(id, StateWaiting, "still entering Standby: leaves it once in Standby")
 				leftover[id] = true
+				continue
+			case strings.HasPrefix(m.Lifecycle, lcTerminating) || m.Lifecycle == lcTerminated:
+				prog.set(id, StateGone, fmt.Sprintf("Auto Scaling group %s is terminating it (%s): it launches a replacement", m.Group, m.Lifecycle))
+				continue
+			case (m.Lifecycle == lcInService || strings.HasPrefix(m.Lifecycle, lcPending)) && cond == Gone:
+				prog.set(id, StateGone, fmt.Sprintf("instance is %s, back in Auto Scaling group %s (%s), which replaces it", orUnknown(state[id]), m.Group, m.Lifecycle))
+				continue
+			case (m.Lifecycle == lcInService || strings.HasPrefix(m.Lifecycle, lcPending)) && sick:
+				prog.set(id, StateUnhealthy, fmt.Sprintf("back in Auto Scaling group %s (%s) but %s: the group's health check replaces it", m.Group, m.Lifecycle, reason[id]))
+				// Targets of a group not attached to the Auto Scaling group
+				// stay deregistered while it is not running: the tag stays.
+				leftover[id] = len(t.Targets) > 0
+				continue
 			case m.Lifecycle == lcInService:
 				prog.set(id, StateDone, "")
 			case strings.HasPrefix(m.Lifecycle, lcPending):
 				prog.set(id, StateWaiting, "leaving Standby ("+m.Lifecycle+")")
+				leftover[id] = len(t.Targets) > 0
+				continue // targets once it is InService
 			default:
 				prog.set(id, StateDone, fmt.Sprintf("Auto Scaling lifecycle state %s: nothing to put back", m.Lifecycle))
 			}
+		}
+		if cond == Gone {
+			// Terminated: no target to put back (target groups drop
+			// terminated instances).
+			prog.set(id, StateGone, "instance is "+orUnknown(state[id])+": nothing to put back")
+			continue
 		}
 		for _, tg := range t.Targets {
 			r, found := findReg(regs[id], tg)
@@ -116,6 +147,10 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 				prog.set(id, StateWaiting, "registering")
 			case r.State == thHealthy:
 				prog.set(id, StateDone, "")
+			case cond == Impaired || cond == Stopped:
+				// Registered, failing its health checks, and the instance
+				// itself is down: waiting would not end.
+				prog.set(id, StateUnhealthy, fmt.Sprintf("registered with %s, target %s (%s), and %s", tg.Group, r.State, r.Reason, reason[id]))
 			default:
 				prog.set(id, StateWaiting, "target "+r.State+" "+r.Reason)
 			}

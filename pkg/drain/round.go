@@ -23,10 +23,13 @@ import (
 // target is registered or draining any more; an instance that cannot be
 // drained is failed with the reason, and must not be rebooted.
 //
-// Already in Standby (or EnteringStandby) or not registered before the run:
-// nothing is taken, and Restore leaves it so. A second round (or a retried
-// one whose answer was lost) adopts the tag of the first, so what was taken
-// stays in the record although the instance is no longer in service.
+// Not registered before the run: nothing is taken there, and Restore
+// leaves it so. An Auto Scaling member that is not InService (a lifecycle
+// hook's Pending:Wait or Terminating:Wait, Pending, Detaching, ...) or in a
+// Standby no run of ours set is Skipped: not drained, not to be rebooted.
+// A second round (or a retried one whose answer was lost) adopts the tag
+// of the first, so what was taken stays in the record although the
+// instance is no longer in service.
 func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 	if err := p.validate(); err != nil {
 		return Progress{}, err
@@ -75,12 +78,17 @@ func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 			case lcInService:
 				t.AutoScalingGroup = m.Group
 			case lcEnteringStandby, lcStandby:
-				// Taken by us (the tag says so) or out of service before the run.
-			default:
 				if t.AutoScalingGroup == "" {
-					prog.set(id, StateFailed, fmt.Sprintf("Auto Scaling group %s: lifecycle state %s, neither InService nor Standby: not drained", m.Group, m.Lifecycle))
+					// Out of service before the run, not by us: whoever put
+					// it there is working on it; a reboot is not ours to make.
+					prog.set(id, StateSkipped, fmt.Sprintf("Auto Scaling group %s: in %s, not put there by amibackup: not drained, not rebooted", m.Group, m.Lifecycle))
 					continue
 				}
+			default:
+				// Launching or terminating (lifecycle hooks: Pending:Wait,
+				// Terminating:Wait), detaching, warm pool: not ours to take.
+				prog.set(id, StateSkipped, fmt.Sprintf("Auto Scaling group %s: lifecycle state %s, not InService: not drained, not rebooted", m.Group, m.Lifecycle))
+				continue
 			}
 		}
 		for _, r := range regs[id] {

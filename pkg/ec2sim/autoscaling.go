@@ -14,7 +14,20 @@ const (
 	lifecycleEnteringStandby = "EnteringStandby"
 	lifecycleStandby         = "Standby"
 	lifecyclePending         = "Pending"
+	lifecycleTerminating     = "Terminating"
+	lifecycleTerminated      = "Terminated"
 )
+
+// lifecycleStates are the LifecycleState values of
+// AutoScalingInstanceDetails (Auto Scaling API reference): the states a
+// test may put a member in with SetAutoScalingLifecycle (lifecycle hooks
+// hold an instance in Pending:Wait or Terminating:Wait; the emulator does
+// not run hooks, a test stands in for them).
+var lifecycleStates = []string{"Pending", "Pending:Wait", "Pending:Proceed", "Quarantined", "InService",
+	"Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated", "Detaching", "Detached",
+	"EnteringStandby", "Standby", "Warmed:Pending", "Warmed:Pending:Wait", "Warmed:Pending:Proceed",
+	"Warmed:Terminating", "Warmed:Terminating:Wait", "Warmed:Terminating:Proceed", "Warmed:Terminated",
+	"Warmed:Stopped", "Warmed:Running", "Warmed:Hibernated"}
 
 // asgNameTag is the tag AWS puts on every instance of an Auto Scaling group.
 const asgNameTag = "aws:autoscaling:groupName"
@@ -34,6 +47,24 @@ type AutoScalingGroupSpec struct {
 	// MinSize (default 0): EnterStandby with ShouldDecrementDesiredCapacity
 	// cannot take the desired capacity below it.
 	MinSize int
+	// TargetGroupARNs are attached to the group (AttachLoadBalancerTargetGroups;
+	// the group's TargetGroupARNs): the group registers its members with
+	// them (the seeded ones at once), deregisters a member that enters
+	// Standby or is terminated and registers it again when it leaves
+	// Standby ("How the standby state works", Amazon EC2 Auto Scaling user
+	// guide, as-enter-exit-standby). Each must be seeded (AddTargetGroup) first.
+	TargetGroupARNs []string
+	// HealthCheckGracePeriod: how long after a member enters InService an
+	// impaired status check is ignored (CreateAutoScalingGroup's
+	// HealthCheckGracePeriod; "Its default value is 0 seconds when you create
+	// an Auto Scaling group using the AWS CLI or an SDK", health check grace
+	// period page). A member that is not running is unhealthy also during
+	// the grace period (health check considerations). Used with
+	// Options.HealthChecks.
+	HealthCheckGracePeriod time.Duration
+	// Tags are the group's tags with PropagateAtLaunch: the instances it
+	// launches (replacements) get them, and aws:autoscaling:groupName.
+	Tags map[string]string
 }
 
 type autoScaling struct {
@@ -42,20 +73,41 @@ type autoScaling struct {
 	members               map[string]*asgMember
 	order                 []string
 	activities            int
+	targetGroups          []string // attached target group ARNs
+	grace                 time.Duration
+	tags                  map[string]string
+	checked               time.Time // health checks are done up to here (asghealth.go)
 }
 
 // asgMember's lifecycle is cur before at and next from at on (a transition
-// such as EnteringStandby -> Standby completes on its own).
+// such as EnteringStandby -> Standby completes on its own). A member being
+// terminated (next Terminating) is Terminated once its instance is, and is
+// then no longer listed.
 type asgMember struct {
 	cur, next string
 	at        time.Time
+	in        *instance
+	// unhealthy: marked Unhealthy by a health check (asghealth.go).
+	unhealthy bool
 }
 
 func (m *asgMember) lifecycleAt(t time.Time) string {
+	lc := m.cur
 	if m.next != "" && !t.Before(m.at) {
-		return m.next
+		lc = m.next
 	}
-	return m.cur
+	if lc == lifecycleTerminating && m.in != nil && m.in.term != nil && !t.Before(m.in.term.terminatedAt()) {
+		return lifecycleTerminated
+	}
+	return lc
+}
+
+// inServiceSince is when the member last entered InService (zero: seeded).
+func (m *asgMember) inServiceSince(t time.Time) time.Time {
+	if m.next == lifecycleInService && !t.Before(m.at) {
+		return m.at
+	}
+	return time.Time{}
 }
 
 // move starts a transition at now: via (at once), then to after delay.
@@ -78,7 +130,13 @@ func (s *Sim) AddAutoScalingGroup(spec AutoScalingGroupSpec) {
 		panic(fmt.Sprintf("ec2sim: AddAutoScalingGroup: name %q empty or taken", spec.Name))
 	}
 	g := &autoScaling{name: spec.Name, account: account, region: region, min: spec.MinSize,
-		max: len(spec.Instances), desired: len(spec.Instances), members: map[string]*asgMember{}}
+		max: len(spec.Instances), desired: len(spec.Instances), members: map[string]*asgMember{},
+		targetGroups: slices.Clone(spec.TargetGroupARNs), grace: spec.HealthCheckGracePeriod, tags: maps.Clone(spec.Tags), checked: s.now()}
+	for _, arn := range g.targetGroups {
+		if tg := s.ext.tgs[arn]; tg == nil || tg.account != account || tg.region != region {
+			panic(fmt.Sprintf("ec2sim: AddAutoScalingGroup: target group %s not seeded in %s/%s", arn, account, region))
+		}
+	}
 	for _, id := range spec.Instances {
 		in, ok := r.instances[id]
 		if !ok || in.owner != account {
@@ -88,8 +146,11 @@ func (s *Sim) AddAutoScalingGroup(spec AutoScalingGroupSpec) {
 			panic(fmt.Sprintf("ec2sim: AddAutoScalingGroup: instance %s is already in a group", id))
 		}
 		in.tags[asgNameTag] = spec.Name
-		g.members[id] = &asgMember{cur: lifecycleInService}
+		g.members[id] = &asgMember{cur: lifecycleInService, in: in}
 		g.order = append(g.order, id)
+		for _, arn := range g.targetGroups {
+			s.ext.tgs[arn].register(id, time.Time{}) // registered long ago, as seeded targets are
+		}
 	}
 	s.ext.asgs[key] = g
 	s.sweep()
@@ -123,12 +184,16 @@ func (s *Sim) describeAutoScalingInstances(c *call) *apiError {
 		id string
 	}
 	var rows []row
+	now := s.now()
 	for _, key := range slices.Sorted(maps.Keys(s.ext.asgs)) {
 		g := s.ext.asgs[key]
 		if g.account != c.account || g.region != c.region {
 			continue
 		}
 		for _, id := range g.order {
+			if g.members[id].lifecycleAt(now) == lifecycleTerminated {
+				continue // no longer in the group
+			}
 			// Unknown IDs are left out, not an error, as in AWS.
 			if len(ids) == 0 || slices.Contains(ids, id) {
 				rows = append(rows, row{g, id})
@@ -144,19 +209,26 @@ func (s *Sim) describeAutoScalingInstances(c *call) *apiError {
 		from = n
 	}
 	to := min(len(rows), from+maxRecords)
-	now := s.now()
 	x := c.out
 	x.open("AutoScalingInstances")
 	for _, rw := range rows[from:to] {
 		in := c.r.instances[rw.id]
-		lc := rw.g.members[rw.id].lifecycleAt(now)
+		m := rw.g.members[rw.id]
+		lc := m.lifecycleAt(now)
+		health := asgHealth(in, lc, now)
+		if s.opts.HealthChecks {
+			// Marked by a health check, and kept while in Standby ("its
+			// health status reflects the status that it had before you put
+			// it on standby", as-enter-exit-standby).
+			health = map[bool]string{false: "HEALTHY", true: "UNHEALTHY"}[m.unhealthy]
+		}
 		x.open("member")
 		x.el("InstanceId", rw.id)
 		x.el("InstanceType", "t3.micro")
 		x.el("AutoScalingGroupName", rw.g.name)
 		x.el("AvailabilityZone", c.region+"a")
 		x.el("LifecycleState", lc)
-		x.el("HealthStatus", asgHealth(in, lc, now))
+		x.el("HealthStatus", health)
 		x.el("ProtectedFromScaleIn", "false")
 		x.close("member")
 	}
@@ -172,8 +244,9 @@ func (s *Sim) describeAutoScalingInstances(c *call) *apiError {
 // Instances of DescribeAutoScalingGroups say Healthy): an InService member
 // that is not running, or whose status check is impaired, is UNHEALTHY.
 // AWS would then terminate and replace it; the emulator only reports it
-// (no replacement is modeled): that is the case a reboot of an InService
-// member risks, and why the workflow puts members in Standby first.
+// (with Options.HealthChecks it replaces the member: asghealth.go): that
+// is the case a reboot of an InService member risks, and why the workflow
+// puts members in Standby first.
 func asgHealth(in *instance, lifecycle string, t time.Time) string {
 	if in == nil {
 		return "UNHEALTHY"
@@ -235,6 +308,11 @@ func (s *Sim) enterStandby(c *call) *apiError {
 	c.out.open("Activities")
 	for _, id := range ids {
 		g.members[id].move(now, lifecycleEnteringStandby, lifecycleStandby, s.lifecycleDelay())
+		// "If there is a load balancer or target group attached to your Auto
+		// Scaling group, the instance is deregistered" (as-enter-exit-standby).
+		for _, arn := range g.targetGroups {
+			s.ext.tgs[arn].deregister(id, now)
+		}
 		cause := fmt.Sprintf("At %s an instance was moved to standby in response to a user request", now.Format(time.RFC3339))
 		if dec == "true" {
 			cause += fmt.Sprintf(", shrinking the capacity from %d to %d", before, g.desired)
@@ -265,6 +343,15 @@ func (s *Sim) exitStandby(c *call) *apiError {
 	c.out.open("Activities")
 	for _, id := range ids {
 		g.members[id].move(now, lifecyclePending, lifecycleInService, s.lifecycleDelay())
+		// "... the instance is registered with the load balancer or target
+		// group" (as-enter-exit-standby). ELBv2 accepts running instances
+		// only: one that is not running stays out, and the health check
+		// replaces it (its replacement is registered).
+		if in := c.r.instances[id]; in != nil && in.stateAt(now) == "running" {
+			for _, arn := range g.targetGroups {
+				s.ext.tgs[arn].register(id, now)
+			}
+		}
 		s.activity(c, g, "Moving EC2 instance out of Standby: "+id,
 			fmt.Sprintf("At %s an instance was moved out of standby in response to a user request, increasing the capacity from %d to %d.", now.Format(time.RFC3339), before, g.desired),
 			"PreInService", 30, now)

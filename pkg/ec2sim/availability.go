@@ -155,6 +155,9 @@ func (s *Sim) groupViews() []groupView {
 // the times requests arrive. Caller holds mu.
 func (s *Sim) sweep() {
 	now := s.now()
+	// Health checks first: a replacement is fixed at the instant of its
+	// check, so the counts below see it from then on.
+	s.healthChecks(now)
 	last := s.ext.last
 	s.ext.last = now
 	if len(s.ext.asgs) == 0 && len(s.ext.tgs) == 0 && len(s.opts.GroupTags) == 0 {

@@ -255,22 +255,38 @@ func (s *Sim) registerTargets(c *call) *apiError {
 		return &apiError{status: http.StatusBadRequest, code: "InvalidTarget", msg: "The following targets are not in a running state and cannot be registered: " + quoteIDs(notRunning)}
 	}
 	for i, id := range ids {
-		port := ports[i]
-		if port == 0 {
-			port = tg.port
-		}
-		t := tg.targets[id]
-		if t == nil {
-			t = &target{tg: tg}
-			tg.targets[id] = t
-			tg.order = append(tg.order, id)
-		} else if t.dereg.IsZero() {
-			continue // already registered: nothing changes
-		}
-		// New, draining or gone: registered afresh, health checks restart.
-		t.port, t.reg, t.dereg = port, now, time.Time{}
+		tg.registerPort(id, ports[i], now)
 	}
 	return nil
+}
+
+// register registers an instance on the group's port at t (Auto Scaling
+// registering a member of a group the target group is attached to).
+func (tg *targetGroup) register(id string, t time.Time) { tg.registerPort(id, 0, t) }
+
+// registerPort registers a target (port 0: the group's) at t. A registered
+// one is left alone; a new, draining or gone one is registered afresh and
+// its health checks restart.
+func (tg *targetGroup) registerPort(id string, port int, t time.Time) {
+	if port == 0 {
+		port = tg.port
+	}
+	tt := tg.targets[id]
+	if tt == nil {
+		tt = &target{tg: tg}
+		tg.targets[id] = tt
+		tg.order = append(tg.order, id)
+	} else if tt.dereg.IsZero() {
+		return
+	}
+	tt.port, tt.reg, tt.dereg = port, t, time.Time{}
+}
+
+// deregister starts draining a registered target at t (no-op otherwise).
+func (tg *targetGroup) deregister(id string, t time.Time) {
+	if tt := tg.targets[id]; tt != nil && tt.dereg.IsZero() {
+		tt.dereg = t
+	}
 }
 
 // deregisterTargets starts draining registered targets. "If the specified
@@ -287,9 +303,7 @@ func (s *Sim) deregisterTargets(c *call) *apiError {
 	}
 	now := s.now()
 	for _, id := range ids {
-		if t := tg.targets[id]; t != nil && t.dereg.IsZero() {
-			t.dereg = now
-		}
+		tg.deregister(id, now)
 	}
 	return nil
 }

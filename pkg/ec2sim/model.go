@@ -50,6 +50,16 @@ type Options struct {
 	// LifecycleDelay is the simulated time an Auto Scaling instance spends
 	// in EnteringStandby and Pending (0: 5 s).
 	LifecycleDelay time.Duration
+	// HealthChecks makes Auto Scaling's EC2 health checks act: an InService
+	// member found unhealthy is terminated and replaced (asghealth.go).
+	// Off, unhealthy members are only reported, as callers before expect.
+	HealthChecks bool
+	// HealthCheckInterval: how often, in simulated time, Auto Scaling
+	// checks its InService members (0: 60 s; AWS says "periodically").
+	HealthCheckInterval time.Duration
+	// ImpairedTolerance: how long a status check may stay impaired before
+	// the member is unhealthy (0: 3 minutes; AWS "waits a few minutes").
+	ImpairedTolerance time.Duration
 	// GroupTags are tag keys that form availability groups: instances with
 	// the same value of such a key are one group (availability.go).
 	GroupTags []string

@@ -145,8 +145,25 @@ type State struct {
 	// Stranded: what earlier executions left out of service, put back
 	// before anything is started.
 	Stranded []drain.Record `json:"stranded,omitempty"`
-	// NotRestored: what restore could not put back (blocked, failed).
+	// NotRestored: what restore could not put back (blocked, failed, or
+	// still waiting when the restore rounds ran out): still in Standby or
+	// deregistered.
 	NotRestored []drain.InstanceProgress `json:"notRestored,omitempty"`
+	// Replaced: what was put back but is not in service, and will not be by
+	// waiting: terminated (drain.StateGone: its Auto Scaling group replaced
+	// it, or anyone terminated it) or unhealthy (drain.StateUnhealthy: out
+	// of Standby, its group replaces it). Not "not restored": nothing is
+	// left in Standby or deregistered by us.
+	Replaced []drain.InstanceProgress `json:"replaced,omitempty"`
+	// NotInService: instances Drain skipped (an Auto Scaling lifecycle
+	// state other than InService, or Standby not by us): not rebooted, not
+	// failed. Their slots are Errored in the progress (waves has no other
+	// terminal state for one instance); finish counts them as skipped.
+	NotInService []string `json:"notInService,omitempty"`
+	// RestoreRounds counts restore actions, so that a target that never
+	// becomes healthy cannot keep the execution polling until its history
+	// (25,000 events) runs out.
+	RestoreRounds int `json:"restoreRounds,omitempty"`
 	// Counts.
 	Selected    int `json:"selected"`
 	AlreadyDone int `json:"alreadyDone,omitempty"`
@@ -556,9 +573,8 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 				return nil, fmt.Errorf("rollout step: put back %s: %w", rec.Run, err)
 			}
 			switch {
-			case p.Complete:
-			case p.Settled:
-				st.NotRestored = appendNotDone(st.NotRestored, p.Instances)
+			case p.Complete || p.Settled:
+				settle(st, p.Instances, "")
 			default:
 				left = append(left, rec)
 			}
@@ -589,6 +605,16 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	var obs []waves.Observation
 	restoreNow := map[string]bool{}
 	for _, h := range hs {
+		if h.Condition == drain.Gone {
+			// Terminated during the run (its Auto Scaling group replaced
+			// it, or anyone did): there is nothing to wait for, and its
+			// group is not halted for it. Restore reports it gone.
+			if err := st.Progress.Fail(l.plan, h.InstanceID, "terminated during the run ("+h.Reason+"): not watched further"); err != nil {
+				return nil, fmt.Errorf("rollout step: %w", err)
+			}
+			restoreNow[h.InstanceID] = true
+			continue
+		}
 		if h.Condition == drain.OK {
 			restoreNow[h.InstanceID] = true
 		} else {
@@ -604,12 +630,16 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 			restoreNow[t.InstanceID] = true
 		}
 	}
-	restored, notBack, err := r.restoreSome(wctx, l, restoreNow)
+	restored, notBack, settled, err := r.restoreSome(wctx, l, restoreNow)
 	if err != nil {
 		return nil, err
 	}
 	for _, h := range hs {
 		if h.Condition != drain.OK {
+			continue
+		}
+		if ip, final := settled[h.InstanceID]; final {
+			obs = append(obs, waves.Observation{ID: h.InstanceID, Reason: "status ok, not back in service: " + ip.State + " " + ip.Detail})
 			continue
 		}
 		if why, waiting := notBack[h.InstanceID]; waiting {
@@ -664,6 +694,11 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 					if err := st.Progress.Fail(l.plan, ip.InstanceID, "not drained, not rebooted: "+ip.Detail); err != nil {
 						return nil, fmt.Errorf("rollout step: %w", err)
 					}
+				case drain.StateSkipped:
+					if err := st.Progress.Fail(l.plan, ip.InstanceID, "skipped: "+ip.Detail); err != nil {
+						return nil, fmt.Errorf("rollout step: %w", err)
+					}
+					st.NotInService = append(st.NotInService, ip.InstanceID)
 				}
 			}
 		}
@@ -692,10 +727,13 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 
 // restoreSome puts back what was taken from the given instances (one round)
 // and reports which are back in service and, for the others, why not.
-// Instances nothing was taken from count as back.
-func (r *Roller) restoreSome(ctx context.Context, l *loaded, ids map[string]bool) (map[string]bool, map[string]string, error) {
+// Instances nothing was taken from count as back. Those put back as far as
+// they will go while gone or unhealthy (settled, returned too) leave Taken
+// for State.Replaced: polling them again would not change them.
+func (r *Roller) restoreSome(ctx context.Context, l *loaded, ids map[string]bool) (map[string]bool, map[string]string, map[string]drain.InstanceProgress, error) {
 	back := map[string]bool{}
 	notBack := map[string]string{}
+	settled := map[string]drain.InstanceProgress{}
 	rec := drain.Record{Run: l.st.Run}
 	for _, t := range l.st.Taken {
 		if ids[t.InstanceID] {
@@ -706,20 +744,55 @@ func (r *Roller) restoreSome(ctx context.Context, l *loaded, ids map[string]bool
 		back[id] = true
 	}
 	if len(rec.Instances) == 0 {
-		return back, notBack, nil
+		return back, notBack, settled, nil
 	}
 	p, err := r.drainer().Restore(ctx, rec)
 	if err != nil {
-		return nil, nil, fmt.Errorf("rollout step: %w", err)
+		return nil, nil, nil, fmt.Errorf("rollout step: %w", err)
 	}
 	for _, ip := range p.Instances {
-		if ip.State != drain.StateDone {
+		switch ip.State {
+		case drain.StateDone:
+		case drain.StateGone, drain.StateUnhealthy:
+			back[ip.InstanceID] = false
+			settled[ip.InstanceID] = ip
+		default:
 			back[ip.InstanceID] = false
 			notBack[ip.InstanceID] = ip.State + " " + ip.Detail
 		}
 	}
-	l.st.Taken = slices.DeleteFunc(l.st.Taken, func(t drain.Taken) bool { return back[t.InstanceID] && ids[t.InstanceID] })
-	return back, notBack, nil
+	settle(l.st, slices.Collect(maps.Values(settled)), "")
+	l.st.Taken = slices.DeleteFunc(l.st.Taken, func(t drain.Taken) bool {
+		_, final := settled[t.InstanceID]
+		return ids[t.InstanceID] && (back[t.InstanceID] || final)
+	})
+	return back, notBack, settled, nil
+}
+
+// settle files the instances of a settled restore round: gone or unhealthy
+// ones in Replaced, the others not done in NotRestored (with why, e.g.
+// that the rounds ran out), each instance once, at most maxNotes each.
+func settle(st *State, ips []drain.InstanceProgress, why string) {
+	has := func(list []drain.InstanceProgress, id string) bool {
+		return slices.ContainsFunc(list, func(h drain.InstanceProgress) bool { return h.InstanceID == id })
+	}
+	slices.SortFunc(ips, func(a, b drain.InstanceProgress) int { return strings.Compare(a.InstanceID, b.InstanceID) })
+	for _, ip := range ips {
+		switch ip.State {
+		case drain.StateDone:
+		case drain.StateGone, drain.StateUnhealthy:
+			if !has(st.Replaced, ip.InstanceID) && len(st.Replaced) < maxNotes {
+				st.Replaced = append(st.Replaced, ip)
+			}
+		default:
+			if why != "" {
+				ip.Detail = strings.TrimSpace(ip.Detail + " " + why)
+			}
+			if !has(st.NotRestored, ip.InstanceID) && len(st.NotRestored) < maxNotes {
+				st.NotRestored = append(st.NotRestored, ip)
+			}
+		}
+	}
 }
 
 // mergeTaken replaces or adds the entries of add, by instance.
@@ -729,15 +802,6 @@ func mergeTaken(have, add []drain.Taken) []drain.Taken {
 			have[k] = t
 		} else {
 			have = append(have, t)
-		}
-	}
-	return have
-}
-
-func appendNotDone(have []drain.InstanceProgress, ips []drain.InstanceProgress) []drain.InstanceProgress {
-	for _, ip := range ips {
-		if ip.State != drain.StateDone && len(have) < maxNotes {
-			have = append(have, ip)
 		}
 	}
 	return have
@@ -787,13 +851,35 @@ func (r *Roller) Restore(ctx context.Context, st *State) (*Result, error) {
 		return nil, fmt.Errorf("rollout restore: %w", err)
 	}
 	st.Taken = rec.Instances
-	if p.Complete || p.Settled {
+	st.RestoreRounds++
+	last := st.RestoreRounds >= maxRestoreRounds(l.pol.Availability.Timeout())
+	if p.Complete || p.Settled || last {
+		why := ""
+		if !p.Settled {
+			// Typically a target that does not become healthy although its
+			// instance is: reported with the target's reason, not polled
+			// until the execution's history runs out.
+			why = fmt.Sprintf("(still so after %d restore rounds)", st.RestoreRounds)
+		}
 		st.Taken = nil
-		st.NotRestored = appendNotDone(nil, p.Instances)
-		l.log.Info("rollout restore settled", "instances", len(rec.Instances), "notRestored", len(st.NotRestored))
+		// What this round reports replaces what earlier rounds (Step's
+		// leftovers of earlier executions) said of the same instances.
+		st.NotRestored = slices.DeleteFunc(st.NotRestored, func(h drain.InstanceProgress) bool {
+			return slices.ContainsFunc(p.Instances, func(ip drain.InstanceProgress) bool { return ip.InstanceID == h.InstanceID })
+		})
+		settle(st, p.Instances, why)
+		l.log.Info("rollout restore settled", "instances", len(rec.Instances), "notRestored", len(st.NotRestored), "replaced", len(st.Replaced), "rounds", st.RestoreRounds)
 		return &Result{State: st, Done: true}, nil
 	}
 	return &Result{State: st, WaitSeconds: RestoreWait}, nil
+}
+
+// maxRestoreRounds bounds the restore loop: long enough for a target to
+// pass its health checks after it is registered (the policy's
+// healthTimeout, at least 10 minutes), short enough that the execution's
+// history (25,000 events; a round is about 5) cannot run out.
+func maxRestoreRounds(healthTimeout time.Duration) int {
+	return int(max(healthTimeout, 10*time.Minute) / (RestoreWait * time.Second))
 }
 
 // flatten merges earlier runs' records into this run's restore record:
@@ -823,7 +909,9 @@ type Summary struct {
 	Halts       []waves.Halt `json:"halts,omitempty"`
 	Problems    []string     `json:"problems,omitempty"`
 	NotRestored []string     `json:"notRestored,omitempty"`
-	DurationMS  int64        `json:"durationMs"`
+	// Replaced: put back, but terminated or unhealthy (see State.Replaced).
+	Replaced   []string `json:"replaced,omitempty"`
+	DurationMS int64    `json:"durationMs"`
 }
 
 // Counts are exact.
@@ -837,6 +925,7 @@ type Counts struct {
 	AlreadyDone int `json:"alreadyDone"`
 	NoReboot    int `json:"noReboot"`
 	NotRestored int `json:"notRestored"`
+	Replaced    int `json:"replaced"`
 }
 
 // Finish reports the run: the summary, metrics (GroupsHalted,
@@ -851,15 +940,26 @@ func (r *Roller) Finish(ctx context.Context, st *State) (*Summary, error) {
 	sum := &Summary{Function: Function, Deployment: r.Config.Deployment, Policy: st.Policy, Trigger: st.Trigger, Slot: st.Slot,
 		DryRun: st.DryRun, Plan: st.PlanText, Selected: st.Selected, Halts: pr.Halts(l.plan),
 		Counts: Counts{Planned: len(l.plan.Slots), Healthy: pr.Count(waves.Healthy), Halted: pr.Count(waves.Unhealthy),
-			Skipped: pr.Count(waves.Skipped), Failed: pr.Count(waves.Errored) + st.Failed, Created: st.Created,
-			AlreadyDone: st.AlreadyDone + st.Existed, NoReboot: st.NoReboot, NotRestored: len(st.NotRestored) + len(st.Taken)}}
+			Skipped: pr.Count(waves.Skipped) + len(st.NotInService), Failed: pr.Count(waves.Errored) - len(st.NotInService) + st.Failed, Created: st.Created,
+			AlreadyDone: st.AlreadyDone + st.Existed, NoReboot: st.NoReboot, NotRestored: len(st.NotRestored) + len(st.Taken),
+			Replaced: len(st.Replaced)}}
 	if len(sum.Halts) > maxNotes {
 		sum.Halts = sum.Halts[:maxNotes]
+	}
+	// A halted member that was put back and is being replaced (or is gone)
+	// says so: the group has its capacity back, nothing waits for an operator.
+	for i, h := range sum.Halts {
+		if k := slices.IndexFunc(st.Replaced, func(ip drain.InstanceProgress) bool { return ip.InstanceID == h.Instance }); k >= 0 {
+			sum.Halts[i].Reason += "; put back: " + replacedText(st.Replaced[k])
+		}
 	}
 	for _, p := range pr.Problems {
 		if len(sum.Problems) < maxNotes && pr.S[p.Slot] == waves.Errored {
 			sum.Problems = append(sum.Problems, l.plan.Slots[p.Slot].ID+": "+p.Reason)
 		}
+	}
+	for _, ip := range st.Replaced {
+		sum.Replaced = append(sum.Replaced, ip.InstanceID+": "+replacedText(ip))
 	}
 	sum.Problems = append(sum.Problems, st.Notes...)
 	for _, ip := range st.NotRestored {
@@ -890,6 +990,8 @@ func (r *Roller) Finish(ctx context.Context, st *State) (*Summary, error) {
 			}
 		}
 	}
+	// Replaced instances that did not halt a group (terminated mid-run)
+	// are failed instances already; the list says what became of them.
 	if c.Failed > 0 {
 		why = append(why, fmt.Sprintf("%d instances failed", c.Failed))
 	}
@@ -900,6 +1002,14 @@ func (r *Roller) Finish(ctx context.Context, st *State) (*Summary, error) {
 		return sum, fmt.Errorf("rollout %s: %s", st.Run, strings.Join(why, "; "))
 	}
 	return sum, nil
+}
+
+// replacedText says what became of an instance put back unhealthy or gone.
+func replacedText(ip drain.InstanceProgress) string {
+	if ip.State == drain.StateGone {
+		return "terminated, replaced by Auto Scaling or by its owner: " + ip.Detail
+	}
+	return "unhealthy: " + ip.Detail
 }
 
 func groups(hs []waves.Halt) int {

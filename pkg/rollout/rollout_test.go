@@ -48,9 +48,16 @@ type fleet struct {
 // "web", a database pair tagged Service=db, two stand-alone instances, all
 // selected by the policy (tag Backup).
 func newFleet(t *testing.T) *fleet {
+	return newFleetWith(t, false, simtest.WavesOptions{DeregistrationDelay: 60 * time.Second, HealthyAfter: 30 * time.Second})
+}
+
+// newFleetWith: the fleet with Auto Scaling health checks (replacement of
+// unhealthy members) on or off and the fleet's options.
+func newFleetWith(t *testing.T, healthChecks bool, o simtest.WavesOptions) *fleet {
 	t.Helper()
-	env := simtest.Start(t, ec2sim.Options{RebootModel: true, TimeScale: frozen, Start: slot.Add(time.Minute), GroupTags: []string{"Service"}})
-	f := &fleet{env: env, WavesFleet: simtest.SeedWavesFleet(env.Sim, 60*time.Second, 30*time.Second)}
+	env := simtest.Start(t, ec2sim.Options{RebootModel: true, TimeScale: frozen, Start: slot.Add(time.Minute), GroupTags: []string{"Service"},
+		HealthChecks: healthChecks, HealthCheckInterval: 30 * time.Second})
+	f := &fleet{env: env, WavesFleet: simtest.SeedWavesFleetWith(env.Sim, o)}
 	c, err := config.Parse([]byte(cfgJSON), "")
 	if err != nil {
 		t.Fatal(err)
@@ -77,14 +84,14 @@ func (f *fleet) call(t *testing.T, req map[string]any) (json.RawMessage, error) 
 		t.Fatal(err)
 	}
 	out, err := f.roller().Handle(context.Background(), raw)
-	if err != nil {
+	if err != nil && out == nil {
 		return nil, err
 	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		t.Fatal(err)
+	b, merr := json.Marshal(out) // finish answers its summary with its error
+	if merr != nil {
+		t.Fatal(merr)
 	}
-	return b, nil
+	return b, err
 }
 
 type result struct {
@@ -139,7 +146,7 @@ func (f *fleet) execute(t *testing.T, stopAfter int) (*rollout.Summary, error, i
 	}
 	b, err = f.call(t, map[string]any{"action": "finish", "state": r.State})
 	var sum rollout.Summary
-	if err == nil {
+	if b != nil {
 		json.Unmarshal(b, &sum)
 	}
 	return &sum, err, maxState
@@ -238,10 +245,11 @@ func TestRolloutHalt(t *testing.T) {
 		t.Errorf("max unavailable %v", mu)
 	}
 	// The dead instance was put back in the Auto Scaling group (its
-	// replacement is the group's business); its target cannot be registered
-	// while it is stopped: reported, tag kept for the next run.
-	if !strings.Contains(err.Error(), "not back in service") {
-		t.Errorf("finish error does not report the instance left out: %v", err)
+	// replacement is the group's business): reported with the halt, not as
+	// "not back in service" (nothing of it is left in Standby by us).
+	if strings.Contains(err.Error(), "not back in service") || !strings.Contains(err.Error(), "put back: unhealthy") ||
+		sum.Counts.NotRestored != 0 || sum.Counts.Replaced != 1 {
+		t.Errorf("finish: %v; counts %+v", err, sum.Counts)
 	}
 	if !strings.Contains(f.metrics.String(), `"GroupsHalted"`) || !strings.Contains(f.metrics.String(), `"GroupsHalted":1`) {
 		t.Errorf("metrics: %s", f.metrics.String())
@@ -383,5 +391,170 @@ func TestRolloutDrainsBeforeImage(t *testing.T) {
 	}
 	if len(dc.checked) != len(f.Web) {
 		t.Errorf("checked %d of %d web members", len(dc.checked), len(f.Web))
+	}
+}
+
+// hook wraps the EC2 client: after the CreateImage of an instance it runs
+// a function (e.g. someone terminates the instance mid-run).
+type hook struct {
+	rollout.EC2
+	after func(id string)
+}
+
+func (h *hook) CreateImage(ctx context.Context, in *ec2.CreateImageInput, opts ...func(*ec2.Options)) (*ec2.CreateImageOutput, error) {
+	out, err := h.EC2.CreateImage(ctx, in, opts...)
+	if err == nil {
+		h.after(aws.ToString(in.InstanceId))
+	}
+	return out, err
+}
+
+// TestRolloutAutoScaling: what an Auto Scaling group does to the run, with
+// its health checks on (it replaces unhealthy InService members): a halted
+// member is put back and replaced, and reported so, not "not restored"; an
+// instance terminated mid-run is reported failed and gone, its capacity
+// given back; with the target group attached to the group, the group
+// registers the members and the run does not (no race); members held by
+// a lifecycle hook or in an operator's Standby are skipped with the
+// reason; a target that never becomes healthy ends the restore loop with
+// the reason instead of polling it for ever.
+func TestRolloutAutoScaling(t *testing.T) {
+	cases := []struct {
+		name   string
+		checks bool
+		opts   simtest.WavesOptions
+		setup  func(t *testing.T, f *fleet)
+		check  func(t *testing.T, f *fleet, sum *rollout.Summary, err error)
+	}{
+		{"halted member replaced", true, simtest.WavesOptions{}, func(t *testing.T, f *fleet) { f.env.Sim.NeverBoots(f.Web[0]) },
+			func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
+				// Unhealthy when put back, or already terminated by the group:
+				// either way reported with the halt.
+				if err == nil || !strings.Contains(err.Error(), "halted at "+f.Web[0]) || !strings.Contains(err.Error(), "; put back: ") ||
+					strings.Contains(err.Error(), "not back in service") {
+					t.Fatalf("finish: %v", err)
+				}
+				if c := sum.Counts; c.NotRestored != 0 || c.Replaced != 1 || c.Halted != 1 || len(sum.Replaced) != 1 || !strings.Contains(sum.Replaced[0], f.Web[0]) {
+					t.Errorf("summary %+v", sum)
+				}
+				if !strings.Contains(f.metrics.String(), `"InstancesNotRestored":0`) {
+					t.Errorf("metrics: %s", f.metrics.String())
+				}
+				// The group replaced it: 3 members in service, desired 3.
+				f.env.Sim.Advance(10 * time.Minute)
+				ms, _ := f.env.Sim.AutoScalingMembers("", "", "web")
+				inService := 0
+				for id, lc := range ms {
+					if lc == "InService" && id != f.Web[0] {
+						inService++
+					}
+				}
+				if _, still := ms[f.Web[0]]; still || inService != 3 {
+					t.Errorf("members after the run %v: want %s replaced, 3 InService", ms, f.Web[0])
+				}
+				if d, _ := f.env.Sim.AutoScalingGroupCapacity("", "", "web"); d != 3 {
+					t.Errorf("desired %d, want 3", d)
+				}
+				simtest.MaxUnavailable(t, f.env.Sim, f.Web[0])
+			}},
+		{"terminated mid-run", true, simtest.WavesOptions{}, func(t *testing.T, f *fleet) {
+			f.wrap = func(r *rollout.Roller) {
+				r.EC2 = &hook{EC2: r.EC2, after: func(id string) {
+					if id == f.Web[0] {
+						if _, err := f.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+							t.Error(err)
+						}
+					}
+				}}
+			}
+		}, func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
+			if err == nil || !strings.Contains(err.Error(), "1 instances failed") || strings.Contains(err.Error(), "halted") || strings.Contains(err.Error(), "not back in service") {
+				t.Fatalf("finish: %v", err)
+			}
+			if c := sum.Counts; c.NotRestored != 0 || c.Replaced != 1 || c.Failed != 1 || c.Healthy != 6 {
+				t.Errorf("counts %+v", c)
+			}
+			if !slices.ContainsFunc(sum.Problems, func(p string) bool {
+				return strings.Contains(p, f.Web[0]) && strings.Contains(p, "terminated during the run")
+			}) {
+				t.Errorf("problems %v", sum.Problems)
+			}
+			if d, _ := f.env.Sim.AutoScalingGroupCapacity("", "", "web"); d != 3 {
+				t.Errorf("desired %d, want 3 (the Standby of the terminated member given back)", d)
+			}
+			if per := f.imagesPer(); per[f.Web[1]] != 1 || per[f.Web[2]] != 1 {
+				t.Errorf("the group's other members: %v", per)
+			}
+		}},
+		{"attached target group", true, simtest.WavesOptions{Attach: true}, nil,
+			func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
+				if err != nil {
+					t.Fatalf("finish: %v", err)
+				}
+				for _, id := range f.All() {
+					if f.imagesPer()[id] != 1 {
+						t.Errorf("%s: %d images", id, f.imagesPer()[id])
+					}
+				}
+				f.inService(t)
+				// Auto Scaling registered the members again on ExitStandby;
+				// the run registered nothing (the plan lists the group: its
+				// registrations were all back before the run's turn).
+				if n := f.env.Sim.Calls().Count("RegisterTargets"); n != 0 {
+					t.Errorf("RegisterTargets called %d times: racing the Auto Scaling group", n)
+				}
+				if mu := simtest.MaxUnavailable(t, f.env.Sim); mu["autoscaling:web"] != 1 || mu["targetgroup:web"] != 1 {
+					t.Errorf("max unavailable %v", mu)
+				}
+			}},
+		{"lifecycle hook and operator's Standby", true, simtest.WavesOptions{}, func(t *testing.T, f *fleet) {
+			if err := f.env.Sim.SetAutoScalingLifecycle("", "", f.Web[1], "Pending:Wait"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.env.AutoScaling("", "").EnterStandby(context.Background(), &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("web"),
+				InstanceIds: f.Web[2:3], ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
+				t.Fatal(err)
+			}
+		}, func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
+			if err != nil {
+				t.Fatalf("finish: %v (skipped members are not failures)", err)
+			}
+			if c := sum.Counts; c.Skipped != 2 || c.Failed != 0 || c.Healthy != 5 {
+				t.Errorf("counts %+v", c)
+			}
+			for _, want := range []string{f.Web[1] + ": skipped: Auto Scaling group web: lifecycle state Pending:Wait", f.Web[2] + ": skipped: Auto Scaling group web: in Standby"} {
+				if !slices.ContainsFunc(sum.Problems, func(p string) bool { return strings.HasPrefix(p, want) }) {
+					t.Errorf("problems %v, want %q", sum.Problems, want)
+				}
+			}
+			if per := f.imagesPer(); per[f.Web[1]] != 0 || per[f.Web[2]] != 0 || per[f.Web[0]] != 1 {
+				t.Errorf("images %v: the held members must not be rebooted", per)
+			}
+			ms, _ := f.env.Sim.AutoScalingMembers("", "", "web")
+			if ms[f.Web[1]] != "Pending:Wait" || ms[f.Web[2]] != "Standby" {
+				t.Errorf("members %v: the run changed members it skipped", ms)
+			}
+		}},
+		{"target never healthy", false, simtest.WavesOptions{HealthyAfter: 24 * time.Hour}, nil,
+			func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
+				if err == nil || !strings.Contains(err.Error(), "not back in service") || !strings.Contains(err.Error(), "restore rounds") {
+					t.Fatalf("finish: %v", err)
+				}
+				if sum.Counts.NotRestored == 0 || !slices.ContainsFunc(sum.NotRestored, func(s string) bool { return strings.Contains(s, "target initial") }) {
+					t.Errorf("not restored %v", sum.NotRestored)
+				}
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.opts
+			o.DeregistrationDelay, o.HealthyAfter = 60*time.Second, max(o.HealthyAfter, 30*time.Second)
+			f := newFleetWith(t, tc.checks, o)
+			if tc.setup != nil {
+				tc.setup(t, f)
+			}
+			sum, err, _ := f.execute(t, 0)
+			tc.check(t, f, sum, err)
+		})
 	}
 }

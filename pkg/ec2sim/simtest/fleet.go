@@ -22,15 +22,39 @@ type WavesFleet struct {
 // SeedWavesFleet seeds the fleet into sim (whose reboot model and
 // GroupTags ["Service"] the caller sets) and resets the call log.
 func SeedWavesFleet(sim *ec2sim.Sim, deregistrationDelay, healthyAfter time.Duration) WavesFleet {
+	return SeedWavesFleetWith(sim, WavesOptions{DeregistrationDelay: deregistrationDelay, HealthyAfter: healthyAfter})
+}
+
+// WavesOptions vary the fleet of SeedWavesFleetWith.
+type WavesOptions struct {
+	DeregistrationDelay, HealthyAfter time.Duration
+	// Attach attaches target group "web" to Auto Scaling group "web" (the
+	// group registers and deregisters its members, as most setups do).
+	Attach bool
+	// HealthCheckGracePeriod of group "web" (with ec2sim.Options.HealthChecks).
+	HealthCheckGracePeriod time.Duration
+}
+
+// SeedWavesFleetWith seeds the WavesFleet with the options; group "web"
+// propagates Backup=yes to the instances it launches (replacements).
+func SeedWavesFleetWith(sim *ec2sim.Sim, o WavesOptions) WavesFleet {
 	sel := map[string]string{"Backup": "yes"}
 	f := WavesFleet{
 		Web:        sim.SeedFleet("", "", 3, sel),
 		DB:         sim.SeedFleet("", "", 2, map[string]string{"Backup": "yes", "Service": "db"}),
 		Standalone: sim.SeedFleet("", "", 2, sel),
 	}
-	sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: "web", Instances: f.Web, MinSize: 1})
-	f.TargetGroup = sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: "web", Instances: f.Web,
-		DeregistrationDelay: deregistrationDelay, HealthyAfter: healthyAfter})
+	spec := ec2sim.TargetGroupSpec{Name: "web", Instances: f.Web, DeregistrationDelay: o.DeregistrationDelay, HealthyAfter: o.HealthyAfter}
+	asg := ec2sim.AutoScalingGroupSpec{Name: "web", Instances: f.Web, MinSize: 1, HealthCheckGracePeriod: o.HealthCheckGracePeriod, Tags: sel}
+	if o.Attach {
+		spec.Instances = nil // the group registers its members
+		f.TargetGroup = sim.AddTargetGroup(spec)
+		asg.TargetGroupARNs = []string{f.TargetGroup}
+		sim.AddAutoScalingGroup(asg)
+	} else {
+		sim.AddAutoScalingGroup(asg)
+		f.TargetGroup = sim.AddTargetGroup(spec)
+	}
 	sim.ResetCalls()
 	return f
 }
