@@ -193,7 +193,7 @@ func (s *Sim) sfnAction(account, region, action string, body []byte) (any, *apiE
 	case "ListExecutions":
 		var in struct {
 			StateMachineArn, StatusFilter, NextToken, MapRunArn string
-			MaxResults                                         int
+			MaxResults                                          int
 		}
 		if err := json.Unmarshal(body, &in); err != nil {
 			return nil, sfnErr("SerializationException", "%v", err)
