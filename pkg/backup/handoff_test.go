@@ -229,4 +229,3 @@ func TestHandoffCases(t *testing.T) {
 		})
 	}
 }
-
