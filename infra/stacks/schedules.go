@@ -10,7 +10,6 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsscheduler"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 
@@ -87,16 +86,6 @@ func (s *Schedules) Add(id, name string, sched config.Schedule, fn *AmiFunction,
 	return s.add(id, name, sched, fn.FunctionArn(), input)
 }
 
-// AddStateMachine adds a schedule starting an execution of sm with input
-// (Scheduler's templated Step Functions StartExecution target: the input
-// becomes the execution input; the target sets no execution name, see
-// README "Reboot waves"), with the same retry policy and dead-letter
-// queue, and lets the role start it.
-func (s *Schedules) AddStateMachine(id, name string, sched config.Schedule, sm awsstepfunctions.StateMachine, input string) awsscheduler.CfnSchedule {
-	s.Policy.AddStatements(statement("Start"+id, []string{"states:StartExecution"}, []string{*sm.StateMachineArn()}, nil))
-	return s.add(id, name, sched, sm.StateMachineArn(), input)
-}
-
 func (s *Schedules) add(id, name string, sched config.Schedule, target *string, input string) awsscheduler.CfnSchedule {
 	return awsscheduler.NewCfnSchedule(s.scope, jsii.String(id), &awsscheduler.CfnScheduleProps{
 		Name:                       jsii.String(physicalName(name, maxScheduleName)),
@@ -130,12 +119,8 @@ func ruleToFunction(scope constructs.Construct, id, description string, pattern 
 }
 
 // manualRule routes a manual request (source amibackup, detailType) on the
-// default bus to fn; except names policies it does not take (they have
-// their own rule: reboot waves).
-func manualRule(scope constructs.Construct, id, detailType string, fn *AmiFunction, deadLetters awssqs.Queue, except ...string) awsevents.Rule {
+// default bus to fn.
+func manualRule(scope constructs.Construct, id, detailType string, fn *AmiFunction, deadLetters awssqs.Queue) awsevents.Rule {
 	pattern := &awsevents.EventPattern{Source: jsii.Strings(trigger.Source), DetailType: jsii.Strings(detailType)}
-	if len(except) > 0 {
-		pattern.Detail = &map[string]any{"policy": []any{map[string]any{"anything-but": except}}}
-	}
 	return ruleToFunction(scope, id, "amibackup manual run: source "+trigger.Source+", detail-type "+detailType, pattern, fn, deadLetters)
 }
