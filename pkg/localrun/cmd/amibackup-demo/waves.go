@@ -97,7 +97,7 @@ func runWaves(ctx context.Context, root, work string) error {
 		// starts the execution named for the slot; the second delivery gets
 		// the same execution, not a second run.
 		var name string
-		for i, what := range []string{"Scheduler delivers the trigger", "and delivers it again"} {
+		for _, what := range []string{"Scheduler delivers the trigger", "and delivers it again"} {
 			out, _, err := backupFn.Invoke(ctx, in)
 			if err != nil {
 				return fmt.Errorf("backup function: %w", err)
@@ -108,12 +108,23 @@ func runWaves(ctx context.Context, root, work string) error {
 				return fmt.Errorf("backup function did not start the execution: %s", out)
 			}
 			name = s.Done[0].ID
-			fmt.Printf("  %-32s -> backup function -> StartExecution %s (executions of the slot: %d)\n", what, name, len(sim.Executions()))
-			if i == 1 && len(sim.Executions()) != 1 {
-				return fmt.Errorf("a second delivery started a second execution")
+			var same []ec2sim.Execution
+			for _, e := range sim.Executions() {
+				if e.Name == name {
+					same = append(same, e)
+				}
+			}
+			fmt.Printf("  %-32s -> backup function -> StartExecution %s (executions of the slot: %d)\n", what, name, len(same))
+			if len(same) != 1 {
+				return fmt.Errorf("%d executions of the slot, want 1", len(same))
 			}
 		}
-		exec := sim.Executions()[len(sim.Executions())-1]
+		var exec ec2sim.Execution
+		for _, e := range sim.Executions() {
+			if e.Name == name {
+				exec = e
+			}
+		}
 		short := 200 * time.Millisecond
 		began := time.Now()
 		res, err := eng.Run(ctx, def, []byte(exec.Input), sfnlocal.Options{
