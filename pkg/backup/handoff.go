@@ -100,8 +100,8 @@ func (b *Backuper) handOff(ctx context.Context, pol *config.Policy, req trigger.
 		log.Info("this slot's workflow execution already exists; no second run", "executionArn", arn, "awsMessage", exists.ErrorMessage())
 	default:
 		// Throttled past the retries, denied, or the service failing: the
-		// invocation fails, so Lambda's retries (or the dead-letter queue)
-		// deliver it again under the same name.
+		// invocation fails (its error alarm fires) and Lambda's retries of
+		// an asynchronous invocation try again under the same name.
 		log.Error("starting the workflow execution failed", "executionArn", arn, "error", err.Error(), "code", awsclient.ErrorCode(err))
 		sum.AddFailed(runner.Entry{ID: name, Detail: fmt.Sprintf("StartExecution of %s: %v", arn, err)})
 	}
