@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	"github.com/aws/aws-sdk-go-v2/service/sfn"
 
 	"github.com/amibackup/amibackup/pkg/coldstart"
 	"github.com/amibackup/amibackup/pkg/invoke"
@@ -23,10 +24,11 @@ func main() {
 	ec2c := ec2.NewFromConfig(env.AWS)
 	asg := autoscaling.NewFromConfig(env.AWS)
 	elb := elasticloadbalancingv2.NewFromConfig(env.AWS)
+	states := sfn.NewFromConfig(env.AWS)
 	// A lambda.Handler gets the payload as received (see pkg/invoke).
 	lambda.Start(lambda.Handler(invoke.Func[any](func(ctx context.Context, raw []byte) (any, error) {
 		log := env.Logger(ctx)
-		r := &rollout.Roller{EC2: ec2c, AutoScaling: asg, ELB: elb, Config: env.Config, Job: runner.Job{Log: log, Metrics: env.Metrics}}
+		r := &rollout.Roller{EC2: ec2c, AutoScaling: asg, ELB: elb, StepFunctions: states, Config: env.Config, Job: runner.Job{Log: log, Metrics: env.Metrics}}
 		return r.Handle(ctx, raw)
 	})))
 }

@@ -8,7 +8,9 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
 
+	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/metrics"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -34,7 +36,7 @@ type BackupStack struct {
 	RecycleBin    *RecycleBin   // nil when recycleBin.disabled
 	Sharing       *Sharing      // nil without sharing
 	Guardrails    *Guardrails   // nil without guardrails
-	Workflow      *Workflow     // nil without a policy that reboots in waves
+	Workflow      *Workflow     // nil when no policy reboots in waves (all reboot:false or all-at-once)
 	Verification  *Verification // nil without a policy that verifies
 }
 
@@ -51,30 +53,24 @@ func NewBackupStack(scope constructs.Construct, id string, props *BackupStackPro
 		Statements: backupStatements(s.Stack, cfg), Wildcards: backupWildcards(s.Stack), Notifications: s.Notifications}); err != nil {
 		return nil, err
 	}
-	waves := wavesPolicies(cfg)
-	if len(waves) > 0 {
+	// Every policy's schedule and manual rule invoke the backup function; a
+	// policy that reboots in waves is handed to the workflow there, as one
+	// execution per slot (pkg/backup handoff.go).
+	if waves := wavesPolicies(cfg); len(waves) > 0 {
 		if s.Workflow, err = NewWorkflow(s.Common, cfg, props.Root, waves); err != nil {
 			return nil, err
 		}
+		sm := s.Workflow.StateMachine
+		s.Backup.Function.AddEnvironment(jsii.String(backup.WorkflowEnvVar), sm.StateMachineArn(), nil)
+		s.Backup.Policy.AddStatements(statement("StartWorkflow", []string{"states:StartExecution"}, []string{*sm.StateMachineArn()}, nil))
 	}
-	var wavesNames []string
 	for i, p := range cfg.Policies {
-		if p.Availability != nil && p.Availability.Waves() {
-			// The same input, time zone, retry policy and dead-letter
-			// queue; the execution input is the backup's trigger.
-			s.Schedules.AddStateMachine(fmt.Sprintf("BackupSchedule%d", i), "backup-"+p.Name, p.Schedule, s.Workflow.StateMachine, SchedulerInput(p.Name))
-			wavesNames = append(wavesNames, p.Name)
-			continue
-		}
 		s.Schedules.Add(fmt.Sprintf("BackupSchedule%d", i), "backup-"+p.Name, p.Schedule, s.Backup, SchedulerInput(p.Name))
 	}
 	if s.Prune, err = newPrune(s.Common, cfg, props.Root); err != nil {
 		return nil, err
 	}
-	manualRule(s.Stack, "BackupRequestedRule", trigger.BackupRequested, s.Backup, s.Notifications.DeadLetters, wavesNames...)
-	if s.Workflow != nil {
-		s.Workflow.startRules(s.Common, waves)
-	}
+	manualRule(s.Stack, "BackupRequestedRule", trigger.BackupRequested, s.Backup, s.Notifications.DeadLetters)
 	manualRule(s.Stack, "PruneRequestedRule", trigger.PruneRequested, s.Prune, s.Notifications.DeadLetters)
 	s.Notifications.FailedImageRule(cfg, "the next backup run takes a new one")
 	s.RecycleBin = NewRecycleBin(s.Stack, cfg)
@@ -88,6 +84,9 @@ func NewBackupStack(scope constructs.Construct, id string, props *BackupStackPro
 			return nil, err
 		}
 		charted = append(charted, s.Sharing.Function)
+	}
+	if s.Workflow != nil {
+		charted = append(charted, s.Workflow.Function)
 	}
 	if s.Verification, err = NewVerification(s.Common, cfg, props.Root); err != nil {
 		return nil, err

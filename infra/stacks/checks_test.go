@@ -20,6 +20,9 @@ func checkSchedulerInvokes(t *testing.T, tmpl map[string]any) {
 		if !hasAction(s, "lambda:InvokeFunction") {
 			continue
 		}
+		if strings.HasPrefix(s.Policy, "WorkflowPolicy") && s.Sid == "InvokeRollout" {
+			continue // the state machine's role (TestWavesGetWorkflow)
+		}
 		if !strings.HasPrefix(s.Policy, "SchedulerPolicy") || s.Effect != "Allow" || len(s.Actions) != 1 || len(s.Resources) != 1 || s.Condition != nil {
 			t.Errorf("lambda:InvokeFunction statement %s in %s: %+v", s.Sid, s.Policy, s)
 			continue
@@ -107,4 +110,27 @@ func checkGrants(t *testing.T, tmpl map[string]any) {
 	if n == 0 {
 		t.Error("no kms:CreateGrant statement checked")
 	}
+}
+
+// checkDeleteTags: every statement allowing ec2:DeleteTags names the keys
+// it may delete and requires the request to name keys: a DeleteTags
+// without tags deletes every user tag of the resource (EC2 API reference,
+// DeleteTags), and ForAllValues holds for an empty set. Returns how many
+// statements it checked.
+func checkDeleteTags(t *testing.T, tmpl map[string]any) int {
+	t.Helper()
+	n := 0
+	for _, s := range statements(tmpl, "AWS::IAM::Policy") {
+		if s.Effect != "Allow" || !hasAction(s, "ec2:DeleteTags") {
+			continue
+		}
+		n++
+		if len(cond(s, "ForAllValues:StringEquals", "aws:TagKeys")) == 0 {
+			t.Errorf("%s %s: ec2:DeleteTags without a list of tag keys: %v", s.Policy, s.Sid, s.Condition)
+		}
+		if !slices.Equal(cond(s, "Null", "aws:TagKeys"), []string{"false"}) {
+			t.Errorf("%s %s: ec2:DeleteTags without Null aws:TagKeys=false (a request naming no tag deletes them all): %v", s.Policy, s.Sid, s.Condition)
+		}
+	}
+	return n
 }

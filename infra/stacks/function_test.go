@@ -11,6 +11,7 @@ import (
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
 
+	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 )
 
@@ -148,12 +149,15 @@ func TestStacksNeedTheirConfiguration(t *testing.T) {
 	}
 }
 
-// TestWavesGetWorkflow: a policy asking for reboot waves is started by its
-// schedule and its manual rule as an execution of the workflow, with the
-// same input, time zone, retry policy and dead-letter queue; the backup
-// function's rule no longer matches it; the state machine's role only
-// invokes the rollout function. "all-at-once" and policies without the
-// section keep the backup function.
+// TestWavesGetWorkflow: every policy that reboots goes to the workflow
+// unless it says "all-at-once" (a policy without an availability section
+// too: pkg/config's safe default), through the backup function: every
+// schedule and the manual rule invoke the backup function, which starts
+// the execution named for the slot (states:StartExecution on this state
+// machine only, its ARN in the function's environment). The state
+// machine's role only invokes the rollout function; the rollout role may
+// list and describe this state machine's executions (start guard), which
+// Start gets from the context object.
 func TestWavesGetWorkflow(t *testing.T) {
 	requireNode(t)
 	stack, tmpl := synthCached(t, wavesConfig)
@@ -168,58 +172,109 @@ func TestWavesGetWorkflow(t *testing.T) {
 		t.Fatalf("%d state machines", len(sms))
 	}
 	var smID string
-	for id := range sms {
+	for id, props := range sms {
 		smID = id
-	}
-	scheds := resources(tmpl, "AWS::Scheduler::Schedule")
-	var toMachine, toFunction int
-	for _, props := range scheds {
-		target := props["Target"].(map[string]any)
-		raw, _ := json.Marshal(target["Arn"])
-		switch {
-		case strings.Contains(string(raw), smID):
-			toMachine++
-			if target["Input"] != SchedulerInput("web") || props["ScheduleExpressionTimezone"] != "Europe/Berlin" ||
-				target["RetryPolicy"] == nil || target["DeadLetterConfig"] == nil {
-				t.Errorf("waves schedule: %v", props)
+		if props["StateMachineName"] != StateMachineName("prod") {
+			t.Errorf("state machine name %v, want %s", props["StateMachineName"], StateMachineName("prod"))
+		}
+		raw, _ := json.Marshal(props["DefinitionString"])
+		for _, want := range []string{`$$.Execution.Id`, `$$.StateMachine.Id`} {
+			if !strings.Contains(string(raw), want) {
+				t.Errorf("the definition does not pass %s to Start", want)
 			}
-		case strings.Contains(string(raw), "Backup"):
-			toFunction++
 		}
 	}
-	if toMachine != 1 || toFunction != 1 {
-		t.Errorf("schedules: %d to the state machine, %d to the backup function", toMachine, toFunction)
-	}
-	rules := resources(tmpl, "AWS::Events::Rule")
-	var manualToMachine, backupExcept bool
-	for _, r := range rules {
-		raw, _ := json.Marshal(r)
-		s := string(raw)
-		if strings.Contains(s, `"Backup Requested"`) && strings.Contains(s, smID) && strings.Contains(s, `"policy":["web"]`) {
-			manualToMachine = true
-		}
-		if strings.Contains(s, `"Backup Requested"`) && strings.Contains(s, `"anything-but":["web"]`) {
-			backupExcept = true
+	// Both policies (the one without a section by default) reboot in waves.
+	for _, id := range []string{"GroupsHaltedAlarm0", "GroupsHaltedAlarm1"} {
+		if len(resourcesWithPrefix(tmpl, "AWS::CloudWatch::Alarm", id)) != 1 {
+			t.Errorf("no %s: both policies should reboot in waves", id)
 		}
 	}
-	if !manualToMachine || !backupExcept {
-		t.Errorf("manual rules: to the workflow %v, backup rule excludes the waves policy %v", manualToMachine, backupExcept)
-	}
-	// The state machine's role: lambda:InvokeFunction on the rollout function only.
-	for id, p := range resources(tmpl, "AWS::IAM::Policy") {
-		if !strings.HasPrefix(id, "WorkflowPolicy") {
+	for _, props := range resources(tmpl, "AWS::Scheduler::Schedule") {
+		if !strings.HasPrefix(props["Name"].(string), "backup-") {
 			continue
 		}
-		raw, _ := json.Marshal(p["PolicyDocument"])
-		if s := string(raw); strings.Count(s, `"Action"`) != 1 || !strings.Contains(s, `"lambda:InvokeFunction"`) || !strings.Contains(s, "Rollout") || strings.Contains(s, ":*") {
-			t.Errorf("workflow role policy: %s", s)
+		target := props["Target"].(map[string]any)
+		raw, _ := json.Marshal(target["Arn"])
+		if strings.Contains(string(raw), smID) || !strings.Contains(string(raw), "Backup") ||
+			target["RetryPolicy"] == nil || target["DeadLetterConfig"] == nil {
+			t.Errorf("schedule: %v, want the backup function with retry policy and dead-letter queue", props)
 		}
 	}
-	// all-at-once keeps the backup function and adds no workflow.
-	allAtOnce := strings.Replace(testConfig, `"retention"`, `"availability":{"mode":"all-at-once"},"retention"`, 1)
-	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(t.TempDir())})
-	s, err := NewBackupStack(app, "A", &BackupStackProps{Config: mustParse(t, allAtOnce), Root: repoRoot(t)})
-	if err != nil || s.Workflow != nil {
-		t.Errorf("all-at-once: %v, workflow %v", err, s != nil && s.Workflow != nil)
+	manual := 0
+	for _, r := range resources(tmpl, "AWS::Events::Rule") {
+		raw, _ := json.Marshal(r)
+		s := string(raw)
+		if strings.Contains(s, smID) {
+			t.Errorf("a rule starts the state machine directly: %s", s)
+		}
+		if strings.Contains(s, `"Backup Requested"`) {
+			manual++
+			if strings.Contains(s, "anything-but") || !strings.Contains(s, "Backup") {
+				t.Errorf("manual rule: %s", s)
+			}
+		}
 	}
+	if manual != 1 {
+		t.Errorf("%d Backup Requested rules, want 1 (the backup function)", manual)
+	}
+	fns := resourcesWithPrefix(tmpl, "AWS::Lambda::Function", "Backup")
+	for _, f := range fns {
+		env, _ := json.Marshal(f["Environment"])
+		if !strings.Contains(string(env), `"`+backup.WorkflowEnvVar+`":{"Ref":"`+smID+`"}`) {
+			t.Errorf("backup function environment %s lacks %s = the state machine's ARN", env, backup.WorkflowEnvVar)
+		}
+	}
+	policies := map[string]string{}
+	for id, p := range resources(tmpl, "AWS::IAM::Policy") {
+		raw, _ := json.Marshal(p["PolicyDocument"])
+		policies[id] = string(raw)
+	}
+	for id, s := range policies {
+		switch {
+		case strings.HasPrefix(id, "WorkflowPolicy"):
+			// The state machine's role: lambda:InvokeFunction on the rollout function only.
+			if strings.Count(s, `"Action"`) != 1 || !strings.Contains(s, `"lambda:InvokeFunction"`) || !strings.Contains(s, "Rollout") || strings.Contains(s, ":*") {
+				t.Errorf("workflow role policy: %s", s)
+			}
+		case strings.HasPrefix(id, "BackupPolicy"):
+			want := `{"Action":"states:StartExecution","Effect":"Allow","Resource":{"Ref":"` + smID + `"},"Sid":"StartWorkflow"}`
+			if !strings.Contains(s, want) || strings.Count(s, "states:") != 1 {
+				t.Errorf("backup policy: want only %s for states, got %s", want, s)
+			}
+		case strings.HasPrefix(id, "RolloutPolicy"):
+			for _, want := range []string{`"states:ListExecutions"`, `:stateMachine:` + StateMachineName("prod") + `"`, `"states:DescribeExecution"`, `:execution:` + StateMachineName("prod") + `:*"`} {
+				if !strings.Contains(s, want) {
+					t.Errorf("rollout policy lacks %s: %s", want, s)
+				}
+			}
+		}
+	}
+	// all-at-once and reboot:false keep the backup function and add no
+	// workflow; a policy without a section next to them gets one.
+	for _, c := range []struct {
+		name, cfg string
+		workflow  bool
+	}{
+		{"all-at-once", strings.ReplaceAll(testConfig, `"retention"`, `"availability":{"mode":"all-at-once"},"retention"`), false},
+		{"reboot false", strings.ReplaceAll(testConfig, `"retention"`, `"reboot":false,"retention"`), false},
+		{"one without a section", strings.Replace(testConfig, `"retention"`, `"reboot":false,"retention"`, 1), true},
+	} {
+		app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(t.TempDir())})
+		s, err := NewBackupStack(app, "A", &BackupStackProps{Config: mustParse(t, c.cfg), Root: repoRoot(t)})
+		if err != nil || (s.Workflow != nil) != c.workflow {
+			t.Errorf("%s: %v, workflow %v, want %v", c.name, err, s != nil && s.Workflow != nil, c.workflow)
+		}
+	}
+}
+
+// resourcesWithPrefix: the resources of a type whose logical ID starts with prefix.
+func resourcesWithPrefix(tmpl map[string]any, typ, prefix string) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	for id, r := range resources(tmpl, typ) {
+		if strings.HasPrefix(id, prefix) {
+			out[id] = r
+		}
+	}
+	return out
 }

@@ -51,6 +51,9 @@ type loopProps struct {
 	// CleanupErrorPath is where the cleanup-after-error loop's own error
 	// goes when it fails ($.error holds the error that started it).
 	CleanupErrorPath string
+	// StartContext adds the context object's execution and state machine
+	// IDs to the Start payload ("execution", "stateMachine").
+	StartContext bool
 }
 
 // actionLoop adds the loop's states to scope and returns its first state.
@@ -78,7 +81,12 @@ func actionLoop(scope constructs.Construct, p loopProps) awsstepfunctions.IChain
 	finishedFailed := awsstepfunctions.NewFail(scope, jsii.String(s.FinishedFailed), &awsstepfunctions.FailProps{
 		Error: jsii.String(p.ProblemsError), Cause: jsii.String(p.ProblemsCause)})
 
-	start := invoke(s.Start, map[string]any{"action": a.Start, "input": awsstepfunctions.JsonPath_EntirePayload()})
+	startPayload := map[string]any{"action": a.Start, "input": awsstepfunctions.JsonPath_EntirePayload()}
+	if p.StartContext {
+		startPayload["execution"] = awsstepfunctions.JsonPath_StringAt(jsii.String("$$.Execution.Id"))
+		startPayload["stateMachine"] = awsstepfunctions.JsonPath_StringAt(jsii.String("$$.StateMachine.Id"))
+	}
+	start := invoke(s.Start, startPayload)
 	start.AddCatch(failed, &awsstepfunctions.CatchProps{Errors: jsii.Strings("States.ALL"), ResultPath: jsii.String("$.error")})
 	step := invoke(s.Step, with(a.Step))
 	step.AddRetry(retry)
@@ -117,7 +125,9 @@ func actionLoop(scope constructs.Construct, p loopProps) awsstepfunctions.IChain
 type loopMachineProps struct {
 	// ID is the state machine's construct ID; its role and policy are
 	// ID+"Role" and ID+"Policy" (logical IDs: keep them).
-	ID        string
+	ID string
+	// Name is the state machine's physical name (empty: generated).
+	Name      string
 	Function  *AmiFunction
 	Start     awsstepfunctions.IChainable
 	Comment   string
@@ -141,7 +151,12 @@ func loopMachine(scope constructs.Construct, p loopMachineProps) (awsstepfunctio
 		Roles:      &[]awsiam.IRole{role},
 		Statements: &[]awsiam.PolicyStatement{statement(p.InvokeSid, []string{"lambda:InvokeFunction"}, []string{*p.Function.FunctionArn()}, nil)},
 	})
+	var name *string
+	if p.Name != "" {
+		name = jsii.String(p.Name)
+	}
 	sm := awsstepfunctions.NewStateMachine(scope, jsii.String(p.ID), &awsstepfunctions.StateMachineProps{
+		StateMachineName: name,
 		Comment:          jsii.String(p.Comment),
 		DefinitionBody:   awsstepfunctions.DefinitionBody_FromChainable(p.Start),
 		StateMachineType: awsstepfunctions.StateMachineType_STANDARD,

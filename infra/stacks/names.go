@@ -17,6 +17,11 @@ import (
 //     (https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-cloudwatch-dashboard.html).
 //   - KMS alias: 1-256 of [A-Za-z0-9/_-], "alias/" prefix, not "alias/aws/"
 //     (https://docs.aws.amazon.com/kms/latest/developerguide/alias-create.html).
+//   - Step Functions state machine: 1-80, no white space, brackets,
+//     wildcards, control characters or " # % \ ^ | ~ ` $ & , ; : /
+//     (https://docs.aws.amazon.com/step-functions/latest/apireference/API_CreateStateMachine.html);
+//     the deployment name is [A-Za-z0-9-] (pkg/config). Its executions'
+//     names are pkg/images' ExecutionName (at most 57 of 80).
 //
 // For reference, the limits of the generated names: IAM role 64
 // (API_CreateRole), Lambda function 64 (function name part of its ARN),
@@ -28,6 +33,7 @@ const (
 	maxScheduleName      = 64
 	maxDashboardName     = 255
 	maxKeyAliasName      = 256
+	maxStateMachineName  = 80
 )
 
 // hashLen is the number of hex digits of the SHA-256 that replaces the cut
@@ -52,4 +58,11 @@ func physicalName(name string, limit int) string {
 // group's and the dashboard's name.
 func deploymentName(deployment string, limit int) string {
 	return physicalName("amibackup-"+deployment, limit)
+}
+
+// StateMachineName is the reboot-wave workflow's fixed name,
+// "amibackup-<deployment>-waves" within 80 characters: the rollout role's
+// Step Functions statements name it before it exists (workflow.go).
+func StateMachineName(deployment string) string {
+	return physicalName("amibackup-"+deployment+"-waves", maxStateMachineName)
 }

@@ -23,6 +23,8 @@ var (
 		"AWS::Scheduler::Schedule.Name":            {maxScheduleName, schedulerName},
 		"AWS::CloudWatch::Dashboard.DashboardName": {maxDashboardName, regexp.MustCompile(`^[A-Za-z0-9_\-]+$`)},
 		"AWS::KMS::Alias.AliasName":                {maxKeyAliasName, regexp.MustCompile(`^alias/[A-Za-z0-9/_\-]+$`)},
+		// Also what CloudWatch Logs delivery needs: 0-9, A-Z, a-z, - and _.
+		"AWS::StepFunctions::StateMachine.StateMachineName": {maxStateMachineName, regexp.MustCompile(`^[A-Za-z0-9_\-]+$`)},
 		// Inline policy names: 1-128 (IAM PutRolePolicy); CDK sets them.
 		"AWS::IAM::Policy.PolicyName": {128, regexp.MustCompile(`^[\w+=,.@\-]+$`)},
 		"AWS::SNS::Topic.DisplayName": {100, nil},

@@ -89,9 +89,13 @@ func (s *Schedules) Add(id, name string, sched config.Schedule, fn *AmiFunction,
 
 // AddStateMachine adds a schedule starting an execution of sm with input
 // (Scheduler's templated Step Functions StartExecution target: the input
-// becomes the execution input; the target sets no execution name, see
-// README "Reboot waves"), with the same retry policy and dead-letter
-// queue, and lets the role start it.
+// becomes the execution input), with the same retry policy and dead-letter
+// queue, and lets the role start it. The target cannot name the execution
+// from the slot (names exclude ':'), so a duplicate delivery starts a
+// second execution: only for workflows where that is harmless (the
+// verification: a second run of a slot boots an image twice in isolation
+// at worst, and never reboots a production instance). The reboot-wave
+// workflow is started by the backup function instead (pkg/backup handoff.go).
 func (s *Schedules) AddStateMachine(id, name string, sched config.Schedule, sm awsstepfunctions.StateMachine, input string) awsscheduler.CfnSchedule {
 	s.Policy.AddStatements(statement("Start"+id, []string{"states:StartExecution"}, []string{*sm.StateMachineArn()}, nil))
 	return s.add(id, name, sched, sm.StateMachineArn(), input)
@@ -130,12 +134,8 @@ func ruleToFunction(scope constructs.Construct, id, description string, pattern 
 }
 
 // manualRule routes a manual request (source amibackup, detailType) on the
-// default bus to fn; except names policies it does not take (they have
-// their own rule: reboot waves).
-func manualRule(scope constructs.Construct, id, detailType string, fn *AmiFunction, deadLetters awssqs.Queue, except ...string) awsevents.Rule {
+// default bus to fn.
+func manualRule(scope constructs.Construct, id, detailType string, fn *AmiFunction, deadLetters awssqs.Queue) awsevents.Rule {
 	pattern := &awsevents.EventPattern{Source: jsii.Strings(trigger.Source), DetailType: jsii.Strings(detailType)}
-	if len(except) > 0 {
-		pattern.Detail = &map[string]any{"policy": []any{map[string]any{"anything-but": except}}}
-	}
 	return ruleToFunction(scope, id, "amibackup manual run: source "+trigger.Source+", detail-type "+detailType, pattern, fn, deadLetters)
 }

@@ -18,7 +18,8 @@ const sharingConfig = `{"deployment":"prod","policies":[{"name":"nightly","selec
 func TestSharingOnBackupStack(t *testing.T) {
 	stack, tmpl := synthCached(t, sharingConfig)
 	template := assertions.Template_FromJSON(&tmpl, nil)
-	template.ResourceCountIs(jsii.String("AWS::Lambda::Function"), jsii.Number(3))
+	// Backup, prune, share and rollout (the policy reboots in waves by default).
+	template.ResourceCountIs(jsii.String("AWS::Lambda::Function"), jsii.Number(4))
 	template.HasResourceProperties(jsii.String("AWS::Events::Rule"), map[string]any{
 		"EventPattern": map[string]any{"source": []string{"aws.ec2"}, "detail-type": []string{"EC2 AMI State Change"}, "detail": map[string]any{"State": []string{"available"}}},
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/drain"
 	"github.com/amibackup/amibackup/pkg/tags"
 )
 
@@ -120,8 +121,10 @@ func TestTemplate(t *testing.T) {
 	})
 
 	t.Run("functions", func(t *testing.T) {
+		// Backup, prune and rollout: both policies reboot without an
+		// availability section, so both reboot in waves (the default).
 		fns := resources(tmpl, "AWS::Lambda::Function")
-		if len(fns) != 2 {
+		if len(fns) != 3 {
 			t.Fatalf("%d functions", len(fns))
 		}
 		for id, p := range fns {
@@ -138,7 +141,7 @@ func TestTemplate(t *testing.T) {
 				t.Errorf("%s: AMIBACKUP_CONFIG does not parse back: %v", id, err)
 			}
 		}
-		template.ResourcePropertiesCountIs(jsii.String("AWS::Logs::LogGroup"), map[string]any{"RetentionInDays": 90}, jsii.Number(2))
+		template.ResourcePropertiesCountIs(jsii.String("AWS::Logs::LogGroup"), map[string]any{"RetentionInDays": 90}, jsii.Number(3))
 	})
 
 	t.Run("recycle bin", func(t *testing.T) {
@@ -152,8 +155,9 @@ func TestTemplate(t *testing.T) {
 	})
 
 	t.Run("alarms to one topic with e-mail", func(t *testing.T) {
-		// 2 function errors, DLQ, 2 per policy, prune blocked, prune failures.
-		template.ResourceCountIs(jsii.String("AWS::CloudWatch::Alarm"), jsii.Number(2+1+2*2+2))
+		// 3 function errors, DLQ, 2 per policy, prune blocked, prune
+		// failures, workflow failed, 2 per policy rebooting in waves.
+		template.ResourceCountIs(jsii.String("AWS::CloudWatch::Alarm"), jsii.Number(3+1+2*2+2+1+2*2))
 		template.ResourceCountIs(jsii.String("AWS::SNS::Topic"), jsii.Number(1))
 		template.HasResourceProperties(jsii.String("AWS::SNS::Subscription"), map[string]any{"Protocol": "email", "Endpoint": "ops@example.com"})
 		template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), map[string]any{
@@ -254,7 +258,9 @@ func iamProblems(tmpl map[string]any, deployment string, selectors map[string][]
 					// named keys on resources we manage (the share state).
 					eq, _ := cond["StringEquals"].(map[string]any)
 					keys, _ := cond["ForAllValues:StringEquals"].(map[string]any)
-					if eq["ec2:CreateAction"] == nil && (eq["aws:ResourceTag/"+tags.ManagedBy] != deployment || keys["aws:TagKeys"] == nil) {
+					// Or, for the reboot waves, only the drain tag on instances.
+					drainOnly := slices.Equal(asList(keys["aws:TagKeys"]), []string{drain.TagKey}) && strings.HasSuffix(flatten(st["Resource"]), ":instance/*")
+					if eq["ec2:CreateAction"] == nil && !drainOnly && (eq["aws:ResourceTag/"+tags.ManagedBy] != deployment || keys["aws:TagKeys"] == nil) {
 						fail("%s: CreateTags without ec2:CreateAction, or without managed-by and aws:TagKeys conditions", id)
 					}
 				}
@@ -437,7 +443,8 @@ func TestAssetHashStable(t *testing.T) {
 		return keys
 	}
 	a, b := key(), key()
-	if !slices.Equal(a, b) || len(a) != 2 || a[0] == a[1] {
+	// Backup, prune and rollout (testConfig's policies reboot in waves).
+	if !slices.Equal(a, b) || len(a) != 3 || len(slices.Compact(slices.Clone(a))) != 3 {
 		t.Fatalf("asset keys differ between identical synths: %v vs %v", a, b)
 	}
 	// A copy of the sources with one changed byte hashes differently.

@@ -335,6 +335,10 @@ func TestVerifyIAM(t *testing.T) {
 		t.Error(problem)
 	}
 	checkGrants(t, tmpl)
+	// The verify role's image tags and the rollout's drain tag.
+	if n := checkDeleteTags(t, tmpl); n != 2 {
+		t.Errorf("%d ec2:DeleteTags statements checked, want 2 (verify images, rollout drain tag)", n)
+	}
 }
 
 // TestVerifyIAMReference: every action, resource and condition key of a

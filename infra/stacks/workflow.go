@@ -4,17 +4,14 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
-	"github.com/aws/jsii-runtime-go"
 
+	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/drain"
 	"github.com/amibackup/amibackup/pkg/metrics"
 	"github.com/amibackup/amibackup/pkg/rollout"
-	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
 // State names of the workflow (the local runs override the Wait states by name).
@@ -37,13 +34,15 @@ const (
 )
 
 // wavesPolicies are the policies that reboot in waves through the
-// workflow: an availability section in waves mode. A policy without the
-// section keeps the backup function's one-call run (and its template):
-// making it wave by wave is the operator's choice, deployed explicitly.
+// workflow (backup.RebootsInWaves): every policy that reboots, unless its
+// availability section says "all-at-once". A policy without the section
+// gets pkg/config's safe defaults (groups by Auto Scaling group and target
+// group, one member down at a time): rebooting a whole service at once is
+// the operator's explicit choice, not the default.
 func wavesPolicies(cfg *config.Config) []config.Policy {
 	var out []config.Policy
 	for _, p := range cfg.Policies {
-		if p.Availability != nil && p.Availability.Waves() {
+		if backup.RebootsInWaves(&p) {
 			out = append(out, p)
 		}
 	}
@@ -62,6 +61,15 @@ func wavesPolicies(cfg *config.Config) []config.Policy {
 //
 // JSONPath only (no JSONata, Assign or Distributed Map: pkg/sfnlocal runs it
 // offline). The state machine's role may only invoke the rollout function.
+//
+// Executions are started by the backup function only (pkg/backup
+// handoff.go: one execution per policy and slot, by name); Start gets the
+// context object's execution and state machine IDs for the guard against
+// another running execution of the policy (pkg/rollout guard.go). The
+// state machine has a fixed name (StateMachineName) so that the rollout
+// role's states:ListExecutions and states:DescribeExecution can name it
+// and its executions without a reference to the state machine, which
+// depends on the rollout function (a dependency cycle otherwise).
 type Workflow struct {
 	Function     *AmiFunction
 	StateMachine awsstepfunctions.StateMachine
@@ -73,8 +81,9 @@ func NewWorkflow(c *Common, cfg *config.Config, root string, policies []config.P
 	stack := c.Stack
 	sub := *cfg
 	sub.Policies = policies
+	smName := StateMachineName(cfg.Deployment)
 	fn, err := NewAmiFunction(stack, &AmiFunctionProps{Name: "rollout", Config: cfg, Root: root,
-		Statements: rolloutStatements(stack, &sub), Wildcards: rolloutWildcards(stack), Notifications: c.Notifications})
+		Statements: rolloutStatements(stack, &sub, smName), Wildcards: rolloutWildcards(stack, smName), Notifications: c.Notifications})
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +96,11 @@ func NewWorkflow(c *Common, cfg *config.Config, root string, policies []config.P
 			Failed: StateFailed, FinishedFailed: StateFinishedFailed, Succeeded: StateSucceeded},
 		FailedError: "RolloutFailed", FailedCause: "a task failed; see the execution's events (what the run took out of service was put back first)",
 		ProblemsError: "RolloutProblems", ProblemsCause: "instances failed, a group halted or something is not back in service: see the finish error and the rollout summary log",
-		CleanupErrorPath: "$.restoreError"})
-	w.StateMachine, w.Role = loopMachine(stack, loopMachineProps{ID: "Workflow", Function: fn, Start: start, InvokeSid: "InvokeRollout",
+		CleanupErrorPath: "$.restoreError",
+		// The guard's context (pkg/rollout guard.go): which execution this
+		// is, and of which state machine.
+		StartContext: true})
+	w.StateMachine, w.Role = loopMachine(stack, loopMachineProps{ID: "Workflow", Name: smName, Function: fn, Start: start, InvokeSid: "InvokeRollout",
 		Comment:  "amibackup: backups that reboot in waves per availability group (" + cfg.Deployment + ")",
 		RoleDesc: "amibackup workflow invokes the rollout function (" + cfg.Deployment + ")"})
 
@@ -105,9 +117,10 @@ func NewWorkflow(c *Common, cfg *config.Config, root string, policies []config.P
 }
 
 // rolloutStatements: the backup's CreateImage statements for the waves
-// policies, the reads of the drain, Standby and target registration, and
-// the drain tag on instances only.
-func rolloutStatements(stack awscdk.Stack, cfg *config.Config) []awsiam.PolicyStatement {
+// policies, the reads of the drain, Standby and target registration, the
+// drain tag on instances only, and the start guard's listing of this state
+// machine's executions (smName: its fixed name).
+func rolloutStatements(stack awscdk.Stack, cfg *config.Config, smName string) []awsiam.PolicyStatement {
 	st := backupStatements(stack, cfg)
 	return append(st,
 		statement("DescribeForDrain", []string{"ec2:DescribeInstanceStatus", "autoscaling:DescribeAutoScalingInstances",
@@ -118,9 +131,29 @@ func rolloutStatements(stack awscdk.Stack, cfg *config.Config) []awsiam.PolicySt
 		statement("StandbyAndBack", []string{"autoscaling:EnterStandby", "autoscaling:ExitStandby"}, []string{asgARN(stack)}, nil),
 		statement("DeregisterAndRegisterTargets", []string{"elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets"},
 			[]string{targetGroupARN(stack)}, nil),
+		// Null=false: a DeleteTags naming no tag deletes every user tag of
+		// the instance (EC2 API reference, DeleteTags), and ForAllValues
+		// holds for an empty set of keys.
 		statement("DrainTagOnly", []string{"ec2:CreateTags", "ec2:DeleteTags"}, []string{arn(stack, "instance/*")},
-			map[string]any{"ForAllValues:StringEquals": map[string]any{"aws:TagKeys": []string{drain.TagKey}}}),
+			map[string]any{"ForAllValues:StringEquals": map[string]any{"aws:TagKeys": []string{drain.TagKey}},
+				"Null": map[string]any{"aws:TagKeys": "false"}}),
+		// The start guard (Service Authorization Reference, Step Functions:
+		// ListExecutions on the stateMachine resource, DescribeExecution on
+		// the execution resource).
+		statement("ListOwnExecutions", []string{"states:ListExecutions"}, []string{stateMachineARN(stack, smName)}, nil),
+		statement("DescribeOwnExecutions", []string{"states:DescribeExecution"}, []string{executionsARN(stack, smName)}, nil),
 	)
+}
+
+// stateMachineARN is the ARN of the state machine named name in the stack's
+// account and Region.
+func stateMachineARN(stack awscdk.Stack, name string) string {
+	return fmt.Sprintf("arn:%s:states:%s:%s:stateMachine:%s", *stack.Partition(), *stack.Region(), *stack.Account(), name)
+}
+
+// executionsARN covers every execution of the state machine named name.
+func executionsARN(stack awscdk.Stack, name string) string {
+	return fmt.Sprintf("arn:%s:states:%s:%s:execution:%s:*", *stack.Partition(), *stack.Region(), *stack.Account(), name)
 }
 
 func asgARN(stack awscdk.Stack) string {
@@ -131,28 +164,11 @@ func targetGroupARN(stack awscdk.Stack) string {
 	return fmt.Sprintf("arn:%s:elasticloadbalancing:%s:%s:targetgroup/*/*", *stack.Partition(), *stack.Region(), *stack.Account())
 }
 
-func rolloutWildcards(stack awscdk.Stack) []Wildcard {
+func rolloutWildcards(stack awscdk.Stack, smName string) []Wildcard {
 	w := backupWildcards(stack)
 	return append(w,
+		Wildcard{executionsARN(stack, smName), "DescribeExecution of this workflow's own executions (start guard: the input of a running execution not named by amibackup); execution names are not known in advance."},
 		Wildcard{asgARN(stack), "EnterStandby/ExitStandby of the selected instances' Auto Scaling groups of this account and Region, found at run time; every change is recorded in the instance tag " + drain.TagKey + " and put back."},
 		Wildcard{targetGroupARN(stack), "DeregisterTargets/RegisterTargets of the selected instances in their target groups of this account and Region, found at run time; every change is recorded in the instance tag " + drain.TagKey + " and put back."},
 	)
-}
-
-// startRules: one manual-request rule per waves policy (detail.policy),
-// starting an execution with the event; the backup function's rule no
-// longer matches these policies (manualBackupPattern).
-func (w *Workflow) startRules(c *Common, policies []config.Policy) {
-	for i, p := range policies {
-		rule := awsevents.NewRule(c.Stack, jsii.String(fmt.Sprintf("WorkflowRequestedRule%d", i)), &awsevents.RuleProps{
-			Description: jsii.String("amibackup manual run of policy " + p.Name + " (reboot waves): source " + trigger.Source + ", detail-type " + trigger.BackupRequested),
-			EventPattern: &awsevents.EventPattern{Source: jsii.Strings(trigger.Source), DetailType: jsii.Strings(trigger.BackupRequested),
-				Detail: &map[string]any{"policy": []string{p.Name}}},
-		})
-		rule.AddTarget(awseventstargets.NewSfnStateMachine(w.StateMachine, &awseventstargets.SfnStateMachineProps{
-			DeadLetterQueue: c.Notifications.DeadLetters,
-			RetryAttempts:   jsii.Number(2),
-			MaxEventAge:     awscdk.Duration_Hours(jsii.Number(1)),
-		}))
-	}
 }

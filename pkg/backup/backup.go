@@ -52,6 +52,10 @@ type Backuper struct {
 	// selection itself; a batch's count would feed the zero-selected alarm
 	// with the size of a wave.
 	Batch bool
+	// Workflow and WorkflowARN: the hand-off of policies that reboot in
+	// waves (handoff.go).
+	Workflow    StepFunctions
+	WorkflowARN string
 }
 
 type target struct {
@@ -71,6 +75,9 @@ func (b *Backuper) Handle(ctx context.Context, raw []byte) (*runner.Summary, err
 	if err != nil {
 		b.Log.Error("rejected input; nothing was changed", "error", err.Error())
 		return nil, err
+	}
+	if pol, ok := b.Config.Policy(req.Policy); ok && RebootsInWaves(pol) {
+		return b.handOff(ctx, pol, req, raw)
 	}
 	return b.Run(ctx, req)
 }

@@ -26,7 +26,8 @@ import (
 const cfgJSON = `{"deployment":"prod","concurrency":8,"policies":[
  {"name":"nightly","selector":{"tagKey":"Backup","tagValues":["nightly","yes"]},
   "copyTags":["Name","CostCenter"],"extraTags":{"team":"ops"},"deprecateAfter":"30d",
-  "schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"daily":7}},
+  "schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"daily":7},
+  "availability":{"mode":"all-at-once"}},
  {"name":"weekly","selector":{"tagKey":"Weekly"},"reboot":false,
   "schedule":{"expression":"cron(0 3 ? * SUN *)"},"retention":{"weekly":4}}]}`
 

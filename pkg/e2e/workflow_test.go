@@ -14,6 +14,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/drain"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/localrun"
 	"github.com/amibackup/amibackup/pkg/sfnlocal"
 )
@@ -110,8 +111,17 @@ func (f *wfFleet) run(ctx context.Context, t *testing.T, onEvent func(sfnlocal.E
 
 func (f *wfFleet) runInput(ctx context.Context, t *testing.T, input []byte, onEvent func(sfnlocal.Event)) *sfnlocal.Result {
 	t.Helper()
+	return f.runNamed(ctx, t, images.ExecutionName("nightly", slotTime, false), input, onEvent)
+}
+
+// runNamed executes the workflow as the execution name of the deployed
+// state machine ($$.Execution.Id and $$.StateMachine.Id as in AWS: the
+// rollout's start guard lists that state machine's executions on ec2sim).
+func (f *wfFleet) runNamed(ctx context.Context, t *testing.T, name string, input []byte, onEvent func(sfnlocal.Event)) *sfnlocal.Result {
+	t.Helper()
 	short := 200 * time.Millisecond
 	res, err := f.eng.Run(ctx, workflow.def, input, sfnlocal.Options{
+		Name: name, StateMachineName: workflow.rollout.StateMachineName,
 		Functions:              map[string][]string{sfnlocal.LocalFunctionARN(workflow.fnID): {f.rollout.URL}},
 		WaitOverrides:          map[string]time.Duration{"Wait": short, "Wait to restore": short, "Wait to restore after error": short},
 		RetryIntervalOverrides: map[string]time.Duration{"Step": short, "Restore": short, "Restore after error": short},
@@ -280,5 +290,102 @@ func TestWorkflowBadInput(t *testing.T) {
 	}
 	if n := f.h.Sim.Calls().Total; n != 0 {
 		t.Errorf("%d AWS calls for rejected input", n)
+	}
+}
+
+// TestWorkflowHandoffUnderRIE: the backup bootstrap, configured from the
+// same template, gets the Scheduler input of a policy that reboots in
+// waves three times (at-least-once delivery): it starts one execution,
+// named for policy and slot, with the trigger as input and no EC2 call;
+// the second delivery while it runs gets the same execution; after it
+// closed, the third is reported as already run. The execution it started
+// then runs through the synthesized state machine, its start guard seeing
+// only itself.
+func TestWorkflowHandoffUnderRIE(t *testing.T) {
+	f := newWfFleet(t)
+	ctx := context.Background()
+	backupFn, err := f.h.StartBackup(ctx, prepared.RIE, prepared.BackupBin, workflow.rollout.BackupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := images.ExecutionName("nightly", slotTime, false)
+	arn := strings.Replace(localrun.StateMachineARN(workflow.rollout.StateMachineName), ":stateMachine:", ":execution:", 1) + ":" + name
+	type summary struct {
+		Done    []struct{ ID, Detail string }
+		Existed []struct{ ID, Detail string } `json:"alreadyDone"`
+	}
+	deliver := func(what string) summary {
+		out, _, err := backupFn.Invoke(ctx, f.input())
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", what, err, backupFn.Logs())
+		}
+		var s summary
+		if err := json.Unmarshal(out, &s); err != nil {
+			t.Fatalf("%s: %s", what, out)
+		}
+		return s
+	}
+	for _, what := range []string{"first delivery", "second delivery while it runs"} {
+		if s := deliver(what); len(s.Done) != 1 || s.Done[0].ID != name || !strings.Contains(s.Done[0].Detail, arn) {
+			t.Errorf("%s: summary %+v, want execution %s", what, s, arn)
+		}
+	}
+	ex := f.h.Sim.Executions()
+	if len(ex) != 1 || ex[0].ARN != arn || ex[0].Input != string(f.input()) {
+		t.Fatalf("executions %+v, want one %s with the trigger as input", ex, arn)
+	}
+	if c := f.h.Sim.Calls(); c.Total != c.Count("states:StartExecution") {
+		t.Errorf("the hand-off made other calls than StartExecution: %v", c.ByAction)
+	}
+	res := f.runNamed(ctx, t, name, []byte(ex[0].Input), nil)
+	if res.Status != sfnlocal.Succeeded {
+		t.Fatalf("execution %s: %s %s\n%s", res.Status, res.Error, res.Cause, f.rollout.Logs())
+	}
+	for _, id := range f.All() {
+		if n := f.imagesPer()[id]; n != 1 {
+			t.Errorf("%s: %d images", id, n)
+		}
+	}
+	f.h.Sim.FinishExecution(arn, ec2sim.ExecutionSucceeded)
+	if s := deliver("third delivery after it closed"); len(s.Existed) != 1 || len(s.Done) != 0 || !strings.Contains(s.Existed[0].Detail, "already") {
+		t.Errorf("third delivery: %+v, want reported as already run", s)
+	}
+	if n := len(f.h.Sim.Executions()); n != 1 {
+		t.Errorf("%d executions, want 1", n)
+	}
+}
+
+// TestWorkflowGuardUnderRIE: an execution of the same policy for another
+// slot runs (started earlier): this one fails at Start, naming it, with no
+// EC2 call; an execution of another policy does not block.
+func TestWorkflowGuardUnderRIE(t *testing.T) {
+	f := newWfFleet(t)
+	sm := localrun.StateMachineARN(workflow.rollout.StateMachineName)
+	execARN := func(n string) string { return strings.Replace(sm, ":stateMachine:", ":execution:", 1) + ":" + n }
+	other := images.ExecutionName("nightly", slotTime.Add(-24*time.Hour), false)
+	f.h.Sim.SeedExecution(ec2sim.Execution{ARN: execARN(other), StateMachineARN: sm, Name: other, Start: f.h.Sim.Now().Add(-time.Hour)})
+	res := f.run(context.Background(), t, nil)
+	if res.Status != sfnlocal.Failed || res.Error != "RolloutFailed" {
+		t.Fatalf("execution %s %s, want RolloutFailed at Start", res.Status, res.Error)
+	}
+	cause := ""
+	for _, inv := range res.Invocations() {
+		cause += inv.Cause
+	}
+	if !strings.Contains(cause, execARN(other)) {
+		t.Errorf("start's error %q does not name %s", cause, execARN(other))
+	}
+	for a, n := range f.h.Sim.Calls().ByAction {
+		if !strings.HasPrefix(a, "states:") {
+			t.Errorf("%d %s calls by a blocked execution", n, a)
+		}
+	}
+	if !f.h.Sim.FinishExecution(execARN(other), ec2sim.ExecutionSucceeded) {
+		t.Fatal("finish the other execution")
+	}
+	weekly := images.ExecutionName("weekly", slotTime, false)
+	f.h.Sim.SeedExecution(ec2sim.Execution{ARN: execARN(weekly), StateMachineARN: sm, Name: weekly, Start: f.h.Sim.Now().Add(-time.Hour)})
+	if res := f.run(context.Background(), t, nil); res.Status != sfnlocal.Succeeded {
+		t.Fatalf("with another policy's execution running: %s %s %s\n%s", res.Status, res.Error, res.Cause, f.rollout.Logs())
 	}
 }

@@ -87,6 +87,10 @@ type Sim struct {
 	orgs    map[string]Membership // by account
 	ext     *extState             // reboots, Auto Scaling, ELBv2, availability
 	launch  *launchState          // RunInstances, TerminateInstances (runinstances.go)
+
+	// Step Functions executions (sfn.go), by ARN and in start order.
+	executions     map[string]*Execution
+	executionOrder []string
 }
 
 // Membership places an account in an AWS Organization for launch

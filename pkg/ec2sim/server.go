@@ -129,6 +129,10 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveKMS(w, r)
 		return
 	}
+	if strings.HasPrefix(r.Header.Get("X-Amz-Target"), "AWSStepFunctions.") {
+		s.serveSFN(w, r)
+		return
+	}
 	if err := r.ParseForm(); err != nil {
 		writeError(w, "", errf("InvalidParameterValue", "cannot parse request: %v", err))
 		return

@@ -72,9 +72,14 @@ type Prepared struct {
 	// synthesized template; BackupConfig is the AMIBACKUP_CONFIG in it.
 	BackupEnv, PruneEnv []string
 	BackupConfig        string
+	// AllAtOnce: the policies of cdk.json set to "all-at-once" for this
+	// run (see AllAtOnce).
+	AllAtOnce []string
 }
 
-// Prepare builds both bootstraps for this machine and synthesizes the app.
+// Prepare builds both bootstraps for this machine and synthesizes the app
+// with cdk.json's configuration, its rebooting policies all at once
+// (AllAtOnce).
 func Prepare(ctx context.Context, root, work string) (*Prepared, error) {
 	rie, err := FindRIE(root)
 	if err != nil {
@@ -87,7 +92,14 @@ func Prepare(ctx context.Context, root, work string) (*Prepared, error) {
 	if p.PruneBin, err = Build(ctx, root, work, runtime.GOARCH, "prune"); err != nil {
 		return nil, err
 	}
-	tmpl, err := Synth(ctx, root, filepath.Join(work, "cdk.out"), Stack)
+	// cdk.json's policies, all at once: the backup function's own run
+	// (AllAtOnce). The waves default is played by PrepareRollout.
+	cfgJSON, changed, err := AllAtOnce(root)
+	if err != nil {
+		return nil, err
+	}
+	p.AllAtOnce = changed
+	tmpl, err := SynthConfig(ctx, root, filepath.Join(work, "cdk.out"), Stack, cfgJSON)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +29,7 @@ import (
 	"time"
 
 	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/lambdabuild"
 )
 
@@ -49,10 +52,20 @@ func Build(ctx context.Context, root, dir, goarch, name string) (string, error) 
 // Synth runs `cdk synth` (the real CLI, reading cdk.json) into outDir and
 // returns the path of the stack's template.
 func Synth(ctx context.Context, root, outDir, stack string) (string, error) {
+	return SynthConfig(ctx, root, outDir, stack, "")
+}
+
+// SynthConfig is Synth with cfgJSON (one line) as the amibackup:config
+// context instead of cdk.json's ("" keeps cdk.json's).
+func SynthConfig(ctx context.Context, root, outDir, stack, cfgJSON string) (string, error) {
 	if _, err := exec.LookPath("cdk"); err != nil {
 		return "", errors.New("cdk CLI not on PATH: run `make tools` (installs Node 22 and the CDK CLI into .tools) and use the Makefile targets")
 	}
-	cmd := exec.CommandContext(ctx, "cdk", "synth", "--quiet", "--no-notices", "-o", outDir)
+	args := []string{"synth", "--quiet", "--no-notices", "-o", outDir}
+	if cfgJSON != "" {
+		args = append(args, "-c", "amibackup:config="+cfgJSON)
+	}
+	cmd := exec.CommandContext(ctx, "cdk", args...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("cdk synth: %w\n%s", err, b)
@@ -60,38 +73,81 @@ func Synth(ctx context.Context, root, outDir, stack string) (string, error) {
 	return filepath.Join(outDir, stack+".template.json"), nil
 }
 
+// AllAtOnce returns cdk.json's amibackup:config (one line) with
+// "availability":{"mode":"all-at-once"} on every policy that reboots and
+// has no availability section: by default such a policy reboots in waves
+// through the workflow, handed over by the backup function; all at once it
+// keeps the backup function's one-call run, which the nights of the demo
+// and the end-to-end tests of the backup function play. It returns the
+// names of the policies it changed.
+func AllAtOnce(root string) (string, []string, error) {
+	b, err := os.ReadFile(filepath.Join(root, "cdk.json"))
+	if err != nil {
+		return "", nil, err
+	}
+	var cdk struct {
+		Context map[string]json.RawMessage `json:"context"`
+	}
+	if err := json.Unmarshal(b, &cdk); err != nil {
+		return "", nil, fmt.Errorf("cdk.json: %w", err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(cdk.Context["amibackup:config"], &cfg); err != nil {
+		return "", nil, fmt.Errorf("cdk.json amibackup:config: %w", err)
+	}
+	var changed []string
+	pols, _ := cfg["policies"].([]any)
+	for _, p := range pols {
+		pol, _ := p.(map[string]any)
+		if pol == nil || pol["availability"] != nil || pol["reboot"] == false {
+			continue
+		}
+		pol["availability"] = map[string]any{"mode": config.ModeAllAtOnce}
+		changed = append(changed, fmt.Sprint(pol["name"]))
+	}
+	out, err := json.Marshal(cfg)
+	return string(out), changed, err
+}
+
 // TemplateEnv returns the environment Lambda gives the function whose
 // logical ID starts with prefix ("Backup", "Prune") in a template: its
-// variables (AMIBACKUP_CONFIG) and the variables Lambda derives from its
-// LoggingConfig (AWS_LAMBDA_LOG_FORMAT, AWS_LAMBDA_LOG_LEVEL), so the local
-// run cannot drift from the deployed function.
+// variables (AMIBACKUP_CONFIG, and the backup's AMIBACKUP_WORKFLOW_ARN: a
+// reference to the state machine, resolved to its ARN in ec2sim's account
+// and Region from the state machine's fixed name, as $$.StateMachine.Id
+// of a local run with that name: StateMachineName) and the variables
+// Lambda derives from its LoggingConfig (AWS_LAMBDA_LOG_FORMAT,
+// AWS_LAMBDA_LOG_LEVEL), so the local run cannot drift from the deployed
+// function.
 func TemplateEnv(templatePath, prefix string) ([]string, error) {
-	b, err := os.ReadFile(templatePath)
+	t, err := readTemplate(templatePath)
 	if err != nil {
-		return nil, fmt.Errorf("read template: %w", err)
-	}
-	var t struct {
-		Resources map[string]struct {
-			Type       string
-			Properties struct {
-				Environment   struct{ Variables map[string]string }
-				LoggingConfig struct{ LogFormat, ApplicationLogLevel string }
-			}
-		}
-	}
-	if err := json.Unmarshal(b, &t); err != nil {
-		return nil, fmt.Errorf("parse template %s: %w", templatePath, err)
+		return nil, err
 	}
 	for id, r := range t.Resources {
 		p := r.Properties
 		if r.Type != "AWS::Lambda::Function" || !strings.HasPrefix(id, prefix) {
 			continue
 		}
-		v, ok := p.Environment.Variables[config.EnvVar]
-		if !ok {
+		if _, ok := p.Environment.Variables[config.EnvVar]; !ok {
 			continue
 		}
-		env := []string{config.EnvVar + "=" + v}
+		var env []string
+		for _, k := range slices.Sorted(maps.Keys(p.Environment.Variables)) {
+			raw := p.Environment.Variables[k]
+			var v string
+			if json.Unmarshal(raw, &v) != nil {
+				var ref struct{ Ref string }
+				if json.Unmarshal(raw, &ref) != nil || t.Resources[ref.Ref].Type != "AWS::StepFunctions::StateMachine" {
+					return nil, fmt.Errorf("function %s: variable %s is %s, which a local run cannot resolve", id, k, raw)
+				}
+				name := t.Resources[ref.Ref].Properties.StateMachineName
+				if name == "" {
+					return nil, fmt.Errorf("state machine %s has no StateMachineName", ref.Ref)
+				}
+				v = StateMachineARN(name)
+			}
+			env = append(env, k+"="+v)
+		}
 		if p.LoggingConfig.LogFormat != "" {
 			env = append(env, "AWS_LAMBDA_LOG_FORMAT="+p.LoggingConfig.LogFormat)
 		}
@@ -101,6 +157,52 @@ func TemplateEnv(templatePath, prefix string) ([]string, error) {
 		return env, nil
 	}
 	return nil, fmt.Errorf("no function %s* with %s in %s", prefix, config.EnvVar, templatePath)
+}
+
+type template struct {
+	Resources map[string]struct {
+		Type       string
+		Properties struct {
+			Environment      struct{ Variables map[string]json.RawMessage }
+			LoggingConfig    struct{ LogFormat, ApplicationLogLevel string }
+			StateMachineName string
+		}
+	}
+}
+
+func readTemplate(path string) (*template, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read template: %w", err)
+	}
+	var t template
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, fmt.Errorf("parse template %s: %w", path, err)
+	}
+	return &t, nil
+}
+
+// StateMachineName is the name of the template's (one) state machine.
+func StateMachineName(templatePath string) (string, error) {
+	t, err := readTemplate(templatePath)
+	if err != nil {
+		return "", err
+	}
+	for id, r := range t.Resources {
+		if r.Type == "AWS::StepFunctions::StateMachine" {
+			if r.Properties.StateMachineName == "" {
+				return "", fmt.Errorf("state machine %s has no StateMachineName", id)
+			}
+			return r.Properties.StateMachineName, nil
+		}
+	}
+	return "", fmt.Errorf("no state machine in %s", templatePath)
+}
+
+// StateMachineARN is the ARN of the state machine named name in ec2sim's
+// default account and Region (where the functions run locally).
+func StateMachineARN(name string) string {
+	return fmt.Sprintf("arn:aws:states:%s:%s:stateMachine:%s", ec2sim.DefaultRegion, ec2sim.DefaultAccount, name)
 }
 
 // Report is the RIE's REPORT line of one invocation.
@@ -328,6 +430,9 @@ func peakRSS(riePID int) float64 {
 func Env(endpoint, account, region string, fnEnv []string) []string {
 	return append([]string{
 		"AWS_ENDPOINT_URL_EC2=" + endpoint,
+		// Step Functions (the backup's hand-off, the rollout's start
+		// guard) on the same emulator (ec2sim/sfn.go).
+		"AWS_ENDPOINT_URL_SFN=" + endpoint,
 		"AWS_ACCESS_KEY_ID=" + account,
 		"AWS_SECRET_ACCESS_KEY=local",
 		"AWS_REGION=" + region,

@@ -3,7 +3,6 @@ package localrun
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,14 @@ type Rollout struct {
 	Bootstrap string
 	// Env is the function's environment from the template (TemplateEnv).
 	Env []string
+	// BackupEnv is the backup function's environment from the same
+	// template: its policies that reboot in waves are handed to the
+	// workflow (AMIBACKUP_WORKFLOW_ARN, resolved to StateMachineARN).
+	BackupEnv []string
+	// StateMachineName is the workflow's fixed name: give it to
+	// sfnlocal.Options so $$.StateMachine.Id is the ARN the backup
+	// function starts executions of.
+	StateMachineName string
 }
 
 // PrepareRollout runs `cdk synth -c amibackup:config=<cfgJSON>` (the real
@@ -27,19 +34,21 @@ func PrepareRollout(ctx context.Context, root, work, cfgJSON string) (*Rollout, 
 	if _, err := exec.LookPath("cdk"); err != nil {
 		return nil, errors.New("cdk CLI not on PATH: run `make tools` and use the Makefile targets")
 	}
-	out := filepath.Join(work, "cdk.out.rollout")
-	cmd := exec.CommandContext(ctx, "cdk", "synth", "--quiet", "--no-notices", "-o", out, "-c", "amibackup:config="+cfgJSON)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("cdk synth: %w\n%s", err, b)
+	path, err := SynthConfig(ctx, root, filepath.Join(work, "cdk.out.rollout"), Stack, cfgJSON)
+	if err != nil {
+		return nil, err
 	}
-	path := filepath.Join(out, Stack+".template.json")
 	r := &Rollout{}
-	var err error
 	if r.Template, err = os.ReadFile(path); err != nil {
 		return nil, err
 	}
 	if r.Env, err = TemplateEnv(path, "Rollout"); err != nil {
+		return nil, err
+	}
+	if r.BackupEnv, err = TemplateEnv(path, "Backup"); err != nil {
+		return nil, err
+	}
+	if r.StateMachineName, err = StateMachineName(path); err != nil {
 		return nil, err
 	}
 	if r.Bootstrap, err = Build(ctx, root, work, runtime.GOARCH, "rollout"); err != nil {
@@ -48,9 +57,23 @@ func PrepareRollout(ctx context.Context, root, work, cfgJSON string) (*Rollout, 
 	return r, nil
 }
 
+// StartBackup starts a backup function (bootstrap: Prepared.BackupBin)
+// under its own RIE with the harness's environment and fnEnv (e.g.
+// Rollout.BackupEnv: the backup of a configuration with waves, which hands
+// its triggers to the workflow). Close stops it.
+func (h *Harness) StartBackup(ctx context.Context, rie, bootstrap string, fnEnv []string) (*Function, error) {
+	f, err := Start(ctx, rie, "backup", bootstrap, h.Env(fnEnv))
+	if err != nil {
+		return nil, err
+	}
+	h.extra = append(h.extra, f)
+	return f, nil
+}
+
 // StartRollout starts the rollout function under its own RIE with the
 // harness's environment; Auto Scaling and ELBv2 reach the same emulator
-// (AWS_ENDPOINT_URL_AUTO_SCALING, AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2).
+// (AWS_ENDPOINT_URL_AUTO_SCALING, AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2),
+// like Step Functions (AWS_ENDPOINT_URL_SFN, in every function's Env).
 // Close stops it.
 func (h *Harness) StartRollout(ctx context.Context, rie string, r *Rollout) (*Function, error) {
 	env := append(h.Env(r.Env), "AWS_ENDPOINT_URL_AUTO_SCALING="+h.FunctionEndpoint, "AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2="+h.FunctionEndpoint)

@@ -66,3 +66,12 @@ const (
 	VerifyInstancesLeft = "VerifyInstancesLeft"
 	VerifyDuration      = "VerifyDuration"
 )
+
+// Hand-off to the reboot-wave workflow (backup function): executions
+// started (or, for a delivery while it runs, answered again), and
+// deliveries of a slot whose execution already exists (closed, or running
+// with another input): no second run.
+const (
+	WorkflowStarted  = "WorkflowExecutionsStarted"
+	WorkflowExisting = "WorkflowExecutionsExisting"
+)

@@ -103,6 +103,8 @@ type Roller struct {
 	AutoScaling drain.AutoScalingAPI
 	ELB         ELB
 	Config      *config.Config
+	// StepFunctions: the start guard's listing (guard.go).
+	StepFunctions StepFunctions
 }
 
 // Request is one invocation of the function.
@@ -110,6 +112,8 @@ type Request struct {
 	Action string `json:"action"`
 	// Input (start): the execution input, a backup trigger.
 	Input json.RawMessage `json:"input,omitempty"`
+	// Execution (start): the execution's and state machine's ARNs (guard.go).
+	Execution
 	// State (step, restore, finish): what the previous action returned.
 	State *State `json:"state,omitempty"`
 }
@@ -200,7 +204,7 @@ func (r *Roller) Handle(ctx context.Context, raw []byte) (any, error) {
 	}
 	switch req.Action {
 	case ActionStart:
-		return r.Start(ctx, req.Input)
+		return r.Start(ctx, req.Input, req.Execution)
 	case ActionStep:
 		return r.Step(ctx, req.State)
 	case ActionRestore:
@@ -286,10 +290,13 @@ func runName(deployment, policy string, slot time.Time) string {
 }
 
 // Start parses the execution input and plans the run.
-func (r *Roller) Start(ctx context.Context, input json.RawMessage) (*Result, error) {
+func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution) (*Result, error) {
 	req, err := trigger.ParseBackup(input, r.Config)
 	if err == nil {
 		err = trigger.CheckNotFuture("time", req.Slot, r.Clock()())
+	}
+	if err == nil {
+		err = ex.check()
 	}
 	if err != nil {
 		r.Log.Error("rejected input; nothing was changed", "error", err.Error())
@@ -300,6 +307,10 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage) (*Result, err
 	run := r.begin()
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
+	if err := r.guard(wctx, log, req, ex); err != nil {
+		log.Error("another execution of the policy runs; nothing was changed", "error", err.Error())
+		return nil, err
+	}
 	st := &State{V: stateVersion, Policy: pol.Name, Slot: tags.FormatTime(req.Slot), Trigger: req.Trigger, DryRun: req.DryRun,
 		Run: runName(r.Config.Deployment, pol.Name, req.Slot), Began: r.Clock()().Unix()}
 	b := r.backuper()

@@ -72,6 +72,11 @@ func run(ctx context.Context) error {
 			fmt.Printf("  %-8s %5.1f MB  %s\n", filepath.Base(filepath.Dir(b)), float64(st.Size())/1e6, b)
 		}
 	}
+	if len(p.AllAtOnce) > 0 {
+		fmt.Printf("  cdk.json's policy %s has no availability section: deployed, it reboots in waves (one member of each\n"+
+			"  Auto Scaling group or target group at a time, handed by the backup function to the workflow: make demo DEMO_FLAGS=-waves).\n"+
+			"  These nights play it with \"availability\":{\"mode\":\"all-at-once\"}: the backup function's own one-call run.\n", strings.Join(p.AllAtOnce, ", "))
+	}
 	fmt.Printf("  AMIBACKUP_CONFIG from cdk.out/%s.template.json: %s\n", localrun.Stack, p.BackupConfig)
 
 	sim := ec2sim.New(ec2sim.Options{Start: start, ImageDelay: 20 * time.Minute, Throttle: true})

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	amibackup "github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/drain"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/localrun"
@@ -70,6 +71,13 @@ func runWaves(ctx context.Context, root, work string) error {
 	if err != nil {
 		return err
 	}
+	// The backup function of the same template: the one entry point of the
+	// schedule, handing a waves policy's trigger to the workflow.
+	backupFn, err := h.StartBackup(ctx, p.RIE, p.BackupBin, r.BackupEnv)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  state machine %s; the backup function starts its executions (%s)\n", localrun.StateMachineARN(r.StateMachineName), amibackup.WorkflowEnvVar)
 	rows := []row{}
 	for _, id := range web {
 		rows = append(rows, row{id, "web (asg:web, tg:web)"})
@@ -85,9 +93,42 @@ func runWaves(ctx context.Context, root, work string) error {
 		sim.ResetCalls()
 		tl := watch(sim, rows)
 		in, _ := json.Marshal(map[string]string{"policy": "nightly", "time": slot.Format(time.RFC3339)})
+		// Scheduler delivers at least once: twice here. The backup function
+		// starts the execution named for the slot; the second delivery gets
+		// the same execution, not a second run.
+		var name string
+		for _, what := range []string{"Scheduler delivers the trigger", "and delivers it again"} {
+			out, _, err := backupFn.Invoke(ctx, in)
+			if err != nil {
+				return fmt.Errorf("backup function: %w", err)
+			}
+			var s summary
+			json.Unmarshal(out, &s)
+			if len(s.Done) != 1 {
+				return fmt.Errorf("backup function did not start the execution: %s", out)
+			}
+			name = s.Done[0].ID
+			var same []ec2sim.Execution
+			for _, e := range sim.Executions() {
+				if e.Name == name {
+					same = append(same, e)
+				}
+			}
+			fmt.Printf("  %-32s -> backup function -> StartExecution %s (executions of the slot: %d)\n", what, name, len(same))
+			if len(same) != 1 {
+				return fmt.Errorf("%d executions of the slot, want 1", len(same))
+			}
+		}
+		var exec ec2sim.Execution
+		for _, e := range sim.Executions() {
+			if e.Name == name {
+				exec = e
+			}
+		}
 		short := 200 * time.Millisecond
 		began := time.Now()
-		res, err := eng.Run(ctx, def, in, sfnlocal.Options{
+		res, err := eng.Run(ctx, def, []byte(exec.Input), sfnlocal.Options{
+			Name: name, StateMachineName: r.StateMachineName,
 			Functions:              map[string][]string{sfnlocal.LocalFunctionARN(ids[0]): {fn.URL}},
 			WaitOverrides:          map[string]time.Duration{"Wait": short, "Wait to restore": short, "Wait to restore after error": short},
 			RetryIntervalOverrides: map[string]time.Duration{"Step": short, "Restore": short, "Restore after error": short},
@@ -96,6 +137,11 @@ func runWaves(ctx context.Context, root, work string) error {
 		if err != nil {
 			return err
 		}
+		status := ec2sim.ExecutionSucceeded
+		if res.Status != sfnlocal.Succeeded {
+			status = ec2sim.ExecutionFailed
+		}
+		sim.FinishExecution(exec.ARN, status)
 		tl.print(rows)
 		fmt.Printf("  execution %s in %s, %d Lambda invocations\n", res.Status, time.Since(began).Round(100*time.Millisecond), len(res.Invocations()))
 		for _, inv := range res.Invocations() {
