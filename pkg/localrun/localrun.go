@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,7 +75,10 @@ func TemplateEnv(templatePath, prefix string) ([]string, error) {
 		Resources map[string]struct {
 			Type       string
 			Properties struct {
-				Environment   struct{ Variables map[string]string }
+				// Values are raw: a variable set from another resource
+				// (the verify network's subnet and security group IDs) is
+				// a token (Fn::Join, Ref), resolved only at deploy time.
+				Environment   struct{ Variables map[string]json.RawMessage }
 				LoggingConfig struct{ LogFormat, ApplicationLogLevel string }
 			}
 		}
@@ -87,11 +91,25 @@ func TemplateEnv(templatePath, prefix string) ([]string, error) {
 		if r.Type != "AWS::Lambda::Function" || !strings.HasPrefix(id, prefix) {
 			continue
 		}
-		v, ok := p.Environment.Variables[config.EnvVar]
-		if !ok {
+		var v string
+		if raw, ok := p.Environment.Variables[config.EnvVar]; !ok || json.Unmarshal(raw, &v) != nil {
 			continue
 		}
 		env := []string{config.EnvVar + "=" + v}
+		// The other plain variables as they are; tokens are left to the
+		// caller, which supplies local values (PrepareVerify checks that
+		// the template sets the ones it supplies).
+		var names []string
+		for name := range p.Environment.Variables {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			var s string
+			if name != config.EnvVar && json.Unmarshal(p.Environment.Variables[name], &s) == nil {
+				env = append(env, name+"="+s)
+			}
+		}
 		if p.LoggingConfig.LogFormat != "" {
 			env = append(env, "AWS_LAMBDA_LOG_FORMAT="+p.LoggingConfig.LogFormat)
 		}

@@ -10,24 +10,37 @@ import (
 	"runtime"
 )
 
-// Rollout is the reboot-wave workflow of an app synthesized with a given
+// Workflow is a state machine of an app synthesized with a given
 // configuration: its template (the state machine's definition is resolved
-// by pkg/sfnlocal) and the rollout function's bootstrap and environment.
-type Rollout struct {
+// by pkg/sfnlocal) and its function's bootstrap and environment.
+type Workflow struct {
+	// StateMachine is the state machine's logical ID ("" when the template
+	// has one only).
+	StateMachine string
 	Template  []byte
 	Bootstrap string
 	// Env is the function's environment from the template (TemplateEnv).
 	Env []string
 }
 
+// Rollout is the reboot-wave workflow (PrepareRollout).
+type Rollout = Workflow
+
 // PrepareRollout runs `cdk synth -c amibackup:config=<cfgJSON>` (the real
 // CLI; cfgJSON on one line) into work and builds the rollout bootstrap for
 // this machine.
 func PrepareRollout(ctx context.Context, root, work, cfgJSON string) (*Rollout, error) {
+	return prepareWorkflow(ctx, root, work, cfgJSON, "rollout", "Rollout")
+}
+
+// prepareWorkflow synthesizes the app with cfgJSON into work/cdk.out.<fn>
+// and builds the bootstrap of the workflow's function fn, whose logical ID
+// starts with prefix.
+func prepareWorkflow(ctx context.Context, root, work, cfgJSON, fn, prefix string) (*Rollout, error) {
 	if _, err := exec.LookPath("cdk"); err != nil {
 		return nil, errors.New("cdk CLI not on PATH: run `make tools` and use the Makefile targets")
 	}
-	out := filepath.Join(work, "cdk.out.rollout")
+	out := filepath.Join(work, "cdk.out."+fn)
 	cmd := exec.CommandContext(ctx, "cdk", "synth", "--quiet", "--no-notices", "-o", out, "-c", "amibackup:config="+cfgJSON)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -39,10 +52,10 @@ func PrepareRollout(ctx context.Context, root, work, cfgJSON string) (*Rollout, 
 	if r.Template, err = os.ReadFile(path); err != nil {
 		return nil, err
 	}
-	if r.Env, err = TemplateEnv(path, "Rollout"); err != nil {
+	if r.Env, err = TemplateEnv(path, prefix); err != nil {
 		return nil, err
 	}
-	if r.Bootstrap, err = Build(ctx, root, work, runtime.GOARCH, "rollout"); err != nil {
+	if r.Bootstrap, err = Build(ctx, root, work, runtime.GOARCH, fn); err != nil {
 		return nil, err
 	}
 	return r, nil
