@@ -17,8 +17,8 @@ type Workflow struct {
 	// StateMachine is the state machine's logical ID ("" when the template
 	// has one only).
 	StateMachine string
-	Template  []byte
-	Bootstrap string
+	Template     []byte
+	Bootstrap    string
 	// Env is the function's environment from the template (TemplateEnv).
 	Env []string
 }
