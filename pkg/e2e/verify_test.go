@@ -110,13 +110,10 @@ type vFleet struct {
 	// lookAlike are instances with some of our tags, launched an hour ago:
 	// never terminated.
 	lookAlike []string
-	// halted: images whose instances the guest shuts down once their
-	// instance check is impaired (an OS that panics and halts).
-	halted map[string]bool
-	mu     sync.Mutex
-	peak   int // most verification instances alive at once
-	stop   chan struct{}
-	ticker sync.WaitGroup
+	mu        sync.Mutex
+	peak      int // most verification instances alive at once
+	stop      chan struct{}
+	ticker    sync.WaitGroup
 }
 
 func newVFleet(t *testing.T) *vFleet {
@@ -129,7 +126,7 @@ func newVFleet(t *testing.T) *vFleet {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	f := &vFleet{h: h, env: env, halted: map[string]bool{}, stop: make(chan struct{})}
+	f := &vFleet{h: h, env: env, stop: make(chan struct{})}
 	if f.fn, err = h.StartVerify(context.Background(), prepared.RIE, verifyWF.w, verifyNet); err != nil {
 		t.Fatal(err)
 	}
@@ -210,36 +207,16 @@ func (f *vFleet) aliveOurs() []string {
 	return ids
 }
 
-// watch plays the guests: an instance of a halted image whose instance
-// check is impaired shuts itself down a second later; and it records the
-// most verification instances alive at once.
+// watch records the most verification instances alive at once.
 func (f *vFleet) watch() {
 	defer f.ticker.Done()
-	impairedAt := map[string]time.Time{}
 	for {
 		select {
 		case <-f.stop:
 			return
 		case <-time.After(50 * time.Millisecond):
 		}
-		n := 0
-		for _, in := range f.ours() {
-			if !alive(in) {
-				continue
-			}
-			n++
-			f.mu.Lock()
-			halt := f.halted[in.ImageID]
-			f.mu.Unlock()
-			if !halt || in.State != "running" || in.InstanceStatus != "impaired" {
-				continue
-			}
-			if at, ok := impairedAt[in.ID]; !ok {
-				impairedAt[in.ID] = time.Now()
-			} else if time.Since(at) > time.Second {
-				f.h.Sim.ShutdownFromOS("", "", in.ID)
-			}
-		}
+		n := len(f.aliveOurs())
 		f.mu.Lock()
 		f.peak = max(f.peak, n)
 		f.mu.Unlock()
@@ -247,12 +224,10 @@ func (f *vFleet) watch() {
 }
 
 // halt makes an image unbootable (its instances' instance check impaired,
-// never ok) and its guests shut down once impaired.
-func (f *vFleet) halt(imageID string) {
+// never ok) and its guests halt a second after the check is impaired.
+func (f *vFleet) halt(t *testing.T, imageID string) {
 	f.h.Sim.UnbootableImage(imageID)
-	f.mu.Lock()
-	f.halted[imageID] = true
-	f.mu.Unlock()
+	t.Cleanup(simtest.HaltWhenImpaired(f.h.Sim, time.Second, imageID))
 }
 
 func vInput(at time.Time) []byte {
@@ -347,7 +322,7 @@ func finishCause(res *sfnlocal.Result) string {
 func TestVerifyWorkflowUnderRIE(t *testing.T) {
 	f := newVFleet(t)
 	bad := f.newest[1]
-	f.halt(bad)
+	f.halt(t, bad)
 	slot := f.h.Sim.Now()
 	began := time.Now()
 	res := f.run(context.Background(), t, vInput(slot), nil)
