@@ -17,6 +17,9 @@ type Workflow struct {
 	// StateMachine is the state machine's logical ID ("" when the template
 	// has one only).
 	StateMachine string
+	// TemplatePath is the synthesized template's file (TemplateEnv of the
+	// app's other functions).
+	TemplatePath string
 	Template     []byte
 	Bootstrap    string
 	// Env is the function's environment from the template (TemplateEnv).
@@ -47,7 +50,7 @@ func prepareWorkflow(ctx context.Context, root, work, cfgJSON, fn, prefix string
 		return nil, fmt.Errorf("cdk synth: %w\n%s", err, b)
 	}
 	path := filepath.Join(out, Stack+".template.json")
-	r := &Rollout{}
+	r := &Rollout{TemplatePath: path}
 	var err error
 	if r.Template, err = os.ReadFile(path); err != nil {
 		return nil, err
