@@ -1,7 +1,8 @@
 // Command amibackup-demo plays ten simulated nights of amibackup on this
 // machine: the real bootstrap binaries under the Lambda Runtime Interface
-// Emulator, configured from the synthesized CDK template, against ec2sim.
-// It needs no AWS account. Run it with `make demo`.
+// Emulator, configured from the synthesized CDK template, against ec2sim;
+// then a restore verification in real time (verify.go). It needs no AWS
+// account. Run it with `make demo`.
 package main
 
 import (
@@ -62,7 +63,11 @@ func run(ctx context.Context) error {
 		return runWaves(ctx, root, work)
 	}
 	if *verifyDemo {
-		return runVerify(ctx, root, work)
+		if err := runVerify(ctx, root, work); err != nil {
+			return err
+		}
+		step("Done: functions and emulator stopped")
+		return nil
 	}
 
 	step("Build the bootstraps (as the stacks do, for this machine) and synthesize the CDK app")
@@ -172,6 +177,9 @@ func run(ctx context.Context) error {
 		fmt.Printf("  pids: %d %d\n", h.Backup.PID(), h.Prune.PID())
 		<-ctx.Done()
 		return ctx.Err()
+	}
+	if err := runVerify(ctx, root, work); err != nil {
+		return err
 	}
 	step("Done: functions and emulator stopped")
 	return nil

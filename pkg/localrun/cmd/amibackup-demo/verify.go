@@ -21,7 +21,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/verify"
 )
 
-var verifyDemo = flag.Bool("verify", false, "play restore verification: tonight's backup of a web pair and a database, the verification workflow boots each newest image in isolation (the database's will not boot), then a prune dry run keeps the database's last verified image")
+var verifyDemo = flag.Bool("verify", false, "play only the restore verification (the default demo ends with it): tonight's backup of a web pair and a database, the verification workflow boots each newest image in isolation (the database's will not boot), then a prune dry run keeps the database's last verified image")
 
 // verifyDemoConfig: keep the last 2 images (plus the floors); verify each
 // instance's newest image, two at a time, with the shortest timeout allowed.
@@ -38,7 +38,7 @@ var demoNet = verify.Network{Subnets: []string{"subnet-0a1b2c3d4e5f60718"}, Secu
 // bootstrap under the RIE, Wait states of 200 ms instead of 15 s), and the
 // prune function plans with the verified floor.
 func runVerify(ctx context.Context, root, work string) error {
-	step("Build the bootstraps and synthesize the CDK app with a policy that verifies its backups")
+	step("Restore verification (a new account, in real time: the verify function uses the real clock): synthesize the CDK app with a policy that verifies its backups")
 	rie, err := localrun.FindRIE(root)
 	if err != nil {
 		return err
@@ -200,7 +200,6 @@ func runVerify(ctx context.Context, root, work string) error {
 	if !floored {
 		return fmt.Errorf("prune would not keep db's last verified image")
 	}
-	step("Done: functions and emulator stopped")
 	return nil
 }
 
