@@ -794,3 +794,20 @@ func (s *Sim) describeVolumes(c *call) *apiError {
 	x.opt("nextToken", next)
 	return nil
 }
+
+// BackdateLaunch moves the launchTime DescribeInstances reports for an
+// instance RunInstances launched d into the past, its state unchanged: a
+// leftover of a run that is gone, for callers whose clock is the real one
+// (a function under the RIE), where Advance would age every instance, the
+// new launches included.
+func (s *Sim) BackdateLaunch(account, region, id string, d time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	account, region = defaults(account, region)
+	in, ok := s.region(region).instances[id]
+	if !ok || in.owner != account || in.launched.IsZero() {
+		return fmt.Errorf("ec2sim: no instance %s launched by RunInstances", id)
+	}
+	in.launched = in.launched.Add(-d)
+	return nil
+}

@@ -136,9 +136,14 @@ func TemplateEnv(templatePath, prefix string) ([]string, error) {
 			raw := p.Environment.Variables[k]
 			var v string
 			if json.Unmarshal(raw, &v) != nil {
+				// A token: a reference to the named state machine is
+				// resolved here; others (the verify network's subnet and
+				// security group IDs, Fn::Join and Ref) are left to the
+				// caller, which supplies local values (PrepareVerify
+				// checks that the template sets the ones it supplies).
 				var ref struct{ Ref string }
 				if json.Unmarshal(raw, &ref) != nil || t.Resources[ref.Ref].Type != "AWS::StepFunctions::StateMachine" {
-					return nil, fmt.Errorf("function %s: variable %s is %s, which a local run cannot resolve", id, k, raw)
+					continue
 				}
 				name := t.Resources[ref.Ref].Properties.StateMachineName
 				if name == "" {
@@ -182,21 +187,23 @@ func readTemplate(path string) (*template, error) {
 	return &t, nil
 }
 
-// StateMachineName is the name of the template's (one) state machine.
+// StateMachineName is the name of the template's one state machine with
+// a fixed name (the reboot-wave workflow; the verification's is generated).
 func StateMachineName(templatePath string) (string, error) {
 	t, err := readTemplate(templatePath)
 	if err != nil {
 		return "", err
 	}
-	for id, r := range t.Resources {
-		if r.Type == "AWS::StepFunctions::StateMachine" {
-			if r.Properties.StateMachineName == "" {
-				return "", fmt.Errorf("state machine %s has no StateMachineName", id)
-			}
-			return r.Properties.StateMachineName, nil
+	var names []string
+	for _, r := range t.Resources {
+		if r.Type == "AWS::StepFunctions::StateMachine" && r.Properties.StateMachineName != "" {
+			names = append(names, r.Properties.StateMachineName)
 		}
 	}
-	return "", fmt.Errorf("no state machine in %s", templatePath)
+	if len(names) != 1 {
+		return "", fmt.Errorf("%s: %d state machines with a fixed name (%v), want 1", templatePath, len(names), names)
+	}
+	return names[0], nil
 }
 
 // StateMachineARN is the ARN of the state machine named name in ec2sim's

@@ -9,12 +9,18 @@ import (
 	"runtime"
 )
 
-// Rollout is the reboot-wave workflow of an app synthesized with a given
+// Workflow is a state machine of an app synthesized with a given
 // configuration: its template (the state machine's definition is resolved
-// by pkg/sfnlocal) and the rollout function's bootstrap and environment.
-type Rollout struct {
-	Template  []byte
-	Bootstrap string
+// by pkg/sfnlocal) and its function's bootstrap and environment.
+type Workflow struct {
+	// StateMachine is the state machine's logical ID ("" when the template
+	// has one only).
+	StateMachine string
+	// TemplatePath is the synthesized template's file (TemplateEnv of the
+	// app's other functions).
+	TemplatePath string
+	Template     []byte
+	Bootstrap    string
 	// Env is the function's environment from the template (TemplateEnv).
 	Env []string
 	// BackupEnv is the backup function's environment from the same
@@ -27,31 +33,44 @@ type Rollout struct {
 	StateMachineName string
 }
 
+// Rollout is the reboot-wave workflow (PrepareRollout).
+type Rollout = Workflow
+
 // PrepareRollout runs `cdk synth -c amibackup:config=<cfgJSON>` (the real
 // CLI; cfgJSON on one line) into work and builds the rollout bootstrap for
 // this machine.
 func PrepareRollout(ctx context.Context, root, work, cfgJSON string) (*Rollout, error) {
+	return prepareWorkflow(ctx, root, work, cfgJSON, "rollout", "Rollout")
+}
+
+// prepareWorkflow synthesizes the app with cfgJSON into work/cdk.out.<fn>
+// and builds the bootstrap of the workflow's function fn, whose logical ID
+// starts with prefix.
+func prepareWorkflow(ctx context.Context, root, work, cfgJSON, fn, prefix string) (*Rollout, error) {
 	if _, err := exec.LookPath("cdk"); err != nil {
 		return nil, errors.New("cdk CLI not on PATH: run `make tools` and use the Makefile targets")
 	}
-	path, err := SynthConfig(ctx, root, filepath.Join(work, "cdk.out.rollout"), Stack, cfgJSON)
+	path, err := SynthConfig(ctx, root, filepath.Join(work, "cdk.out."+fn), Stack, cfgJSON)
 	if err != nil {
 		return nil, err
 	}
-	r := &Rollout{}
+	r := &Rollout{TemplatePath: path}
 	if r.Template, err = os.ReadFile(path); err != nil {
 		return nil, err
 	}
-	if r.Env, err = TemplateEnv(path, "Rollout"); err != nil {
+	if r.Env, err = TemplateEnv(path, prefix); err != nil {
 		return nil, err
 	}
-	if r.BackupEnv, err = TemplateEnv(path, "Backup"); err != nil {
-		return nil, err
+	if fn == "rollout" {
+		// The backup function hands the waves policies to this workflow.
+		if r.BackupEnv, err = TemplateEnv(path, "Backup"); err != nil {
+			return nil, err
+		}
+		if r.StateMachineName, err = StateMachineName(path); err != nil {
+			return nil, err
+		}
 	}
-	if r.StateMachineName, err = StateMachineName(path); err != nil {
-		return nil, err
-	}
-	if r.Bootstrap, err = Build(ctx, root, work, runtime.GOARCH, "rollout"); err != nil {
+	if r.Bootstrap, err = Build(ctx, root, work, runtime.GOARCH, fn); err != nil {
 		return nil, err
 	}
 	return r, nil

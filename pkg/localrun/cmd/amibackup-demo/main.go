@@ -1,7 +1,8 @@
 // Command amibackup-demo plays ten simulated nights of amibackup on this
 // machine: the real bootstrap binaries under the Lambda Runtime Interface
-// Emulator, configured from the synthesized CDK template, against ec2sim.
-// It needs no AWS account. Run it with `make demo`.
+// Emulator, configured from the synthesized CDK template, against ec2sim;
+// then a restore verification in real time (verify.go). It needs no AWS
+// account. Run it with `make demo`.
 package main
 
 import (
@@ -60,6 +61,13 @@ func run(ctx context.Context) error {
 	defer os.RemoveAll(work)
 	if *wavesDemo {
 		return runWaves(ctx, root, work)
+	}
+	if *verifyDemo {
+		if err := runVerify(ctx, root, work); err != nil {
+			return err
+		}
+		step("Done: functions and emulator stopped")
+		return nil
 	}
 
 	step("Build the bootstraps (as the stacks do, for this machine) and synthesize the CDK app")
@@ -175,6 +183,9 @@ func run(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}
+	if err := runVerify(ctx, root, work); err != nil {
+		return err
+	}
 	step("Done: functions and emulator stopped")
 	return nil
 }
@@ -236,14 +247,20 @@ func backup(ctx context.Context, h *localrun.Harness, in []byte) error {
 }
 
 func prune(ctx context.Context, h *localrun.Harness, in []byte, dry bool) error {
+	_, err := pruneSummary(ctx, h, in, dry)
+	return err
+}
+
+// pruneSummary runs prune, prints its plan and returns its summary.
+func pruneSummary(ctx context.Context, h *localrun.Harness, in []byte, dry bool) (*summary, error) {
 	before := h.Sim.Calls()
 	out, _, err := h.Prune.Invoke(ctx, in)
 	if err != nil {
-		return fmt.Errorf("prune: %w", err)
+		return nil, fmt.Errorf("prune: %w", err)
 	}
 	var s summary
 	if err := json.Unmarshal(out, &s); err != nil {
-		return fmt.Errorf("prune summary: %w: %s", err, out)
+		return nil, fmt.Errorf("prune summary: %w: %s", err, out)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  \tinstance\tbackup time\timage\tdecision\n")
@@ -261,7 +278,7 @@ func prune(ctx context.Context, h *localrun.Harness, in []byte, dry bool) error 
 	after := h.Sim.Calls()
 	fmt.Printf("  images deleted %d (one DeregisterImage each, snapshots deleted in the same call), orphan snapshots %d, mutating calls in this run %d\n",
 		len(s.Done), len(s.OrphansDeleted), after.Mutating()-before.Mutating())
-	return nil
+	return &s, nil
 }
 
 func printFleet(sim *ec2sim.Sim, web []string, db, ci string) {
