@@ -135,8 +135,11 @@ type State struct {
 	// Plan: waves.Plan.Encode, base64.
 	Plan string `json:"plan"`
 	// PlanText describes the plan (waves.Plan.String).
-	PlanText     string          `json:"planText"`
-	TargetGroups []string        `json:"tgs,omitempty"`
+	PlanText     string   `json:"planText"`
+	TargetGroups []string `json:"tgs,omitempty"`
+	// GroupTargets: per plan group, its members' target groups (indices
+	// in TargetGroups) at start; a drain round asks only these (targets.go).
+	GroupTargets map[int][]int   `json:"gtgs,omitempty"`
 	Progress     *waves.Progress `json:"progress"`
 	// Draining: slots in flight whose drain is not complete (no CreateImage yet).
 	Draining []int `json:"draining,omitempty"`
@@ -428,6 +431,7 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage) (*Result, err
 	}
 	st.Plan, st.PlanText = base64.StdEncoding.EncodeToString(enc), plan.String()
 	st.Progress = waves.NewProgress(plan, time.Unix(st.Began, 0))
+	st.GroupTargets = groupTargets(plan, tgs, regs)
 	// Stranded records were read without target groups (not known yet);
 	// read again with them, now that they are.
 	if len(ours)+len(stranded) > 0 {
@@ -651,7 +655,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		if !l.pol.Availability.DrainEnabled() {
 			toImage = ids
 		} else {
-			p, err := d.Drain(wctx, drain.Plan{Run: st.Run, Instances: ids, TargetGroups: st.TargetGroups})
+			p, err := d.Drain(wctx, drain.Plan{Run: st.Run, Instances: ids, TargetGroups: drainTargets(st, l.plan, st.Draining)})
 			if err != nil {
 				return nil, fmt.Errorf("rollout step: %w", err)
 			}

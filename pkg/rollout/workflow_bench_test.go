@@ -312,6 +312,7 @@ type workflowResult struct {
 	peakPayload              int // bytes: the largest state input, output or task result
 	plan                     string
 	createImage, throttled   int
+	throttledBy              map[string]int
 }
 
 func (r workflowResult) ratio() float64 { return r.simulated.Seconds() / r.bound.Seconds() }
@@ -320,10 +321,10 @@ func (r workflowResult) String() string {
 	n := float64(r.instances)
 	return fmt.Sprintf("%s: %s; simulated %v (waits %v, invocations %v, throttled retries %v), bound %v, ratio %.3f; "+
 		"%d Lambda invocations (%.3f per instance: %v), %d state transitions (%.3f per instance), %d history events, "+
-		"peak payload %.1f KB; %d CreateImage calls, %d throttled requests; wall %v",
+		"peak payload %.1f KB; %d CreateImage calls, %d throttled requests %v; wall %v",
 		r.status, r.plan, r.simulated, r.waited, r.invoked, r.retried, r.bound, r.ratio(),
 		r.lambdaInvocations, float64(r.lambdaInvocations)/n, r.invocations, r.transitions, float64(r.transitions)/n,
-		r.historyEvents, float64(r.peakPayload)/1024, r.createImage, r.throttled, r.wall.Round(time.Millisecond))
+		r.historyEvents, float64(r.peakPayload)/1024, r.createImage, r.throttled, r.throttledBy, r.wall.Round(time.Millisecond))
 }
 
 // history counts the events Step Functions would write for the engine's
@@ -395,6 +396,7 @@ func (wb *workflowBench) run(tb testing.TB, ctx context.Context) workflowResult 
 	}
 	calls := wb.sim.Calls()
 	out.createImage = calls.Count("CreateImage")
+	out.throttledBy = calls.Throttled
 	for _, n := range calls.Throttled {
 		out.throttled += n
 	}
