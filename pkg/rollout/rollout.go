@@ -161,6 +161,8 @@ type State struct {
 	Notes []string `json:"notes,omitempty"`
 	// Began: start of the run, Unix seconds.
 	Began int64 `json:"began"`
+	// Checks: steps so far; they pace the rest (pacing.go).
+	Checks int `json:"checks,omitempty"`
 }
 
 const stateVersion = 1
@@ -482,15 +484,11 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage) (*Result, err
 	log.Info("rollout planned", "plan", st.PlanText, "selected", st.Selected, "alreadyDone", st.AlreadyDone,
 		"noReboot", st.NoReboot, "targetGroups", len(tgs), "stranded", len(st.Stranded))
 	return &Result{State: st, Done: req.DryRun || st.Progress.Done() && len(st.Stranded) == 0,
-		WaitSeconds: r.interval(plan)}, nil
+		WaitSeconds: stepWait(plan, st.Progress, 0)}, nil
 }
 
 // begin starts a runner.Run (the deadline margin and the clock).
 func (r *Roller) begin() *runner.Run { return r.Job.Start(r.Config.Concurrency) }
-
-func (r *Roller) interval(p *waves.Plan) int {
-	return int(p.CheckInterval(waves.DefaultReboot*time.Second) / time.Second)
-}
 
 // targetGroups lists the account's target groups in the Region (ELBv2 has
 // no lookup from instance to target group).
@@ -549,7 +547,8 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
 	d := r.drainer()
-	wait := r.interval(l.plan)
+	st.Checks++
+	wait := stepWait(l.plan, st.Progress, st.Checks)
 	// Leftovers of earlier executions first: nothing new goes out of
 	// service while they are not back.
 	if len(st.Stranded) > 0 {

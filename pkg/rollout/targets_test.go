@@ -57,14 +57,14 @@ func TestRolloutDrainAsksOwnTargetGroups(t *testing.T) {
 	if len(f.imagesPer()) != 17 {
 		t.Errorf("%d instances imaged, want 17", len(f.imagesPer()))
 	}
-	// Start: 1. Own drain rounds: until the 60 s delay ends, checked every
-	// 15 s: at most 6. Own restore rounds: until healthy after 30 s: at
-	// most 4. Every target group of the plan in every drain round of the
-	// run (the old behaviour) is far more: the web tier alone drains three
-	// times in a row.
+	// Start: 1. Its own drain rounds: until the 60 s delay ends, one per
+	// step (MinStepWait apart at most), and its restore rounds: until
+	// healthy 30 s after registering. Every target group of the plan in
+	// every drain round of the run (the old behaviour) is over twice that.
+	own := 1 + (60/rollout.MinStepWait + 1) + (30/rollout.MinStepWait + 2)
 	for _, arn := range extra {
-		if calls[arn] > 11 {
-			t.Errorf("%s described %d times: drain rounds of other instances ask it", arn, calls[arn])
+		if calls[arn] > own {
+			t.Errorf("%s described %d times, its own rounds are at most %d: drain rounds of other instances ask it", arn, calls[arn], own)
 		}
 	}
 	t.Logf("DescribeTargetHealth per target group: %v", calls)
