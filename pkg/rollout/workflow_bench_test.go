@@ -157,12 +157,15 @@ type benchFleet struct {
 
 func (f benchFleet) all() []string { return slices.Concat(append(f.groups, f.ungrouped)...) }
 
+// groupName names group g's Auto Scaling group and target group.
+func groupName(g int) string { return fmt.Sprintf("svc-%03d", g) }
+
 func seedBenchFleet(sim *ec2sim.Sim, sizes []int, ungrouped int) benchFleet {
 	sel := map[string]string{"Backup": "nightly"}
 	var f benchFleet
 	for g, n := range sizes {
 		ids := sim.SeedFleet("", "", n, sel)
-		name := fmt.Sprintf("svc-%03d", g)
+		name := groupName(g)
 		sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: name, Instances: ids})
 		sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: name, Instances: ids, DeregistrationDelay: benchDeregistrationDelay, HealthyAfter: benchHealthyAfter})
 		f.groups = append(f.groups, ids)
@@ -197,8 +200,9 @@ type workflowBench struct {
 	ec2   *ec2.Client
 	asg   *autoscaling.Client
 	elb   *elbv2.Client
-	fleet benchFleet
-	slot  time.Time
+	fleet   benchFleet
+	slot    time.Time
+	tracked func(group int) bool // whose availability ec2sim logs
 
 	// Simulated time by cause (nanoseconds).
 	waited, invoked, retried atomic.Int64
@@ -211,16 +215,30 @@ type workflowBench struct {
 	steps       int
 }
 
-func newWorkflowBench(tb testing.TB, sizes []int, ungrouped int) *workflowBench {
+// newWorkflowBench seeds the fleet; every group's availability is logged
+// when trackEvery is 1, every trackEvery-th group's (always the largest)
+// otherwise: ec2sim sweeps its log over every member of every logged group
+// on every request, which at 400 groups made the emulator 77% of the
+// benchmark's CPU (hours for one run).
+func newWorkflowBench(tb testing.TB, sizes []int, ungrouped, trackEvery int) *workflowBench {
 	tb.Helper()
 	slot := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
+	largest := slices.Index(sizes, slices.Max(sizes))
+	tracked := func(g int) bool { return g%trackEvery == 0 || g == largest }
+	names := map[string]bool{}
+	for g := range sizes {
+		if tracked(g) {
+			names[groupName(g)] = true
+		}
+	}
 	env := simtest.Start(tb, ec2sim.Options{Throttle: true, RebootModel: true, Reboot: benchReboot,
-		LifecycleDelay: benchLifecycleDelay, TimeScale: frozen, Start: slot.Add(time.Minute)})
+		LifecycleDelay: benchLifecycleDelay, TimeScale: frozen, Start: slot.Add(time.Minute),
+		TrackGroup: func(_, name string) bool { return names[name] }})
 	cfg, err := config.Parse([]byte(benchConfig), "")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	wb := &workflowBench{sim: env.Sim, env: env, cfg: cfg, slot: slot, invocations: map[string]int{}}
+	wb := &workflowBench{sim: env.Sim, env: env, cfg: cfg, slot: slot, invocations: map[string]int{}, tracked: tracked}
 	wb.fleet = seedBenchFleet(env.Sim, sizes, ungrouped)
 	rt := simRetryer{RetryerV2: retry.NewStandard(func(o *retry.StandardOptions) { o.RateLimiter = ratelimit.None }), wb: wb}
 	wb.ec2 = ec2.New(env.Client("", "").Options(), func(o *ec2.Options) { o.Retryer = rt })
@@ -427,10 +445,11 @@ func (wb *workflowBench) run(tb testing.TB, ctx context.Context) workflowResult 
 }
 
 // check asserts the run's invariants: succeeded; every instance imaged
-// exactly once; no group ever had more than one member unavailable
+// exactly once; no logged group ever had more than one member unavailable
 // (ec2sim's availability record: stopped, not ok, in Standby or not
-// healthy) and every group had one (it was rebooted); nothing left out of
-// service or tagged; Step Functions' limits.
+// healthy) and each had one (it was rebooted); no logged group has a member
+// out of service and no instance keeps a drain tag (Restore removes it only
+// once nothing is left to put back); Step Functions' limits.
 func (wb *workflowBench) check(t testing.TB, r workflowResult) {
 	t.Helper()
 	if r.status != sfnlocal.Succeeded || len(wb.errors) > 0 {
@@ -450,7 +469,10 @@ func (wb *workflowBench) check(t testing.TB, r workflowResult) {
 	}
 	mu := simtest.MaxUnavailable(t, wb.sim)
 	for g, ids := range wb.fleet.groups {
-		name := fmt.Sprintf("svc-%03d", g)
+		if !wb.tracked(g) {
+			continue
+		}
+		name := groupName(g)
 		for _, k := range []string{"autoscaling:" + name, "targetgroup:" + name} {
 			if mu[k] != 1 {
 				t.Errorf("group %s of %d: at most %d members unavailable at once, want exactly 1", k, len(ids), mu[k])
@@ -481,7 +503,7 @@ func (wb *workflowBench) check(t testing.TB, r workflowResult) {
 // the real actions, time-scaled. The largest group is small so that the run
 // takes about 200 steps.
 func TestWorkflowAtScale(t *testing.T) {
-	wb := newWorkflowBench(t, groupSizes(40, 4, 100), 400)
+	wb := newWorkflowBench(t, groupSizes(40, 4, 100), 400, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r := wb.run(t, ctx)
@@ -500,7 +522,7 @@ func BenchmarkWorkflow10k(b *testing.B) {
 	var r workflowResult
 	for b.Loop() {
 		b.StopTimer()
-		wb := newWorkflowBench(b, sizes, 2000)
+		wb := newWorkflowBench(b, sizes, 2000, 10)
 		b.StartTimer()
 		r = wb.run(b, context.Background())
 		b.StopTimer()
