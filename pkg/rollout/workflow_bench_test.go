@@ -194,12 +194,12 @@ func (r simRetryer) RetryDelay(int, error) (time.Duration, error) {
 // workflowBench is one emulated account, the endpoint of the rollout
 // function and the accounting of one execution.
 type workflowBench struct {
-	sim   *ec2sim.Sim
-	env   *simtest.Env
-	cfg   *config.Config
-	ec2   *ec2.Client
-	asg   *autoscaling.Client
-	elb   *elbv2.Client
+	sim     *ec2sim.Sim
+	env     *simtest.Env
+	cfg     *config.Config
+	ec2     *ec2.Client
+	asg     *autoscaling.Client
+	elb     *elbv2.Client
 	fleet   benchFleet
 	slot    time.Time
 	tracked func(group int) bool // whose availability ec2sim logs
@@ -503,6 +503,9 @@ func (wb *workflowBench) check(t testing.TB, r workflowResult) {
 // the real actions, time-scaled. The largest group is small so that the run
 // takes about 200 steps.
 func TestWorkflowAtScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 steps through Node and the emulator (about 11 s, minutes under -race)")
+	}
 	wb := newWorkflowBench(t, groupSizes(40, 4, 100), 400, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
