@@ -99,7 +99,11 @@ type groupView struct {
 // groupViews lists the current groups with their members. Caller holds mu.
 func (s *Sim) groupViews() []groupView {
 	var out []groupView
+	track := func(kind, name string) bool { return s.opts.TrackGroup == nil || s.opts.TrackGroup(kind, name) }
 	for _, g := range s.ext.asgs {
+		if !track(GroupAutoScaling, g.name) {
+			continue
+		}
 		r := s.region(g.region)
 		v := groupView{key: GroupKey(g.account, g.region, GroupAutoScaling, g.name), id: groupIdentity{GroupAutoScaling, g.name, g.account, g.region}}
 		for _, id := range g.order {
@@ -110,6 +114,9 @@ func (s *Sim) groupViews() []groupView {
 		out = append(out, v)
 	}
 	for _, tg := range s.ext.tgs {
+		if !track(GroupTarget, tg.name) {
+			continue
+		}
 		r := s.region(tg.region)
 		v := groupView{key: GroupKey(tg.account, tg.region, GroupTarget, tg.name), id: groupIdentity{GroupTarget, tg.name, tg.account, tg.region}}
 		for _, id := range tg.order {
@@ -129,6 +136,9 @@ func (s *Sim) groupViews() []groupView {
 						continue
 					}
 					name := k + "=" + val
+					if !track(GroupTag, name) {
+						continue
+					}
 					key := GroupKey(in.owner, region, GroupTag, name)
 					v := byKey[key]
 					if v == nil {

@@ -63,6 +63,12 @@ type Options struct {
 	// GroupTags are tag keys that form availability groups: instances with
 	// the same value of such a key are one group (availability.go).
 	GroupTags []string
+	// TrackGroup, when set, limits the availability log to the groups it
+	// accepts (kind: GroupAutoScaling, GroupTarget or GroupTag; name as in
+	// GroupKey). The log is swept on every request over every member of
+	// every tracked group: a fleet of thousands of groups (the 10,000
+	// instance workflow benchmark) tracks a sample to stay fast.
+	TrackGroup func(kind, name string) bool
 	// Launch sets the phases of RunInstances and TerminateInstances (zero
 	// fields: DefaultLaunchTiming's; runinstances.go).
 	Launch LaunchTiming

@@ -139,8 +139,11 @@ type State struct {
 	// Plan: waves.Plan.Encode, base64.
 	Plan string `json:"plan"`
 	// PlanText describes the plan (waves.Plan.String).
-	PlanText     string          `json:"planText"`
-	TargetGroups []string        `json:"tgs,omitempty"`
+	PlanText     string   `json:"planText"`
+	TargetGroups []string `json:"tgs,omitempty"`
+	// GroupTargets: per plan group, its members' target groups (indices
+	// in TargetGroups) at start; a drain round asks only these (targets.go).
+	GroupTargets map[int][]int   `json:"gtgs,omitempty"`
 	Progress     *waves.Progress `json:"progress"`
 	// Draining: slots in flight whose drain is not complete (no CreateImage yet).
 	Draining []int `json:"draining,omitempty"`
@@ -179,6 +182,8 @@ type State struct {
 	Notes []string `json:"notes,omitempty"`
 	// Began: start of the run, Unix seconds.
 	Began int64 `json:"began"`
+	// Checks: steps so far; they pace the rest (pacing.go).
+	Checks int `json:"checks,omitempty"`
 }
 
 const stateVersion = 1
@@ -456,6 +461,7 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 	}
 	st.Plan, st.PlanText = base64.StdEncoding.EncodeToString(enc), plan.String()
 	st.Progress = waves.NewProgress(plan, time.Unix(st.Began, 0))
+	st.GroupTargets = groupTargets(plan, tgs, regs)
 	// Stranded records were read without target groups (not known yet);
 	// read again with them, now that they are.
 	if len(ours)+len(stranded) > 0 {
@@ -506,15 +512,11 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 	log.Info("rollout planned", "plan", st.PlanText, "selected", st.Selected, "alreadyDone", st.AlreadyDone,
 		"noReboot", st.NoReboot, "targetGroups", len(tgs), "stranded", len(st.Stranded))
 	return &Result{State: st, Done: req.DryRun || st.Progress.Done() && len(st.Stranded) == 0,
-		WaitSeconds: r.interval(plan)}, nil
+		WaitSeconds: stepWait(plan, st.Progress, 0)}, nil
 }
 
 // begin starts a runner.Run (the deadline margin and the clock).
 func (r *Roller) begin() *runner.Run { return r.Job.Start(r.Config.Concurrency) }
-
-func (r *Roller) interval(p *waves.Plan) int {
-	return int(p.CheckInterval(waves.DefaultReboot*time.Second) / time.Second)
-}
 
 // targetGroups lists the account's target groups in the Region (ELBv2 has
 // no lookup from instance to target group).
@@ -573,7 +575,8 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
 	d := r.drainer()
-	wait := r.interval(l.plan)
+	st.Checks++
+	wait := stepWait(l.plan, st.Progress, st.Checks)
 	// Leftovers of earlier executions first: nothing new goes out of
 	// service while they are not back.
 	if len(st.Stranded) > 0 {
@@ -692,7 +695,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		if !l.pol.Availability.DrainEnabled() {
 			toImage = ids
 		} else {
-			p, err := d.Drain(wctx, drain.Plan{Run: st.Run, Instances: ids, TargetGroups: st.TargetGroups})
+			p, err := d.Drain(wctx, drain.Plan{Run: st.Run, Instances: ids, TargetGroups: drainTargets(st, l.plan, st.Draining)})
 			if err != nil {
 				return nil, fmt.Errorf("rollout step: %w", err)
 			}

@@ -1,0 +1,90 @@
+package rollout
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/amibackup/amibackup/pkg/waves"
+)
+
+func pacingPlan(t *testing.T, sizes []int, ungrouped int) *waves.Plan {
+	t.Helper()
+	var ins []waves.Instance
+	for g, n := range sizes {
+		for m := range n {
+			ins = append(ins, waves.Instance{ID: fmt.Sprintf("i-%08x%09x", g, m), Tags: map[string]string{waves.ASGTag: fmt.Sprintf("asg-%d", g)}})
+		}
+	}
+	for i := range ungrouped {
+		ins = append(ins, waves.Instance{ID: fmt.Sprintf("i-ffffffff%09x", i)})
+	}
+	p, err := waves.New(ins, nil, waves.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestStepWait(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	tests := []struct {
+		name      string
+		sizes     []int
+		ungrouped int
+		checks    int
+		halt      bool // the largest group's first member did not come back
+		want      int
+	}{
+		{"chain of 40 at the start: 12,000 s over 2,000 checks", []int{40, 3}, 10, 0, false, 6},
+		{"chain of 40, half the budget spent", []int{40, 3}, 10, 1000, false, 12},
+		{"short chain: the floor", []int{3}, 2, 0, false, MinStepWait},
+		{"budget spent: the longest wait", []int{40}, 0, waves.MaxChecks, false, MaxStepWait},
+		{"bucket bound: 10,050 ungrouped take 2,000 s", nil, 10050, 1600, false, 5},
+		{"halted group's members are not waited for", []int{40, 2}, 0, 0, true, MinStepWait},
+	}
+	for _, tt := range tests {
+		p := pacingPlan(t, tt.sizes, tt.ungrouped)
+		pr := waves.NewProgress(p, t0)
+		if tt.halt {
+			first := p.Groups[0].Members[0]
+			i, _ := p.Slot(first)
+			if err := pr.Started(p, []int{i}, t0); err != nil {
+				t.Fatal(err)
+			}
+			if err := pr.Observe(p, []waves.Observation{{ID: first, Reason: "stopped"}}, t0.Add(time.Hour), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := stepWait(p, pr, tt.checks); got != tt.want {
+			t.Errorf("%s: %d s, want %d s", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestStepWaitStaysInHistory: a run five times slower than the estimate
+// (25 minutes per member instead of 5; a fixed 15 s wait would need 4,000
+// checks, 36,000 history events) stays inside Step Functions' 25,000
+// events (9 per check): the waits grow as the budget runs low.
+func TestStepWaitStaysInHistory(t *testing.T) {
+	p := pacingPlan(t, []int{40}, 0)
+	pr := waves.NewProgress(p, time.Unix(0, 0))
+	const per = 1500 * time.Second
+	var now time.Duration
+	checks := 0
+	for next := 0; next < 40; {
+		checks++
+		for now >= time.Duration(next+1)*per && next < 40 { // member next is back
+			pr.S = pr.S[:next] + string(waves.Healthy) + pr.S[next+1:]
+			next++
+		}
+		if checks > 10*waves.MaxChecks {
+			t.Fatal("no end")
+		}
+		now += time.Duration(stepWait(p, pr, checks)) * time.Second
+	}
+	if events := 9*checks + 20; events >= 25000 {
+		t.Errorf("%d checks for a run of %v: %d history events", checks, now, events)
+	}
+	t.Logf("%d checks over %v", checks, now)
+}

@@ -1,0 +1,71 @@
+package rollout_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+
+	"github.com/amibackup/amibackup/pkg/ec2sim"
+	"github.com/amibackup/amibackup/pkg/rollout"
+)
+
+// countingELB counts DescribeTargetHealth calls per target group.
+type countingELB struct {
+	rollout.ELB
+	mu    *sync.Mutex
+	calls map[string]int
+}
+
+func (c countingELB) DescribeTargetHealth(ctx context.Context, in *elbv2.DescribeTargetHealthInput, opts ...func(*elbv2.Options)) (*elbv2.DescribeTargetHealthOutput, error) {
+	c.mu.Lock()
+	c.calls[aws.ToString(in.TargetGroupArn)]++
+	c.mu.Unlock()
+	return c.ELB.DescribeTargetHealth(ctx, in, opts...)
+}
+
+// TestRolloutDrainAsksOwnTargetGroups: a drain round describes the target
+// groups of the instances it drains, not every target group of the plan
+// (with 400 target groups that was 400 throttled calls per step). Ten more
+// selected instances, each alone behind a target group of its own: each of
+// those groups is described at start, in its own instance's drain and
+// restore rounds, and never in the rounds of the others.
+func TestRolloutDrainAsksOwnTargetGroups(t *testing.T) {
+	f := newFleet(t)
+	var extra []string
+	for i := range 10 {
+		ids := f.env.Sim.SeedFleet("", "", 1, map[string]string{"Backup": "yes"})
+		extra = append(extra, f.env.Sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: fmt.Sprintf("extra-%d", i), Instances: ids,
+			DeregistrationDelay: 60 * time.Second, HealthyAfter: 30 * time.Second}))
+	}
+	var mu sync.Mutex
+	calls := map[string]int{}
+	f.wrap = func(r *rollout.Roller) { r.ELB = countingELB{ELB: r.ELB, mu: &mu, calls: calls} }
+	_, err, _ := f.execute(t, 0)
+	if err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	for id, n := range f.imagesPer() {
+		if n != 1 {
+			t.Errorf("%s: %d images", id, n)
+		}
+	}
+	if len(f.imagesPer()) != 17 {
+		t.Errorf("%d instances imaged, want 17", len(f.imagesPer()))
+	}
+	// Start: 1. Its own drain rounds: until the 60 s delay ends, one per
+	// step (MinStepWait apart at most), and its restore rounds: until
+	// healthy 30 s after registering. Every target group of the plan in
+	// every drain round of the run (the old behaviour) is over twice that.
+	own := 1 + (60/rollout.MinStepWait + 1) + (30/rollout.MinStepWait + 2)
+	for _, arn := range extra {
+		if calls[arn] > own {
+			t.Errorf("%s described %d times, its own rounds are at most %d: drain rounds of other instances ask it", arn, calls[arn], own)
+		}
+	}
+	t.Logf("DescribeTargetHealth per target group: %v", calls)
+}
