@@ -64,6 +64,13 @@ func NewVerifyNetwork(scope constructs.Construct, cfg *config.Config) *VerifyNet
 			Name: jsii.String("Isolated"), SubnetType: awsec2.SubnetType_PRIVATE_ISOLATED, CidrMask: jsii.Number(verifySubnetMask),
 		}},
 		RestrictDefaultSecurityGroup: jsii.Bool(true),
+		// No Amazon DNS server in the VPC: security groups cannot filter
+		// traffic to the Route 53 Resolver (EC2 user guide, security group
+		// rules), and a resolver that recurses to the internet lets a
+		// restored server send data out in DNS queries. EC2 status checks
+		// do not need DNS.
+		EnableDnsSupport:   jsii.Bool(false),
+		EnableDnsHostnames: jsii.Bool(false),
 	})
 	for _, s := range *n.Vpc.IsolatedSubnets() {
 		n.SubnetIDs = append(n.SubnetIDs, *s.SubnetId())

@@ -128,6 +128,13 @@ func TestVerifyNetworkIsolated(t *testing.T) {
 	if strings.Contains(string(raw), "0.0.0.0/0") || strings.Contains(string(raw), "::/0") {
 		t.Error("the template names 0.0.0.0/0 or ::/0")
 	}
+	// No Amazon DNS server: security groups cannot filter the Route 53
+	// Resolver, so DNS would be a way out.
+	for id, v := range resources(tmpl, "AWS::EC2::VPC") {
+		if v["EnableDnsSupport"] != false || v["EnableDnsHostnames"] != false {
+			t.Errorf("VPC %s: EnableDnsSupport %v, EnableDnsHostnames %v: want both false", id, v["EnableDnsSupport"], v["EnableDnsHostnames"])
+		}
+	}
 	subnets := resources(tmpl, "AWS::EC2::Subnet")
 	if len(subnets) != 2 { // environment-agnostic: CDK's two Fn::GetAZs zones
 		t.Errorf("%d subnets, want one per zone (2 without an environment)", len(subnets))

@@ -501,6 +501,10 @@ func validateSelector(add addFunc, f string, s Selector) {
 		add(f+".tagKey", "is required: the instance tag that opts an instance in, e.g. \"Backup\"")
 	} else if strings.HasPrefix(s.TagKey, "aws:") || len(s.TagKey) > 128 {
 		add(f+".tagKey", "%q is not allowed: 1-128 characters, not starting with \"aws:\"", s.TagKey)
+	} else if strings.HasPrefix(s.TagKey, "amibackup:") {
+		// amibackup's own keys are on what amibackup creates: selecting by
+		// one would back up (and reboot) the verification instances.
+		add(f+".tagKey", "%q is not allowed: keys starting with \"amibackup:\" are amibackup's own (its verification instances carry them); use your opt-in tag, e.g. \"Backup\"", s.TagKey)
 	}
 	for i, v := range s.TagValues {
 		if v == "" || len(v) > 256 {

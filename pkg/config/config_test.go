@@ -91,6 +91,8 @@ func TestValidationMessages(t *testing.T) {
 			[]string{"exactly one of day-of-month"}},
 		{"bad tz", `{"policies":[{"name":"a","selector":{"tagKey":"B"},"schedule":{"expression":"cron(0 3 * * ? *)","timeZone":"Mars/Base"},"retention":{"daily":1}}]}`,
 			[]string{"policies[0].schedule.timeZone", "IANA"}},
+		{"own selector key", `{"policies":[{"name":"a","selector":{"tagKey":"amibackup:managed-by"},"schedule":{"expression":"rate(1 day)"},"retention":{"daily":1}}]}`,
+			[]string{"policies[0].selector.tagKey", "amibackup's own"}},
 		{"reserved copy tag", `{"policies":[{"name":"a","selector":{"tagKey":"B"},"copyTags":["aws:cloudformation:stack-name"],"schedule":{"expression":"rate(1 day)"},"retention":{"daily":1}}]}`,
 			[]string{"policies[0].copyTags[0]"}},
 		{"deprecation too long", `{"policies":[{"name":"a","selector":{"tagKey":"B"},"deprecateAfter":"4000d","schedule":{"expression":"rate(1 day)"},"retention":{"daily":1}}]}`,
