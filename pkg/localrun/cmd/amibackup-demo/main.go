@@ -82,7 +82,7 @@ func run(ctx context.Context) error {
 	}
 	if len(p.AllAtOnce) > 0 {
 		fmt.Printf("  cdk.json's policy %s has no availability section: deployed, it reboots in waves (one member of each\n"+
-			"  Auto Scaling group or target group at a time, handed by the backup function to the workflow: make demo DEMO_FLAGS=-waves).\n"+
+			"  Auto Scaling group or target group at a time, handed by the backup function to the workflow: played after these nights).\n"+
 			"  These nights play it with \"availability\":{\"mode\":\"all-at-once\"}: the backup function's own one-call run.\n", strings.Join(p.AllAtOnce, ", "))
 	}
 	fmt.Printf("  AMIBACKUP_CONFIG from cdk.out/%s.template.json: %s\n", localrun.Stack, p.BackupConfig)
@@ -182,6 +182,11 @@ func run(ctx context.Context) error {
 		fmt.Printf("  pids: %d %d\n", h.Backup.PID(), h.Prune.PID())
 		<-ctx.Done()
 		return ctx.Err()
+	}
+	// The product's default for a rebooting policy: waves per availability
+	// group through the workflow.
+	if err := runWaves(ctx, root, work); err != nil {
+		return err
 	}
 	if err := runVerify(ctx, root, work); err != nil {
 		return err

@@ -17,7 +17,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/tags"
 )
 
-var wavesDemo = flag.Bool("waves", false, "play the reboot-wave workflow instead of the nights: a web tier of 3 in an Auto Scaling group behind a target group, a database pair tagged Service=db, two stand-alone instances; then a night in which a web member never boots")
+var wavesDemo = flag.Bool("waves", false, "play only the reboot-wave workflow (the default demo plays it after the nights): a web tier of 3 in an Auto Scaling group behind a target group, a database pair tagged Service=db, two stand-alone instances; then a night in which a web member never boots")
 
 // wavesConfig: one policy that reboots in waves, one member of each group at a time.
 const wavesConfig = `{"deployment":"AmiBackup","policies":[{"name":"nightly","selector":{"tagKey":"Backup"},"schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"daily":7},"availability":{"groupBy":["asg","targetGroup","tag:Service"],"maxUnavailable":1,"healthTimeout":"1m"}}]}`
