@@ -25,7 +25,9 @@ var verifyDemo = flag.Bool("verify", false, "play only the restore verification 
 
 // verifyDemoConfig: keep the last 2 images (plus the floors); verify each
 // instance's newest image, two at a time, with the shortest timeout allowed.
-const verifyDemoConfig = `{"deployment":"AmiBackup","policies":[{"name":"nightly","selector":{"tagKey":"Backup"},"schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"last":2},"verify":{"schedule":{"expression":"cron(0 5 ? * SUN *)"},"timeout":"5m","maxConcurrent":2}}]}`
+// The backup reboots all at once: tonight's images come from the backup
+// function's own run (the waves are the demo's previous part).
+const verifyDemoConfig = `{"deployment":"AmiBackup","policies":[{"name":"nightly","selector":{"tagKey":"Backup"},"schedule":{"expression":"cron(0 3 * * ? *)"},"retention":{"last":2},"availability":{"mode":"all-at-once"},"verify":{"schedule":{"expression":"cron(0 5 ? * SUN *)"},"timeout":"5m","maxConcurrent":2}}]}`
 
 // demoNet stands in for the stack's isolated VPC (tokens in the template;
 // ec2sim accepts any subnet-/sg- ID).
