@@ -685,7 +685,10 @@ func (v *Verifier) observe(ctx context.Context, l *loaded) (map[string]types.Ins
 		}
 		age := now.Sub(time.Unix(f.Launched, 0))
 		in, found := byID[f.Instance]
-		var reason string
+		// imageCaused: what is seen at the timeout is the image's doing
+		// (the guest's status check); anything else (not visible, stuck
+		// pending, a host problem) leaves the image not tested.
+		imageCaused := false
 		switch {
 		case !found:
 			// Not visible yet (EC2's eventual consistency) or gone.
@@ -705,25 +708,78 @@ func (v *Verifier) observe(ctx context.Context, l *loaded) (map[string]types.Ins
 					continue
 				}
 				f.Last = fmt.Sprintf("running, instance status %s, system status %s", is, ss)
+				// The system check is the host's (AWS's); the instance
+				// check is the guest's: a guest that does not answer
+				// within the timeout is the image's failure.
+				imageCaused = ss != string(types.SummaryStatusImpaired)
 			default:
-				why := string(state)
+				code, msg := "", ""
 				if in.StateReason != nil {
-					why += ": " + aws.ToString(in.StateReason.Message)
+					code, msg = aws.ToString(in.StateReason.Code), aws.ToString(in.StateReason.Message)
 				}
-				reason = fmt.Sprintf("instance %s %s before both status checks were ok (%s)", f.Instance, state, why)
+				reason := fmt.Sprintf("instance %s %s before both status checks were ok (%s: %s)", f.Instance, state, cmp.Or(code, "no state reason"), msg)
+				if endedByImage(code) {
+					v.decide(l, f, reason, now)
+				} else {
+					v.notTested(l, f, reason, now)
+				}
+				continue
 			}
 		}
-		if reason == "" && age >= timeout {
-			reason = fmt.Sprintf("instance %s: status checks not ok within %s of launch (%s)", f.Instance, timeout, f.Last)
-		}
-		if reason != "" {
-			v.decide(l, f, reason, now)
+		if age >= timeout {
+			reason := fmt.Sprintf("instance %s: status checks not ok within %s of launch (%s)", f.Instance, timeout, f.Last)
+			if imageCaused {
+				v.decide(l, f, reason, now)
+			} else {
+				v.notTested(l, f, reason, now)
+			}
 			continue
 		}
 		keep = append(keep, f)
 	}
 	st.InFlight = keep
 	return confirmed, nil
+}
+
+// endedByImage reports whether an instance that shut down or terminated
+// before its status checks were ok did so because of its image, by its
+// StateReason code (EC2 API Reference, StateReason):
+// Client.InstanceInitiatedShutdown is the guest shutting itself down (the
+// launch sets InstanceInitiatedShutdownBehavior=terminate) and
+// Client.InvalidSnapshot.NotFound a snapshot of the image that is gone.
+// Everything else is not the image's doing and leaves it not tested:
+// Client.UserInitiatedShutdown (TerminateInstances or StopInstances by
+// someone: another execution's sweep, an operator), Server.* (capacity,
+// AWS's internal errors, retirement), Client.VolumeLimitExceeded (a
+// quota), Client.InternalError (typically a KMS key the launch may not
+// use: the key policy, not the image) and no reason at all.
+func endedByImage(code string) bool {
+	switch code {
+	case "Client.InstanceInitiatedShutdown", "Client.InvalidSnapshot.NotFound":
+		return true
+	}
+	return false
+}
+
+// refusedImage reports whether a RunInstances error is the image's: the
+// only codes that tag it failed ("Error codes for the Amazon EC2 API", EC2
+// API Reference). InvalidBlockDeviceMapping: the image's block device
+// mapping cannot be launched (the launch only sets DeleteOnTermination on
+// the image's own devices); InvalidSnapshot.NotFound: a snapshot of the
+// image is gone. Everything else (quotas: VcpuLimitExceeded,
+// InstanceLimitExceeded; the network: InsufficientFreeAddressesInSubnet,
+// InvalidSubnetID.NotFound, InvalidGroup.NotFound; the request or
+// configuration: InvalidParameterCombination, InvalidParameterValue,
+// IdempotentParameterMismatch; permissions; anything unknown) says nothing
+// about the image: not tested, never tagged. A verify=failed tag takes an
+// image off retention's newest-verified floor, so a quota error must not
+// un-protect the last image known to restore.
+func refusedImage(code string) bool {
+	switch code {
+	case "InvalidBlockDeviceMapping", "InvalidSnapshot.NotFound":
+		return true
+	}
+	return false
 }
 
 func checkStatus(s *types.InstanceStatusSummary) string {
@@ -937,10 +993,14 @@ func (v *Verifier) launch(ctx context.Context, l *loaded) {
 					drop[k] = true
 				}
 				budget = 0 // throttled or unwell: no more launches this step
-			default:
-				// EC2 refused this image (e.g. an encrypted volume whose key
-				// cannot be used, an invalid block device): it cannot boot.
+			case refusedImage(code):
+				// EC2 refused this image: it cannot boot.
 				v.decide(l, *f, fmt.Sprintf("RunInstances: %v", err), now)
+				drop[k] = true
+			default:
+				// The account, the network or the configuration: the image
+				// is not to blame (refusedImage).
+				v.notTested(l, *f, fmt.Sprintf("RunInstances %s in %s: %v", itype, subnets[f.Subnet], err), now)
 				drop[k] = true
 			}
 			break

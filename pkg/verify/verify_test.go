@@ -1094,3 +1094,101 @@ func TestVerifyTagFails(t *testing.T) {
 		t.Errorf("ImagesVerified %v", got)
 	}
 }
+
+// TestVerifyNotTheImage (M1, M6): only conditions caused by the image tag
+// it failed; a quota, the network, the configuration, an instance
+// terminated by someone else or never seen leave it "not tested" (no tag:
+// a verify=failed tag would take it off retention's newest-verified
+// floor), and the run fails naming it.
+func TestVerifyNotTheImage(t *testing.T) {
+	cases := []struct {
+		name   string
+		code   string // RunInstances error injected ("": the launch succeeds)
+		during func(w *world, instance string)
+		failed bool
+	}{
+		{name: "block device mapping", code: "InvalidBlockDeviceMapping", failed: true},
+		{name: "vCPU quota", code: "VcpuLimitExceeded"},
+		{name: "instance quota", code: "InstanceLimitExceeded"},
+		{name: "subnet full", code: "InsufficientFreeAddressesInSubnet"},
+		{name: "subnet gone", code: "InvalidSubnetID.NotFound"},
+		{name: "group gone", code: "InvalidGroup.NotFound"},
+		{name: "parameter combination", code: "InvalidParameterCombination"},
+		{name: "token mismatch", code: "IdempotentParameterMismatch"},
+		{name: "unknown code", code: "SomethingNew"},
+		{name: "guest shuts down", during: func(w *world, id string) {
+			if err := w.env.Sim.ShutdownFromOS("", "", id); err != nil {
+				t.Fatal(err)
+			}
+		}, failed: true},
+		{name: "terminated by someone", during: func(w *world, id string) {
+			if _, err := w.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "gone from the listing at the timeout", during: func(w *world, id string) {
+			if _, err := w.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+				t.Fatal(err)
+			}
+			w.env.Sim.Advance(3 * time.Hour) // past the timeout and the terminated instance's visibility
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, 5, "")
+			sim := w.env.Sim
+			inst := "i-00000000000000001"
+			img, _ := sim.AddImage(ec2sim.ImageSpec{InstanceID: inst, Created: slot.Add(-time.Hour),
+				Tags: map[string]string{tags.ManagedBy: "prod", tags.Policy: "nightly", tags.InstanceID: inst}})
+			if c.code != "" {
+				sim.Inject(ec2sim.Fault{Action: "RunInstances", ImageID: img, Code: c.code, Message: "injected"})
+			}
+			b, err := w.call(t, map[string]any{"action": "start", "input": json.RawMessage(schedInput(slot))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r result
+			json.Unmarshal(b, &r)
+			for steps := 0; !r.Done; steps++ {
+				sim.Advance(time.Duration(r.WaitSeconds) * time.Second)
+				if steps == 2 && c.during != nil {
+					for _, in := range sim.Instances("", "") {
+						if in.Tags[tags.VerifyOf] == img {
+							c.during(w, in.ID)
+						}
+					}
+				}
+				if b, err = w.call(t, map[string]any{"action": "step", "state": r.State}); err != nil {
+					t.Fatal(err)
+				}
+				r = result{}
+				json.Unmarshal(b, &r)
+				if steps > 500 {
+					t.Fatal("not done")
+				}
+			}
+			b, _ = w.call(t, map[string]any{"action": "cleanup", "state": r.State})
+			json.Unmarshal(b, &r)
+			out, err := w.call(t, map[string]any{"action": "finish", "state": r.State})
+			if err == nil {
+				t.Fatalf("finish succeeded: %s", out)
+			}
+			tg := w.imageTags(img)
+			if tg[tags.Verified] != "" {
+				t.Errorf("tagged verified: %v", tg)
+			}
+			if c.failed {
+				if tg[tags.Verify] != tags.VerifyFailed {
+					t.Errorf("tags %v, want %s=%s", tg, tags.Verify, tags.VerifyFailed)
+				}
+				return
+			}
+			if tg[tags.Verify] != "" || tg[tags.VerifyError] != "" {
+				t.Errorf("not the image's fault, but tagged %v", tg)
+			}
+			if !strings.Contains(err.Error(), "not tested") || !strings.Contains(err.Error(), img) {
+				t.Errorf("finish error %v, want %s not tested", err, img)
+			}
+		})
+	}
+}
