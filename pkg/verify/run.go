@@ -56,11 +56,6 @@ const (
 	StepWait = 15
 	// CleanupWait between cleanup rounds (a failed TerminateInstances).
 	CleanupWait = 15
-	// SweepMargin is added to a policy's timeout before an instance counts
-	// as a leftover of an earlier run: a live run terminates its own
-	// instances within one StepWait after their timeout, so an older one
-	// belongs to a run that is gone (crashed, stopped, timed out).
-	SweepMargin = 10 * time.Minute
 	// MaxTagValue is EC2's tag value limit (the failure reason).
 	MaxTagValue = 256
 
@@ -69,6 +64,24 @@ const (
 	maxTagTries    = 3  // failed CreateTags of an outcome before it is reported instead
 	maxCleanups    = 20 // cleanup rounds before it gives up (VerifyInstancesLeft)
 )
+
+// SweepMargin is added to a policy's timeout before an instance counts as
+// a leftover of an earlier run (terminated by any execution's start or
+// cleanup). A live run decides an instance at its first step after the
+// timeout, and that step can be late by far more than StepWait: the Step
+// task is retried LoopRetries times on any error, each attempt may run
+// until FunctionTimeout (a hung call, a throttled account), with the
+// retriers' waits between them. An instance older than the timeout plus
+// the longest such delay (plus sweepSlack for clock skew between the
+// function's clock and EC2's launch time) belongs to a run that is gone
+// (crashed, stopped, timed out). About 68 minutes: a crashed run's
+// instances cost that much longer, a live run's are never swept.
+// (A variable only because the retriers' backoff is a sum: read it, never
+// set it.)
+var SweepMargin = StepWait*time.Second + (LoopRetries+1)*FunctionTimeout + loopRetryBackoff() + lambdaServiceRetryBackoff + sweepSlack
+
+// sweepSlack: clock skew and the invocations' own latency.
+const sweepSlack = 5 * time.Minute
 
 func (s *State) note(format string, args ...any) {
 	if len(s.Notes) < maxNotes {

@@ -1192,3 +1192,53 @@ func TestVerifyNotTheImage(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyDelayedStepNotSwept (M6): a live run's step can be late by
+// its retries, each attempt running up to the function timeout; another
+// execution starting meanwhile must not sweep the live run's instances
+// as leftovers. The live run then verifies its image.
+func TestVerifyDelayedStepNotSwept(t *testing.T) {
+	w := newWorld(t, 1, "")
+	newest := w.seed(1, false)
+	b, err := w.call(t, map[string]any{"action": "start", "input": json.RawMessage(schedInput(slot))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	json.Unmarshal(b, &r)
+	if b, err = w.call(t, map[string]any{"action": "step", "state": r.State}); err != nil {
+		t.Fatal(err)
+	}
+	r = result{}
+	json.Unmarshal(b, &r)
+	if len(w.aliveOurs()) != 1 {
+		t.Fatalf("alive %v", w.aliveOurs())
+	}
+	// The next step: all its attempts time out (the retriers' waits in
+	// between), the last one answers; meanwhile another execution starts.
+	delay := time.Duration(verify.LoopRetries)*verify.FunctionTimeout + 70*time.Second
+	w.env.Sim.Advance(verify.StepWait*time.Second + delay)
+	if _, err := w.call(t, map[string]any{"action": "start", "input": json.RawMessage(schedInput(w.env.Sim.Now()))}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.aliveOurs()); n != 1 {
+		t.Fatalf("another execution swept the live run's instance (%s after launch; timeout 20m, SweepMargin %s)", delay, verify.SweepMargin)
+	}
+	w.env.Sim.Advance(verify.FunctionTimeout - time.Minute)
+	if b, err = w.call(t, map[string]any{"action": "step", "state": r.State}); err != nil {
+		t.Fatal(err)
+	}
+	if tg := w.imageTags(newest[0]); tg[tags.Verified] == "" || tg[tags.Verify] != "" {
+		t.Errorf("live run's image: tags %v, want verified", tg)
+	}
+}
+
+// TestSweepMargin: the margin covers the longest a live run's step can be
+// late: its retries, each attempt up to the function timeout.
+func TestSweepMargin(t *testing.T) {
+	min := verify.StepWait*time.Second + (verify.LoopRetries+1)*verify.FunctionTimeout + 70*time.Second
+	if verify.SweepMargin < min {
+		t.Errorf("SweepMargin %s < %s", verify.SweepMargin, min)
+	}
+	t.Logf("SweepMargin %s", verify.SweepMargin)
+}
