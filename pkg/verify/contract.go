@@ -29,7 +29,9 @@
 // amibackup:verified=<time>, an earlier failure's tags deleted; failed:
 // amibackup:verify=failed and the reason in amibackup:verify-error),
 // terminates the finished instances and launches more (at most
-// maxConcurrent in flight, LaunchBurst RunInstances a step). An image that
+// maxConcurrent in flight, LaunchBurst RunInstances a step) until the
+// history budget's cutoff (launchCutoff: Step Functions' 25,000 events;
+// what is not launched by then is reported not reached). An image that
 // could not be booted for a reason that is not its own (no capacity in any
 // subnet, RunInstances denied, the run ended) is "not tested": not tagged,
 // the run fails. An image deregistered meanwhile is skipped.

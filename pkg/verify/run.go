@@ -35,12 +35,11 @@ var (
 
 // Bounds and pacing.
 const (
-	// MaxImages bounds one run's plan. With the RunInstances request
-	// bucket (LaunchBurst a step) 2,000 launches take at least 400 steps,
-	// about 4,000 of Step Functions' 25,000 history events, and the plan
-	// stays below 100 KB of state. What a run leaves out is reported
-	// (notSampled); the sample order (instances verified longest ago
-	// first) makes the next run take it.
+	// MaxImages bounds one run's plan (the state: below 100 KB at 2,000,
+	// TestVerifyStateSize). The history budget (MaxSteps, planLimit)
+	// bounds it further unless maxConcurrent is high. What a run leaves
+	// out is reported (notSampled); the sample order (instances verified
+	// longest ago first) makes the next run take it.
 	MaxImages = 2000
 	// LaunchBurst is how many RunInstances calls one step makes at most:
 	// the RunInstances request bucket holds 5 tokens and refills 2 a
@@ -82,6 +81,68 @@ var SweepMargin = StepWait*time.Second + (LoopRetries+1)*FunctionTimeout + loopR
 
 // sweepSlack: clock skew and the invocations' own latency.
 const sweepSlack = 5 * time.Minute
+
+// Step Functions keeps 25,000 events of history per Standard execution; an
+// execution that reaches the limit fails outright, without its Catch: its
+// instances would run until a later sweep and nothing would be recorded.
+// The run therefore counts its steps (State.Steps) against a budget taken
+// from the events the loop (infra/stacks/loop.go) writes:
+//
+//   - a round is Wait (WaitStateEntered, WaitStateExited), the Step task
+//     (TaskStateEntered, TaskScheduled, TaskStarted, TaskSucceeded,
+//     TaskStateExited) and the "Step done?" Choice (ChoiceStateEntered,
+//     ChoiceStateExited): EventsPerRound = 9;
+//   - a retry of a task adds TaskFailed (or TaskTimedOut), TaskScheduled
+//     and TaskStarted: EventsPerRetry = 3;
+//   - the head: ExecutionStarted, the Start task (5), "Started?" (2);
+//   - the tail: the cleanup loop at its longest (maxCleanups rounds, each
+//     retried LoopRetries times; the cleanup-after-error loop is the same
+//     size and replaces it), Finish (5), the end state (2) and the
+//     execution's end (1);
+//   - retryReserve: a tenth of the rest for retried steps (throttling,
+//     a 5xx; one retry in three steps).
+const (
+	HistoryLimit   = 25000
+	EventsPerRound = 9
+	EventsPerRetry = 3
+	headEvents     = 1 + 5 + 2
+	tailEvents     = maxCleanups*(EventsPerRound+LoopRetries*EventsPerRetry) + 5 + 2 + 1
+	retryReserve   = (HistoryLimit - headEvents - tailEvents) / 10
+	// MaxSteps: the step rounds one execution may take (2,462).
+	MaxSteps = (HistoryLimit - headEvents - tailEvents - retryReserve) / EventsPerRound
+	// stepMargin: steps after an instance's timeout until it is decided
+	// and recorded (the deciding step, CreateTags retried maxTagTries
+	// times) and for a launch retried maxLaunchTries times.
+	stepMargin = 1 + maxTagTries + maxLaunchTries
+	// ExpectedBoot: launch to both status checks ok as measured
+	// (BenchmarkVerify1000 with ec2sim's launch timings: 2.5 min per
+	// image); planLimit's estimate, never a deadline.
+	ExpectedBoot = 150 * time.Second
+)
+
+// launchCutoff is the last step that may launch a new verification: the
+// instance must be decided (at worst at its timeout) and recorded before
+// the budget ends, so nothing is left "not tested" because the run ran
+// out of history. The images not launched by then are reported not
+// reached; the next run takes them (the verified ones are skipped there).
+func launchCutoff(timeout time.Duration) int {
+	return MaxSteps - timeoutSteps(timeout) - stepMargin
+}
+
+// timeoutSteps: steps of StepWait until an instance's timeout.
+func timeoutSteps(timeout time.Duration) int {
+	return int((timeout + StepWait*time.Second - 1) / (StepWait * time.Second))
+}
+
+// planLimit bounds the plan by what one run can reach: maxConcurrent
+// instances at once, each holding its slot about ExpectedBoot (plus the
+// step that sees it), over the steps that may launch. A run of images
+// that time out reaches fewer; those are reported not reached.
+func planLimit(v *config.Verify) int {
+	per := int((ExpectedBoot+StepWait*time.Second-1)/(StepWait*time.Second)) + 1
+	n := v.Concurrency() * (max(0, launchCutoff(v.TimeoutOrDefault()))/per + 1)
+	return min(MaxImages, n)
+}
 
 func (s *State) note(format string, args ...any) {
 	if len(s.Notes) < maxNotes {
@@ -483,9 +544,10 @@ func (v *Verifier) plan(ctx context.Context, st *State, pol *config.Policy, req 
 			return cmp.Or(a.lastVerified.Compare(b.lastVerified), cmp.Compare(a.key, b.key))
 		})
 		n := min(pol.Verify.Sample.Of(len(byInstance)), len(cands))
-		if n > MaxImages {
-			st.note("%d images to verify, at most %d a run: the other %d (verified longest ago last) are left for the next run; verify more often or sample", n, MaxImages, n-MaxImages)
-			n = MaxImages
+		if limit := planLimit(pol.Verify); n > limit {
+			st.note("%d images to verify, at most %d a run (maxConcurrent %d, timeout %s, Step Functions' history of %d steps): the other %d (verified longest ago last) are left for the next run; verify more often, sample or raise maxConcurrent",
+				n, limit, pol.Verify.Concurrency(), pol.Verify.TimeoutOrDefault(), MaxSteps, n-limit)
+			n = limit
 		}
 		st.NotSampled = len(cands) - n
 		for _, ii := range cands[:n] {
@@ -609,6 +671,7 @@ func (v *Verifier) Step(ctx context.Context, st *State) (*Result, error) {
 	run := v.Job.Start(1)
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
+	st.Steps++
 	confirmed, err := v.observe(wctx, l)
 	if err != nil {
 		// Nothing decided: the next step observes again.
@@ -633,12 +696,25 @@ func (v *Verifier) Step(ctx context.Context, st *State) (*Result, error) {
 		state := confirmed[id]
 		return slices.Contains(terminated, id) || state == types.InstanceStateNameShuttingDown || state == types.InstanceStateNameTerminated
 	})
-	v.launch(wctx, l)
+	cutoff := st.Steps > launchCutoff(l.pol.Verify.TimeoutOrDefault())
+	if !cutoff {
+		v.launch(wctx, l)
+	}
 	l.save()
 	if len(st.InFlight) == 0 && len(st.Terminate) == 0 {
 		st.Terminate = nil
 	}
-	done := len(st.InFlight) == 0 && len(st.Tagging) == 0 && l.count(statusQueued) == 0
+	done := len(st.InFlight) == 0 && len(st.Tagging) == 0 && (l.count(statusQueued) == 0 || cutoff)
+	if st.Steps >= MaxSteps {
+		// Out of budget (only when steps were lost to something the
+		// cutoff did not foresee): cleanup ends what is in flight, not
+		// tested, rather than the execution failing at its history limit.
+		done = true
+	}
+	if done && cutoff && l.count(statusQueued) > 0 {
+		l.log.Warn("verify: step budget spent; the images not launched are not reached (the next run takes them)",
+			"steps", st.Steps, "maxSteps", MaxSteps, "notReached", l.count(statusQueued))
+	}
 	l.log.Info("verify step", "queued", l.count(statusQueued), "inFlight", len(st.InFlight), "verified", l.count(statusVerified),
 		"failed", l.count(statusFailed), "notTested", l.count(statusNotTested), "terminating", len(st.Terminate))
 	return &Result{State: st, Done: done, WaitSeconds: StepWait}, nil
