@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,11 +25,6 @@ import (
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/tags"
 	"github.com/amibackup/amibackup/pkg/trigger"
-)
-
-var (
-	subnetRE = regexp.MustCompile(`^subnet-[0-9a-f]{8}([0-9a-f]{9})?$`)
-	sgRE     = regexp.MustCompile(`^sg-[0-9a-f]{8}([0-9a-f]{9})?$`)
 )
 
 // Bounds and pacing.
@@ -223,8 +217,7 @@ func (v *Verifier) placement(pol *config.Policy) (subnets []string, group string
 		return []string{pol.Verify.SubnetID}, pol.Verify.SecurityGroupID, nil
 	}
 	if len(v.Network.Subnets) == 0 || v.Network.SecurityGroup == "" {
-		return nil, "", fmt.Errorf("policy %q verifies in the isolated network, but %s and %s are not set: deploy with the stack (it creates the network and sets both), or give the policy verify.subnetId and verify.securityGroupId",
-			pol.Name, EnvSubnets, EnvSecurityGroup)
+		return nil, "", errNoNetwork(pol.Name)
 	}
 	return v.Network.Subnets, v.Network.SecurityGroup, nil
 }
@@ -445,16 +438,6 @@ type instanceImages struct {
 	lastVerified time.Time // the latest amibackup:verified time over its images
 }
 
-// verifiedAt returns when an image last passed verification, if it counts
-// as verified now (retention's rule: a later failure un-verifies it).
-func verifiedAt(t map[string]string) (time.Time, bool) {
-	if t[tags.Verify] == tags.VerifyFailed {
-		return time.Time{}, false
-	}
-	at, err := tags.ParseTime(t[tags.Verified])
-	return at, err == nil && t[tags.Verified] != ""
-}
-
 // plan lists the policy's available images and picks the run's.
 //
 // Without imageIds each instance's newest available image is a candidate;
@@ -491,12 +474,14 @@ func (v *Verifier) plan(ctx context.Context, st *State, pol *config.Policy, req 
 			ii.newest, ii.newestAt = im, created
 		}
 		ii.oldestAt = minTime(ii.oldestAt, created)
-		if at, ok := verifiedAt(t); ok {
+		// Counted as verified by retention's rule (Holds); an unreadable
+		// tag is not verified.
+		if vf, _ := tags.ParseVerified(t); vf.Holds() {
 			if created.After(ii.verifiedAt) {
 				ii.verifiedAt = created
 			}
-			if at.After(ii.lastVerified) {
-				ii.lastVerified = at
+			if vf.At.After(ii.lastVerified) {
+				ii.lastVerified = vf.At
 			}
 		}
 		byID[images.ID(im)] = im
@@ -534,7 +519,7 @@ func (v *Verifier) plan(ctx context.Context, st *State, pol *config.Policy, req 
 	} else {
 		var cands []*instanceImages
 		for _, ii := range byInstance {
-			if _, ok := verifiedAt(awsclient.TagMap(ii.newest.Tags)); ok {
+			if vf, _ := tags.ParseVerified(awsclient.TagMap(ii.newest.Tags)); vf.Holds() {
 				st.Verified++
 				continue
 			}
