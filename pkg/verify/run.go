@@ -106,7 +106,7 @@ const (
 	MaxSteps = (HistoryLimit - headEvents - tailEvents - retryReserve) / EventsPerRound
 	// stepMargin: steps after an instance's timeout until it is decided
 	// and recorded (the deciding step, CreateTags retried maxTagTries
-	// times) and for a launch retried maxLaunchTries times.
+	// times), and maxLaunchTries steps of slack.
 	stepMargin = 1 + maxTagTries + maxLaunchTries
 	// ExpectedBoot: launch to both status checks ok as measured
 	// (BenchmarkVerify1000 with ec2sim's launch timings: 2.5 min per
@@ -684,6 +684,19 @@ func (v *Verifier) Step(ctx context.Context, st *State) (*Result, error) {
 	cutoff := st.Steps > launchCutoff(l.pol.Verify.TimeoutOrDefault())
 	if !cutoff {
 		v.launch(wctx, l)
+	} else {
+		// Launches still to be retried are not made any more: back to the
+		// queue, not reached (one whose answer was lost is terminated by
+		// cleanup, found by the client-token prefix).
+		keep := st.InFlight[:0]
+		for _, f := range st.InFlight {
+			if f.Instance == "" {
+				l.prog[f.Image] = statusQueued
+				continue
+			}
+			keep = append(keep, f)
+		}
+		st.InFlight = keep
 	}
 	l.save()
 	if len(st.InFlight) == 0 && len(st.Terminate) == 0 {
