@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/lambdabuild"
+	"github.com/amibackup/amibackup/pkg/verify"
 )
 
 // functionIDs are the construct IDs of the functions (folders under
@@ -32,7 +34,7 @@ var functionIDs = map[string]struct{ id, errorsAlarm string }{
 	"verify":  {"Verify", "VerifyErrorsAlarm"},
 }
 
-const functionTimeoutMinutes = 15
+const functionTimeoutMinutes = int(verify.FunctionTimeout / time.Minute)
 
 // retentionDays maps config.LogRetentionValues to the CDK enum.
 var retentionDays = map[int]awslogs.RetentionDays{

@@ -8,6 +8,8 @@ import (
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/amibackup/amibackup/pkg/verify"
 )
 
 // The action loop is the machinery of amibackup's Standard workflows (the
@@ -74,8 +76,9 @@ func actionLoop(scope constructs.Construct, p loopProps) awsstepfunctions.IChain
 	}
 	// A throttled or briefly failing AWS API: retried (the actions are
 	// rounds that look at the current state, safe to repeat).
-	retry := &awsstepfunctions.RetryProps{Errors: jsii.Strings("States.ALL"), Interval: awscdk.Duration_Seconds(jsii.Number(10)),
-		MaxAttempts: jsii.Number(3), BackoffRate: jsii.Number(2)}
+	// (verify.SweepMargin is derived from these settings.)
+	retry := &awsstepfunctions.RetryProps{Errors: jsii.Strings("States.ALL"), Interval: awscdk.Duration_Seconds(jsii.Number(verify.LoopRetryInterval.Seconds())),
+		MaxAttempts: jsii.Number(verify.LoopRetries), BackoffRate: jsii.Number(verify.LoopRetryBackoff)}
 	failed := awsstepfunctions.NewFail(scope, jsii.String(s.Failed), &awsstepfunctions.FailProps{
 		Error: jsii.String(p.FailedError), Cause: jsii.String(p.FailedCause)})
 	finishedFailed := awsstepfunctions.NewFail(scope, jsii.String(s.FinishedFailed), &awsstepfunctions.FailProps{

@@ -131,13 +131,7 @@ func NewVerification(c *Common, cfg *config.Config, root string) (*Verification,
 		}
 		// Numbered by the policy's index: adding verify to another policy
 		// renames nothing.
-		sched := p.Verify.Schedule
-		if sched.TimeZone == "" {
-			// pkg/config fills the policies' schedule time zones, not yet
-			// verify's; CloudFormation rejects an empty one.
-			sched.TimeZone = config.DefaultTimeZone
-		}
-		c.Schedules.AddStateMachine(fmt.Sprintf("VerifySchedule%d", i), "verify-"+p.Name, sched, v.StateMachine, SchedulerInput(p.Name))
+		c.Schedules.AddStateMachine(fmt.Sprintf("VerifySchedule%d", i), "verify-"+p.Name, p.Verify.Schedule, v.StateMachine, SchedulerInput(p.Name))
 	}
 	// Manual runs: one rule for every policy; the function rejects a policy
 	// without a verify section at start (a failed execution, alarmed),

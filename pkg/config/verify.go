@@ -197,8 +197,11 @@ var (
 	// generation (t4g, m6g, c7gn, r8gd); x86 families do not ("g4dn" is a
 	// GPU family without a generation digit before the g).
 	gravitonRE = regexp.MustCompile(`^[a-z]+[0-9]+g[a-z]*\.`)
-	subnetRE   = regexp.MustCompile(`^subnet-[0-9a-f]{8}([0-9a-f]{9})?$`)
-	sgRE       = regexp.MustCompile(`^sg-[0-9a-f]{8}([0-9a-f]{9})?$`)
+	// SubnetIDRE and SecurityGroupIDRE: EC2's subnet and security group
+	// IDs (8 or 17 hex digits), also checked on the verify function's
+	// network environment.
+	SubnetIDRE        = regexp.MustCompile(`^subnet-[0-9a-f]{8}([0-9a-f]{9})?$`)
+	SecurityGroupIDRE = regexp.MustCompile(`^sg-[0-9a-f]{8}([0-9a-f]{9})?$`)
 )
 
 // validateVerify checks a policy's verify section, if any.
@@ -231,10 +234,10 @@ func validateVerify(add addFunc, f string, v *Verify) {
 	if v.MaxConcurrent < 0 || v.MaxConcurrent > MaxVerifyConcurrent {
 		add(f+".maxConcurrent", "%d is out of range: allowed 1-%d (default %d)", v.MaxConcurrent, MaxVerifyConcurrent, DefaultVerifyMaxConcurrent)
 	}
-	if v.SubnetID != "" && !subnetRE.MatchString(v.SubnetID) {
+	if v.SubnetID != "" && !SubnetIDRE.MatchString(v.SubnetID) {
 		add(f+".subnetId", "%q is not a subnet ID: use \"subnet-\" and 8 or 17 hex digits, or remove it for the isolated VPC the stack creates", v.SubnetID)
 	}
-	if v.SecurityGroupID != "" && !sgRE.MatchString(v.SecurityGroupID) {
+	if v.SecurityGroupID != "" && !SecurityGroupIDRE.MatchString(v.SecurityGroupID) {
 		add(f+".securityGroupId", "%q is not a security group ID: use \"sg-\" and 8 or 17 hex digits", v.SecurityGroupID)
 	}
 	if (v.SubnetID == "") != (v.SecurityGroupID == "") {

@@ -382,15 +382,12 @@ func (p *Pruner) listImages(ctx context.Context, policy string) ([]*candidate, e
 		}
 		c.deprecate = im.DeprecationTime == nil
 		c.snapshots = images.SnapshotIDs(im)
-		if v, ok := t[tags.Verified]; ok {
-			if ts, err := tags.ParseTime(v); err == nil {
-				c.entry.Verified = ts
-			} else {
-				// Not verified as far as retention knows; today's floors still hold.
-				c.entry.Notes = append(c.entry.Notes, fmt.Sprintf("tag %s is %q, not an RFC 3339 time: not counted as verified", tags.Verified, v))
-			}
+		vf, err := tags.ParseVerified(t)
+		if err != nil {
+			// Not verified as far as retention knows; today's floors still hold.
+			c.entry.Notes = append(c.entry.Notes, err.Error()+": not counted as verified")
 		}
-		c.verifyFailed, c.verifyError = t[tags.Verify] == tags.VerifyFailed, t[tags.VerifyError]
+		c.entry.Verified, c.verifyFailed, c.verifyError = vf.At, vf.Failed, vf.Error
 		out = append(out, c)
 	}
 	return out, nil

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/amibackup/amibackup/pkg/config"
+	"github.com/amibackup/amibackup/pkg/tags"
 )
 
 // State of an image.
@@ -50,7 +51,9 @@ type Image struct {
 }
 
 // verified says whether the image counts for the verified floor.
-func (im Image) verified() bool { return !im.Verified.IsZero() && !im.VerifyFailed }
+func (im Image) verified() bool {
+	return tags.Verification{At: im.Verified, Failed: im.VerifyFailed}.Holds()
+}
 
 // Rules of one policy.
 type Rules struct {

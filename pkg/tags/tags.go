@@ -5,6 +5,7 @@
 package tags
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
@@ -44,6 +45,38 @@ const (
 
 // VerifyFailed is the Verify value of an image that failed its restore test.
 const VerifyFailed = "failed"
+
+// Verification is what an image's tags say of its restore verification.
+type Verification struct {
+	// At: when it last passed (Verified); zero: never, or unreadable.
+	At time.Time
+	// Failed: Verify is VerifyFailed, for the reason Error (VerifyError).
+	Failed bool
+	Error  string
+}
+
+// Holds reports whether the image counts as verified now. A failure
+// un-verifies it whatever Verified says: the two tags come from different
+// runs and carry no order, and the safe reading makes another image the
+// newest verified (retention's floor).
+func (v Verification) Holds() bool { return !v.At.IsZero() && !v.Failed }
+
+// ParseVerified reads an image's verification tags (t: its tags by key).
+// The error says Verified is present but not FormatTime's form; At is then
+// zero (not verified) and the rest is read.
+func ParseVerified(t map[string]string) (Verification, error) {
+	v := Verification{Failed: t[Verify] == VerifyFailed, Error: t[VerifyError]}
+	raw, ok := t[Verified]
+	if !ok {
+		return v, nil
+	}
+	at, err := ParseTime(raw)
+	if err != nil {
+		return v, fmt.Errorf("tag %s is %q, not an RFC 3339 time", Verified, raw)
+	}
+	v.At = at
+	return v, nil
+}
 
 // Trigger values.
 const (

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,19 +27,13 @@ import (
 	"github.com/amibackup/amibackup/pkg/trigger"
 )
 
-var (
-	subnetRE = regexp.MustCompile(`^subnet-[0-9a-f]{8}([0-9a-f]{9})?$`)
-	sgRE     = regexp.MustCompile(`^sg-[0-9a-f]{8}([0-9a-f]{9})?$`)
-)
-
 // Bounds and pacing.
 const (
-	// MaxImages bounds one run's plan. With the RunInstances request
-	// bucket (LaunchBurst a step) 2,000 launches take at least 400 steps,
-	// about 4,000 of Step Functions' 25,000 history events, and the plan
-	// stays below 100 KB of state. What a run leaves out is reported
-	// (notSampled); the sample order (instances verified longest ago
-	// first) makes the next run take it.
+	// MaxImages bounds one run's plan (the state: below 100 KB at 2,000,
+	// TestVerifyStateSize). The history budget (MaxSteps, planLimit)
+	// bounds it further unless maxConcurrent is high. What a run leaves
+	// out is reported (notSampled); the sample order (instances verified
+	// longest ago first) makes the next run take it.
 	MaxImages = 2000
 	// LaunchBurst is how many RunInstances calls one step makes at most:
 	// the RunInstances request bucket holds 5 tokens and refills 2 a
@@ -56,11 +49,6 @@ const (
 	StepWait = 15
 	// CleanupWait between cleanup rounds (a failed TerminateInstances).
 	CleanupWait = 15
-	// SweepMargin is added to a policy's timeout before an instance counts
-	// as a leftover of an earlier run: a live run terminates its own
-	// instances within one StepWait after their timeout, so an older one
-	// belongs to a run that is gone (crashed, stopped, timed out).
-	SweepMargin = 10 * time.Minute
 	// MaxTagValue is EC2's tag value limit (the failure reason).
 	MaxTagValue = 256
 
@@ -69,6 +57,86 @@ const (
 	maxTagTries    = 3  // failed CreateTags of an outcome before it is reported instead
 	maxCleanups    = 20 // cleanup rounds before it gives up (VerifyInstancesLeft)
 )
+
+// SweepMargin is added to a policy's timeout before an instance counts as
+// a leftover of an earlier run (terminated by any execution's start or
+// cleanup). A live run decides an instance at its first step after the
+// timeout, and that step can be late by far more than StepWait: the Step
+// task is retried LoopRetries times on any error, each attempt may run
+// until FunctionTimeout (a hung call, a throttled account), with the
+// retriers' waits between them. An instance older than the timeout plus
+// the longest such delay (plus sweepSlack for clock skew between the
+// function's clock and EC2's launch time) belongs to a run that is gone
+// (crashed, stopped, timed out). About 68 minutes: a crashed run's
+// instances cost that much longer, a live run's are never swept.
+// (A variable only because the retriers' backoff is a sum: read it, never
+// set it.)
+var SweepMargin = StepWait*time.Second + (LoopRetries+1)*FunctionTimeout + loopRetryBackoff() + lambdaServiceRetryBackoff + sweepSlack
+
+// sweepSlack: clock skew and the invocations' own latency.
+const sweepSlack = 5 * time.Minute
+
+// Step Functions keeps 25,000 events of history per Standard execution; an
+// execution that reaches the limit fails outright, without its Catch: its
+// instances would run until a later sweep and nothing would be recorded.
+// The run therefore counts its steps (State.Steps) against a budget taken
+// from the events the loop (infra/stacks/loop.go) writes:
+//
+//   - a round is Wait (WaitStateEntered, WaitStateExited), the Step task
+//     (TaskStateEntered, TaskScheduled, TaskStarted, TaskSucceeded,
+//     TaskStateExited) and the "Step done?" Choice (ChoiceStateEntered,
+//     ChoiceStateExited): EventsPerRound = 9;
+//   - a retry of a task adds TaskFailed (or TaskTimedOut), TaskScheduled
+//     and TaskStarted: EventsPerRetry = 3;
+//   - the head: ExecutionStarted, the Start task (5), "Started?" (2);
+//   - the tail: the cleanup loop at its longest (maxCleanups rounds, each
+//     retried LoopRetries times; the cleanup-after-error loop is the same
+//     size and replaces it), Finish (5), the end state (2) and the
+//     execution's end (1);
+//   - retryReserve: a tenth of the rest for retried steps (throttling,
+//     a 5xx; one retry in three steps).
+const (
+	HistoryLimit   = 25000
+	EventsPerRound = 9
+	EventsPerRetry = 3
+	headEvents     = 1 + 5 + 2
+	tailEvents     = maxCleanups*(EventsPerRound+LoopRetries*EventsPerRetry) + 5 + 2 + 1
+	retryReserve   = (HistoryLimit - headEvents - tailEvents) / 10
+	// MaxSteps: the step rounds one execution may take (2,462).
+	MaxSteps = (HistoryLimit - headEvents - tailEvents - retryReserve) / EventsPerRound
+	// stepMargin: steps after an instance's timeout until it is decided
+	// and recorded (the deciding step, CreateTags retried maxTagTries
+	// times), and maxLaunchTries steps of slack.
+	stepMargin = 1 + maxTagTries + maxLaunchTries
+	// ExpectedBoot: launch to both status checks ok as measured
+	// (BenchmarkVerify1000 with ec2sim's launch timings: 2.5 min per
+	// image); planLimit's estimate, never a deadline.
+	ExpectedBoot = 150 * time.Second
+)
+
+// launchCutoff is the last step that may launch a new verification: the
+// instance must be decided (at worst at its timeout) and recorded before
+// the budget ends, so nothing is left "not tested" because the run ran
+// out of history. The images not launched by then are reported not
+// reached; the next run takes them (the verified ones are skipped there).
+func launchCutoff(timeout time.Duration) int {
+	return MaxSteps - timeoutSteps(timeout) - stepMargin
+}
+
+// timeoutSteps: steps of StepWait until an instance's timeout.
+func timeoutSteps(timeout time.Duration) int {
+	return int((timeout + StepWait*time.Second - 1) / (StepWait * time.Second))
+}
+
+// planLimit bounds the plan by what one run can reach: maxConcurrent
+// instances at once, each holding its slot about ExpectedBoot (plus the
+// step that sees it), over the steps that may launch. A run of images
+// that time out reaches fewer; those are reported not reached.
+func planLimit(v *config.Verify) int {
+	per := int((ExpectedBoot+StepWait*time.Second-1)/(StepWait*time.Second)) + 1
+	n := v.Concurrency() * (max(0, launchCutoff(v.TimeoutOrDefault()))/per + 1)
+	return min(MaxImages, n)
+}
 
 func (s *State) note(format string, args ...any) {
 	if len(s.Notes) < maxNotes {
@@ -149,8 +217,7 @@ func (v *Verifier) placement(pol *config.Policy) (subnets []string, group string
 		return []string{pol.Verify.SubnetID}, pol.Verify.SecurityGroupID, nil
 	}
 	if len(v.Network.Subnets) == 0 || v.Network.SecurityGroup == "" {
-		return nil, "", fmt.Errorf("policy %q verifies in the isolated network, but %s and %s are not set: deploy with the stack (it creates the network and sets both), or give the policy verify.subnetId and verify.securityGroupId",
-			pol.Name, EnvSubnets, EnvSecurityGroup)
+		return nil, "", errNoNetwork(pol.Name)
 	}
 	return v.Network.Subnets, v.Network.SecurityGroup, nil
 }
@@ -371,16 +438,6 @@ type instanceImages struct {
 	lastVerified time.Time // the latest amibackup:verified time over its images
 }
 
-// verifiedAt returns when an image last passed verification, if it counts
-// as verified now (retention's rule: a later failure un-verifies it).
-func verifiedAt(t map[string]string) (time.Time, bool) {
-	if t[tags.Verify] == tags.VerifyFailed {
-		return time.Time{}, false
-	}
-	at, err := tags.ParseTime(t[tags.Verified])
-	return at, err == nil && t[tags.Verified] != ""
-}
-
 // plan lists the policy's available images and picks the run's.
 //
 // Without imageIds each instance's newest available image is a candidate;
@@ -417,12 +474,14 @@ func (v *Verifier) plan(ctx context.Context, st *State, pol *config.Policy, req 
 			ii.newest, ii.newestAt = im, created
 		}
 		ii.oldestAt = minTime(ii.oldestAt, created)
-		if at, ok := verifiedAt(t); ok {
+		// Counted as verified by retention's rule (Holds); an unreadable
+		// tag is not verified.
+		if vf, _ := tags.ParseVerified(t); vf.Holds() {
 			if created.After(ii.verifiedAt) {
 				ii.verifiedAt = created
 			}
-			if at.After(ii.lastVerified) {
-				ii.lastVerified = at
+			if vf.At.After(ii.lastVerified) {
+				ii.lastVerified = vf.At
 			}
 		}
 		byID[images.ID(im)] = im
@@ -460,7 +519,7 @@ func (v *Verifier) plan(ctx context.Context, st *State, pol *config.Policy, req 
 	} else {
 		var cands []*instanceImages
 		for _, ii := range byInstance {
-			if _, ok := verifiedAt(awsclient.TagMap(ii.newest.Tags)); ok {
+			if vf, _ := tags.ParseVerified(awsclient.TagMap(ii.newest.Tags)); vf.Holds() {
 				st.Verified++
 				continue
 			}
@@ -470,9 +529,10 @@ func (v *Verifier) plan(ctx context.Context, st *State, pol *config.Policy, req 
 			return cmp.Or(a.lastVerified.Compare(b.lastVerified), cmp.Compare(a.key, b.key))
 		})
 		n := min(pol.Verify.Sample.Of(len(byInstance)), len(cands))
-		if n > MaxImages {
-			st.note("%d images to verify, at most %d a run: the other %d (verified longest ago last) are left for the next run; verify more often or sample", n, MaxImages, n-MaxImages)
-			n = MaxImages
+		if limit := planLimit(pol.Verify); n > limit {
+			st.note("%d images to verify, at most %d a run (maxConcurrent %d, timeout %s, Step Functions' history of %d steps): the other %d (verified longest ago last) are left for the next run; verify more often, sample or raise maxConcurrent",
+				n, limit, pol.Verify.Concurrency(), pol.Verify.TimeoutOrDefault(), MaxSteps, n-limit)
+			n = limit
 		}
 		st.NotSampled = len(cands) - n
 		for _, ii := range cands[:n] {
@@ -596,6 +656,7 @@ func (v *Verifier) Step(ctx context.Context, st *State) (*Result, error) {
 	run := v.Job.Start(1)
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
+	st.Steps++
 	confirmed, err := v.observe(wctx, l)
 	if err != nil {
 		// Nothing decided: the next step observes again.
@@ -620,12 +681,38 @@ func (v *Verifier) Step(ctx context.Context, st *State) (*Result, error) {
 		state := confirmed[id]
 		return slices.Contains(terminated, id) || state == types.InstanceStateNameShuttingDown || state == types.InstanceStateNameTerminated
 	})
-	v.launch(wctx, l)
+	cutoff := st.Steps > launchCutoff(l.pol.Verify.TimeoutOrDefault())
+	if !cutoff {
+		v.launch(wctx, l)
+	} else {
+		// Launches still to be retried are not made any more: back to the
+		// queue, not reached (one whose answer was lost is terminated by
+		// cleanup, found by the client-token prefix).
+		keep := st.InFlight[:0]
+		for _, f := range st.InFlight {
+			if f.Instance == "" {
+				l.prog[f.Image] = statusQueued
+				continue
+			}
+			keep = append(keep, f)
+		}
+		st.InFlight = keep
+	}
 	l.save()
 	if len(st.InFlight) == 0 && len(st.Terminate) == 0 {
 		st.Terminate = nil
 	}
-	done := len(st.InFlight) == 0 && len(st.Tagging) == 0 && l.count(statusQueued) == 0
+	done := len(st.InFlight) == 0 && len(st.Tagging) == 0 && (l.count(statusQueued) == 0 || cutoff)
+	if st.Steps >= MaxSteps {
+		// Out of budget (only when steps were lost to something the
+		// cutoff did not foresee): cleanup ends what is in flight, not
+		// tested, rather than the execution failing at its history limit.
+		done = true
+	}
+	if done && cutoff && l.count(statusQueued) > 0 {
+		l.log.Warn("verify: step budget spent; the images not launched are not reached (the next run takes them)",
+			"steps", st.Steps, "maxSteps", MaxSteps, "notReached", l.count(statusQueued))
+	}
 	l.log.Info("verify step", "queued", l.count(statusQueued), "inFlight", len(st.InFlight), "verified", l.count(statusVerified),
 		"failed", l.count(statusFailed), "notTested", l.count(statusNotTested), "terminating", len(st.Terminate))
 	return &Result{State: st, Done: done, WaitSeconds: StepWait}, nil
@@ -685,7 +772,10 @@ func (v *Verifier) observe(ctx context.Context, l *loaded) (map[string]types.Ins
 		}
 		age := now.Sub(time.Unix(f.Launched, 0))
 		in, found := byID[f.Instance]
-		var reason string
+		// imageCaused: what is seen at the timeout is the image's doing
+		// (the guest's status check); anything else (not visible, stuck
+		// pending, a host problem) leaves the image not tested.
+		imageCaused := false
 		switch {
 		case !found:
 			// Not visible yet (EC2's eventual consistency) or gone.
@@ -705,25 +795,78 @@ func (v *Verifier) observe(ctx context.Context, l *loaded) (map[string]types.Ins
 					continue
 				}
 				f.Last = fmt.Sprintf("running, instance status %s, system status %s", is, ss)
+				// The system check is the host's (AWS's); the instance
+				// check is the guest's: a guest that does not answer
+				// within the timeout is the image's failure.
+				imageCaused = ss != string(types.SummaryStatusImpaired)
 			default:
-				why := string(state)
+				code, msg := "", ""
 				if in.StateReason != nil {
-					why += ": " + aws.ToString(in.StateReason.Message)
+					code, msg = aws.ToString(in.StateReason.Code), aws.ToString(in.StateReason.Message)
 				}
-				reason = fmt.Sprintf("instance %s %s before both status checks were ok (%s)", f.Instance, state, why)
+				reason := fmt.Sprintf("instance %s %s before both status checks were ok (%s: %s)", f.Instance, state, cmp.Or(code, "no state reason"), msg)
+				if endedByImage(code) {
+					v.decide(l, f, reason, now)
+				} else {
+					v.notTested(l, f, reason, now)
+				}
+				continue
 			}
 		}
-		if reason == "" && age >= timeout {
-			reason = fmt.Sprintf("instance %s: status checks not ok within %s of launch (%s)", f.Instance, timeout, f.Last)
-		}
-		if reason != "" {
-			v.decide(l, f, reason, now)
+		if age >= timeout {
+			reason := fmt.Sprintf("instance %s: status checks not ok within %s of launch (%s)", f.Instance, timeout, f.Last)
+			if imageCaused {
+				v.decide(l, f, reason, now)
+			} else {
+				v.notTested(l, f, reason, now)
+			}
 			continue
 		}
 		keep = append(keep, f)
 	}
 	st.InFlight = keep
 	return confirmed, nil
+}
+
+// endedByImage reports whether an instance that shut down or terminated
+// before its status checks were ok did so because of its image, by its
+// StateReason code (EC2 API Reference, StateReason):
+// Client.InstanceInitiatedShutdown is the guest shutting itself down (the
+// launch sets InstanceInitiatedShutdownBehavior=terminate) and
+// Client.InvalidSnapshot.NotFound a snapshot of the image that is gone.
+// Everything else is not the image's doing and leaves it not tested:
+// Client.UserInitiatedShutdown (TerminateInstances or StopInstances by
+// someone: another execution's sweep, an operator), Server.* (capacity,
+// AWS's internal errors, retirement), Client.VolumeLimitExceeded (a
+// quota), Client.InternalError (typically a KMS key the launch may not
+// use: the key policy, not the image) and no reason at all.
+func endedByImage(code string) bool {
+	switch code {
+	case "Client.InstanceInitiatedShutdown", "Client.InvalidSnapshot.NotFound":
+		return true
+	}
+	return false
+}
+
+// refusedImage reports whether a RunInstances error is the image's: the
+// only codes that tag it failed ("Error codes for the Amazon EC2 API", EC2
+// API Reference). InvalidBlockDeviceMapping: the image's block device
+// mapping cannot be launched (the launch only sets DeleteOnTermination on
+// the image's own devices); InvalidSnapshot.NotFound: a snapshot of the
+// image is gone. Everything else (quotas: VcpuLimitExceeded,
+// InstanceLimitExceeded; the network: InsufficientFreeAddressesInSubnet,
+// InvalidSubnetID.NotFound, InvalidGroup.NotFound; the request or
+// configuration: InvalidParameterCombination, InvalidParameterValue,
+// IdempotentParameterMismatch; permissions; anything unknown) says nothing
+// about the image: not tested, never tagged. A verify=failed tag takes an
+// image off retention's newest-verified floor, so a quota error must not
+// un-protect the last image known to restore.
+func refusedImage(code string) bool {
+	switch code {
+	case "InvalidBlockDeviceMapping", "InvalidSnapshot.NotFound":
+		return true
+	}
+	return false
 }
 
 func checkStatus(s *types.InstanceStatusSummary) string {
@@ -937,10 +1080,14 @@ func (v *Verifier) launch(ctx context.Context, l *loaded) {
 					drop[k] = true
 				}
 				budget = 0 // throttled or unwell: no more launches this step
-			default:
-				// EC2 refused this image (e.g. an encrypted volume whose key
-				// cannot be used, an invalid block device): it cannot boot.
+			case refusedImage(code):
+				// EC2 refused this image: it cannot boot.
 				v.decide(l, *f, fmt.Sprintf("RunInstances: %v", err), now)
+				drop[k] = true
+			default:
+				// The account, the network or the configuration: the image
+				// is not to blame (refusedImage).
+				v.notTested(l, *f, fmt.Sprintf("RunInstances %s in %s: %v", itype, subnets[f.Subnet], err), now)
 				drop[k] = true
 			}
 			break

@@ -50,6 +50,8 @@ type State struct {
 	// terminate when it gave up.
 	Cleanups int      `json:"cleanups,omitempty"`
 	Left     []string `json:"left,omitempty"`
+	// Steps: step rounds taken (the history budget: MaxSteps).
+	Steps int `json:"steps,omitempty"`
 	// Began: start of the run, Unix seconds.
 	Began int64 `json:"began"`
 }

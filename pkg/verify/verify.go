@@ -43,13 +43,13 @@ func NetworkFromEnv(getenv func(string) string) (Network, error) {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
-		if !subnetRE.MatchString(s) {
+		if !config.SubnetIDRE.MatchString(s) {
 			return Network{}, fmt.Errorf("%s: item %d %q is not a subnet ID (subnet- and 8 or 17 hex digits)", EnvSubnets, i, s)
 		}
 		n.Subnets = append(n.Subnets, s)
 	}
 	n.SecurityGroup = strings.TrimSpace(getenv(EnvSecurityGroup))
-	if n.SecurityGroup != "" && !sgRE.MatchString(n.SecurityGroup) {
+	if n.SecurityGroup != "" && !config.SecurityGroupIDRE.MatchString(n.SecurityGroup) {
 		return Network{}, fmt.Errorf("%s: %q is not a security group ID (sg- and 8 or 17 hex digits)", EnvSecurityGroup, n.SecurityGroup)
 	}
 	if (len(n.Subnets) == 0) != (n.SecurityGroup == "") {
@@ -64,11 +64,18 @@ func (n Network) Require(cfg *config.Config) error {
 	for _, name := range cfg.PolicyNames() {
 		pol, _ := cfg.Policy(name)
 		if pol.Verify != nil && pol.Verify.Isolated() && len(n.Subnets) == 0 {
-			return fmt.Errorf("policy %q verifies in the isolated network, but %s and %s are not set: deploy with the stack (it creates the network and sets both), or give the policy verify.subnetId and verify.securityGroupId",
-				name, EnvSubnets, EnvSecurityGroup)
+			return errNoNetwork(name)
 		}
 	}
 	return nil
+}
+
+// errNoNetwork: a policy verifies in the isolated network, which the
+// environment does not name (at cold start and, for a state of an older
+// configuration, at launch).
+func errNoNetwork(policy string) error {
+	return fmt.Errorf("policy %q verifies in the isolated network, but %s and %s are not set: deploy with the stack (it creates the network and sets both), or give the policy verify.subnetId and verify.securityGroupId",
+		policy, EnvSubnets, EnvSecurityGroup)
 }
 
 // Verifier runs the actions.

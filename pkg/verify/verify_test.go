@@ -140,14 +140,18 @@ func (w *world) call(tb testing.TB, req map[string]any) (json.RawMessage, error)
 		tb.Fatal(err)
 	}
 	out, err := w.verifier().Handle(context.Background(), raw)
-	if err != nil {
+	if err != nil && out == nil {
 		return nil, err
 	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		tb.Fatal(err)
+	// finish answers its summary with its error.
+	b, merr := json.Marshal(out)
+	if merr != nil {
+		tb.Fatal(merr)
 	}
-	return b, nil
+	if err != nil && string(b) == "null" {
+		return nil, err
+	}
+	return b, err
 }
 
 type result struct {
@@ -241,7 +245,7 @@ func (w *world) execute(tb testing.TB, input string, stopAfter int, catch bool) 
 		}
 	}
 	b, o.err = w.call(tb, map[string]any{"action": "finish", "state": r.State})
-	if o.err == nil {
+	if b != nil {
 		o.sum = &verify.Summary{}
 		json.Unmarshal(b, o.sum)
 	}
@@ -1092,5 +1096,232 @@ func TestVerifyTagFails(t *testing.T) {
 	}
 	if got, _ := w.metric(t, metrics.ImagesVerified); got != 2 {
 		t.Errorf("ImagesVerified %v", got)
+	}
+}
+
+// TestVerifyNotTheImage (M1, M6): only conditions caused by the image tag
+// it failed; a quota, the network, the configuration, an instance
+// terminated by someone else or never seen leave it "not tested" (no tag:
+// a verify=failed tag would take it off retention's newest-verified
+// floor), and the run fails naming it.
+func TestVerifyNotTheImage(t *testing.T) {
+	cases := []struct {
+		name   string
+		code   string // RunInstances error injected ("": the launch succeeds)
+		during func(w *world, instance string)
+		failed bool
+	}{
+		{name: "block device mapping", code: "InvalidBlockDeviceMapping", failed: true},
+		{name: "vCPU quota", code: "VcpuLimitExceeded"},
+		{name: "instance quota", code: "InstanceLimitExceeded"},
+		{name: "subnet full", code: "InsufficientFreeAddressesInSubnet"},
+		{name: "subnet gone", code: "InvalidSubnetID.NotFound"},
+		{name: "group gone", code: "InvalidGroup.NotFound"},
+		{name: "parameter combination", code: "InvalidParameterCombination"},
+		{name: "token mismatch", code: "IdempotentParameterMismatch"},
+		{name: "unknown code", code: "SomethingNew"},
+		{name: "guest shuts down", during: func(w *world, id string) {
+			if err := w.env.Sim.ShutdownFromOS("", "", id); err != nil {
+				t.Fatal(err)
+			}
+		}, failed: true},
+		{name: "terminated by someone", during: func(w *world, id string) {
+			if _, err := w.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "gone from the listing at the timeout", during: func(w *world, id string) {
+			if _, err := w.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+				t.Fatal(err)
+			}
+			w.env.Sim.Advance(3 * time.Hour) // past the timeout and the terminated instance's visibility
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, 5, "")
+			sim := w.env.Sim
+			inst := "i-00000000000000001"
+			img, _ := sim.AddImage(ec2sim.ImageSpec{InstanceID: inst, Created: slot.Add(-time.Hour),
+				Tags: map[string]string{tags.ManagedBy: "prod", tags.Policy: "nightly", tags.InstanceID: inst}})
+			if c.code != "" {
+				sim.Inject(ec2sim.Fault{Action: "RunInstances", ImageID: img, Code: c.code, Message: "injected"})
+			}
+			b, err := w.call(t, map[string]any{"action": "start", "input": json.RawMessage(schedInput(slot))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r result
+			json.Unmarshal(b, &r)
+			for steps := 0; !r.Done; steps++ {
+				sim.Advance(time.Duration(r.WaitSeconds) * time.Second)
+				if steps == 2 && c.during != nil {
+					for _, in := range sim.Instances("", "") {
+						if in.Tags[tags.VerifyOf] == img {
+							c.during(w, in.ID)
+						}
+					}
+				}
+				if b, err = w.call(t, map[string]any{"action": "step", "state": r.State}); err != nil {
+					t.Fatal(err)
+				}
+				r = result{}
+				json.Unmarshal(b, &r)
+				if steps > 500 {
+					t.Fatal("not done")
+				}
+			}
+			b, _ = w.call(t, map[string]any{"action": "cleanup", "state": r.State})
+			json.Unmarshal(b, &r)
+			out, err := w.call(t, map[string]any{"action": "finish", "state": r.State})
+			if err == nil {
+				t.Fatalf("finish succeeded: %s", out)
+			}
+			tg := w.imageTags(img)
+			if tg[tags.Verified] != "" {
+				t.Errorf("tagged verified: %v", tg)
+			}
+			if c.failed {
+				if tg[tags.Verify] != tags.VerifyFailed {
+					t.Errorf("tags %v, want %s=%s", tg, tags.Verify, tags.VerifyFailed)
+				}
+				return
+			}
+			if tg[tags.Verify] != "" || tg[tags.VerifyError] != "" {
+				t.Errorf("not the image's fault, but tagged %v", tg)
+			}
+			if !strings.Contains(err.Error(), "not tested") || !strings.Contains(err.Error(), img) {
+				t.Errorf("finish error %v, want %s not tested", err, img)
+			}
+		})
+	}
+}
+
+// TestVerifyDelayedStepNotSwept (M6): a live run's step can be late by
+// its retries, each attempt running up to the function timeout; another
+// execution starting meanwhile must not sweep the live run's instances
+// as leftovers. The live run then verifies its image.
+func TestVerifyDelayedStepNotSwept(t *testing.T) {
+	w := newWorld(t, 1, "")
+	newest := w.seed(1, false)
+	b, err := w.call(t, map[string]any{"action": "start", "input": json.RawMessage(schedInput(slot))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	json.Unmarshal(b, &r)
+	if b, err = w.call(t, map[string]any{"action": "step", "state": r.State}); err != nil {
+		t.Fatal(err)
+	}
+	r = result{}
+	json.Unmarshal(b, &r)
+	if len(w.aliveOurs()) != 1 {
+		t.Fatalf("alive %v", w.aliveOurs())
+	}
+	// The next step: all its attempts time out (the retriers' waits in
+	// between), the last one answers; meanwhile another execution starts.
+	delay := time.Duration(verify.LoopRetries)*verify.FunctionTimeout + 70*time.Second
+	w.env.Sim.Advance(verify.StepWait*time.Second + delay)
+	if _, err := w.call(t, map[string]any{"action": "start", "input": json.RawMessage(schedInput(w.env.Sim.Now()))}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.aliveOurs()); n != 1 {
+		t.Fatalf("another execution swept the live run's instance (%s after launch; timeout 20m, SweepMargin %s)", delay, verify.SweepMargin)
+	}
+	w.env.Sim.Advance(verify.FunctionTimeout - time.Minute)
+	if b, err = w.call(t, map[string]any{"action": "step", "state": r.State}); err != nil {
+		t.Fatal(err)
+	}
+	if tg := w.imageTags(newest[0]); tg[tags.Verified] == "" || tg[tags.Verify] != "" {
+		t.Errorf("live run's image: tags %v, want verified", tg)
+	}
+}
+
+// TestSweepMargin: the margin covers the longest a live run's step can be
+// late: its retries, each attempt up to the function timeout.
+func TestSweepMargin(t *testing.T) {
+	min := verify.StepWait*time.Second + (verify.LoopRetries+1)*verify.FunctionTimeout + 70*time.Second
+	if verify.SweepMargin < min {
+		t.Errorf("SweepMargin %s < %s", verify.SweepMargin, min)
+	}
+	t.Logf("SweepMargin %s", verify.SweepMargin)
+}
+
+// TestVerifyHistoryBudget (H4): at low maxConcurrent and a long timeout a
+// run of many images stays inside Step Functions' 25,000 history events
+// (counted here from the rounds the test plays: 9 events a step or cleanup
+// round, the head and the finish), decides every image it launched, and
+// reports the images it could not reach as not reached (not failed, not
+// tested, untagged): the next run takes them.
+func TestVerifyHistoryBudget(t *testing.T) {
+	cases := []struct {
+		mc, images int
+		unbootable bool
+	}{
+		{mc: 1, images: 30, unbootable: true}, // every image holds its slot for the 2 h timeout
+		{mc: 5, images: 2000},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("maxConcurrent=%d,images=%d,unbootable=%v", c.mc, c.images, c.unbootable), func(t *testing.T) {
+			if testing.Short() && c.images > 100 {
+				t.Skip("long")
+			}
+			w := newWorld(t, c.mc, "")
+			cfg, err := config.Parse([]byte(strings.Replace(fmt.Sprintf(cfgTmpl, c.mc, ""), `"timeout":"20m"`, `"timeout":"2h"`, 1)), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.cfg = cfg
+			newest := w.seed(c.images, false)
+			if c.unbootable {
+				for _, id := range newest {
+					w.env.Sim.UnbootableImage(id)
+				}
+			}
+			o := w.execute(t, schedInput(slot), 0, false)
+			// Rounds: every step and every cleanup round is a 9-event round
+			// (Wait, task, Choice); head: ExecutionStarted, Start, Started?;
+			// end: Finish, its end state, the execution's end.
+			events := 8 + o.steps*9 + 2*9 + 8
+			if o.sum == nil {
+				t.Fatalf("finish: no summary (%v)", o.err)
+			}
+			im := o.sum.Images
+			t.Logf("steps %d, history events ~%d, images %+v", o.steps, events, im)
+			if events > 25000 {
+				t.Fatalf("%d steps: ~%d history events, over Step Functions' 25,000", o.steps, events)
+			}
+			if im.NotReached+im.NotSampled == 0 {
+				t.Errorf("nothing left for the next run: %+v", im)
+			}
+			if (o.err != nil) != (im.NotReached+im.Failed > 0) {
+				t.Errorf("finish error %v with images %+v", o.err, im)
+			}
+			if im.NotTested != 0 {
+				t.Errorf("%d images not tested: the run ran out of steps with instances in flight (%+v)", im.NotTested, im)
+			}
+			if c.unbootable && (im.Failed == 0 || im.Verified != 0) || !c.unbootable && (im.Verified == 0 || im.Failed != 0) {
+				t.Errorf("images %+v", im)
+			}
+			if im.Planned != im.Verified+im.Failed+im.NotReached {
+				t.Errorf("planned %d != verified + failed + not reached: %+v", im.Planned, im)
+			}
+			tagged := 0
+			for _, id := range newest {
+				tg := w.imageTags(id)
+				if tg[tags.Verified] != "" || tg[tags.Verify] != "" {
+					tagged++
+				}
+			}
+			if tagged != im.Verified+im.Failed {
+				t.Errorf("%d images tagged, want %d (verified + failed)", tagged, im.Verified+im.Failed)
+			}
+			if left := w.aliveOurs(); len(left) > 0 {
+				w.env.Sim.Advance(time.Minute)
+				if left = w.aliveOurs(); len(left) > 0 {
+					t.Errorf("left: %v", left)
+				}
+			}
+		})
 	}
 }
