@@ -17,7 +17,7 @@ import (
 
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/lambdabuild"
-	"github.com/amibackup/amibackup/pkg/verify"
+	"github.com/amibackup/amibackup/pkg/runner"
 )
 
 // functionIDs are the construct IDs of the functions (folders under
@@ -34,7 +34,7 @@ var functionIDs = map[string]struct{ id, errorsAlarm string }{
 	"verify":  {"Verify", "VerifyErrorsAlarm"},
 }
 
-const functionTimeoutMinutes = int(verify.FunctionTimeout / time.Minute)
+const functionTimeoutMinutes = int(runner.FunctionTimeout / time.Minute)
 
 // retentionDays maps config.LogRetentionValues to the CDK enum.
 var retentionDays = map[int]awslogs.RetentionDays{

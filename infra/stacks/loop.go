@@ -9,7 +9,7 @@ import (
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
 
-	"github.com/amibackup/amibackup/pkg/verify"
+	"github.com/amibackup/amibackup/pkg/actionloop"
 )
 
 // The action loop is the machinery of amibackup's Standard workflows (the
@@ -77,8 +77,8 @@ func actionLoop(scope constructs.Construct, p loopProps) awsstepfunctions.IChain
 	// A throttled or briefly failing AWS API: retried (the actions are
 	// rounds that look at the current state, safe to repeat).
 	// (verify.SweepMargin is derived from these settings.)
-	retry := &awsstepfunctions.RetryProps{Errors: jsii.Strings("States.ALL"), Interval: awscdk.Duration_Seconds(jsii.Number(verify.LoopRetryInterval.Seconds())),
-		MaxAttempts: jsii.Number(verify.LoopRetries), BackoffRate: jsii.Number(verify.LoopRetryBackoff)}
+	retry := &awsstepfunctions.RetryProps{Errors: jsii.Strings("States.ALL"), Interval: awscdk.Duration_Seconds(jsii.Number(actionloop.RetryInterval.Seconds())),
+		MaxAttempts: jsii.Number(actionloop.Retries), BackoffRate: jsii.Number(actionloop.RetryBackoff)}
 	failed := awsstepfunctions.NewFail(scope, jsii.String(s.Failed), &awsstepfunctions.FailProps{
 		Error: jsii.String(p.FailedError), Cause: jsii.String(p.FailedCause)})
 	finishedFailed := awsstepfunctions.NewFail(scope, jsii.String(s.FinishedFailed), &awsstepfunctions.FailProps{

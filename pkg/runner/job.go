@@ -14,6 +14,10 @@ import (
 // summary to be logged and the metrics emitted.
 const DefaultMargin = 60 * time.Second
 
+// FunctionTimeout is every amibackup function's timeout, Lambda's maximum
+// (900 s); the stacks set it (infra/stacks function.go).
+const FunctionTimeout = 15 * time.Minute
+
 // Job is the skeleton every function's job embeds (backup.Backuper,
 // prune.Pruner, share.Sharer, drcopy.Copier): its logger, metrics writer,
 // deadline margin and clock. A run of it (Start) bounds the EC2 work by

@@ -42,8 +42,6 @@
 // was not tested, or instances are left.
 package verify
 
-import "time"
-
 // Function is the name used in summaries, metrics and the stacks.
 const Function = "verify"
 
@@ -64,34 +62,3 @@ const (
 	EnvSubnets       = "AMIBACKUP_VERIFY_SUBNETS"
 	EnvSecurityGroup = "AMIBACKUP_VERIFY_SECURITY_GROUP"
 )
-
-// The action loop's task settings: the stacks build the loop's Lambda
-// tasks from these (infra/stacks function.go: the functions' timeout;
-// loop.go: the Step and Cleanup retriers), and SweepMargin is derived from
-// them, so the two cannot drift apart.
-const (
-	// FunctionTimeout: every amibackup function's timeout, Lambda's
-	// maximum (900 s), also the loop tasks' TimeoutSeconds.
-	FunctionTimeout = 15 * time.Minute
-	// LoopRetries: the Step and Cleanup tasks' retries on any error
-	// (States.ALL), LoopRetryInterval apart, doubling (LoopRetryBackoff).
-	LoopRetries       = 3
-	LoopRetryInterval = 10 * time.Second
-	LoopRetryBackoff  = 2
-	// lambdaServiceRetryBackoff: the CDK's retrier for Lambda service
-	// exceptions (RetryOnServiceExceptions: 6 retries from 2 s, doubling:
-	// 2+4+...+64 s). Those errors answer the invoke quickly (Lambda did
-	// not run the function), so only their waits count.
-	lambdaServiceRetryBackoff = (2 + 4 + 8 + 16 + 32 + 64) * time.Second
-)
-
-// loopRetryBackoff is the sum of the waits between the loop's retries
-// (10+20+40 s).
-func loopRetryBackoff() time.Duration {
-	d, sum := LoopRetryInterval, time.Duration(0)
-	for range LoopRetries {
-		sum += d
-		d *= LoopRetryBackoff
-	}
-	return sum
-}

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/amibackup/amibackup/pkg/actionloop"
 	"github.com/amibackup/amibackup/pkg/awsclient"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/images"
@@ -62,8 +63,8 @@ const (
 // a leftover of an earlier run (terminated by any execution's start or
 // cleanup). A live run decides an instance at its first step after the
 // timeout, and that step can be late by far more than StepWait: the Step
-// task is retried LoopRetries times on any error, each attempt may run
-// until FunctionTimeout (a hung call, a throttled account), with the
+// task is retried actionloop.Retries times on any error, each attempt may run
+// until runner.FunctionTimeout (a hung call, a throttled account), with the
 // retriers' waits between them. An instance older than the timeout plus
 // the longest such delay (plus sweepSlack for clock skew between the
 // function's clock and EC2's launch time) belongs to a run that is gone
@@ -71,7 +72,7 @@ const (
 // instances cost that much longer, a live run's are never swept.
 // (A variable only because the retriers' backoff is a sum: read it, never
 // set it.)
-var SweepMargin = StepWait*time.Second + (LoopRetries+1)*FunctionTimeout + loopRetryBackoff() + lambdaServiceRetryBackoff + sweepSlack
+var SweepMargin = StepWait*time.Second + (actionloop.Retries+1)*runner.FunctionTimeout + actionloop.RetryWaits() + actionloop.LambdaServiceRetryBackoff + sweepSlack
 
 // sweepSlack: clock skew and the invocations' own latency.
 const sweepSlack = 5 * time.Minute
@@ -90,7 +91,7 @@ const sweepSlack = 5 * time.Minute
 //     and TaskStarted: EventsPerRetry = 3;
 //   - the head: ExecutionStarted, the Start task (5), "Started?" (2);
 //   - the tail: the cleanup loop at its longest (maxCleanups rounds, each
-//     retried LoopRetries times; the cleanup-after-error loop is the same
+//     retried actionloop.Retries times; the cleanup-after-error loop is the same
 //     size and replaces it), Finish (5), the end state (2) and the
 //     execution's end (1);
 //   - retryReserve: a tenth of the rest for retried steps (throttling,
@@ -100,7 +101,7 @@ const (
 	EventsPerRound = 9
 	EventsPerRetry = 3
 	headEvents     = 1 + 5 + 2
-	tailEvents     = maxCleanups*(EventsPerRound+LoopRetries*EventsPerRetry) + 5 + 2 + 1
+	tailEvents     = maxCleanups*(EventsPerRound+actionloop.Retries*EventsPerRetry) + 5 + 2 + 1
 	retryReserve   = (HistoryLimit - headEvents - tailEvents) / 10
 	// MaxSteps: the step rounds one execution may take (2,462).
 	MaxSteps = (HistoryLimit - headEvents - tailEvents - retryReserve) / EventsPerRound

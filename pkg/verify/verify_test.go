@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/amibackup/amibackup/pkg/actionloop"
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
@@ -1220,7 +1221,7 @@ func TestVerifyDelayedStepNotSwept(t *testing.T) {
 	}
 	// The next step: all its attempts time out (the retriers' waits in
 	// between), the last one answers; meanwhile another execution starts.
-	delay := time.Duration(verify.LoopRetries)*verify.FunctionTimeout + 70*time.Second
+	delay := time.Duration(actionloop.Retries)*runner.FunctionTimeout + 70*time.Second
 	w.env.Sim.Advance(verify.StepWait*time.Second + delay)
 	if _, err := w.call(t, map[string]any{"action": "start", "input": json.RawMessage(schedInput(w.env.Sim.Now()))}); err != nil {
 		t.Fatal(err)
@@ -1228,7 +1229,7 @@ func TestVerifyDelayedStepNotSwept(t *testing.T) {
 	if n := len(w.aliveOurs()); n != 1 {
 		t.Fatalf("another execution swept the live run's instance (%s after launch; timeout 20m, SweepMargin %s)", delay, verify.SweepMargin)
 	}
-	w.env.Sim.Advance(verify.FunctionTimeout - time.Minute)
+	w.env.Sim.Advance(runner.FunctionTimeout - time.Minute)
 	if b, err = w.call(t, map[string]any{"action": "step", "state": r.State}); err != nil {
 		t.Fatal(err)
 	}
@@ -1240,7 +1241,7 @@ func TestVerifyDelayedStepNotSwept(t *testing.T) {
 // TestSweepMargin: the margin covers the longest a live run's step can be
 // late: its retries, each attempt up to the function timeout.
 func TestSweepMargin(t *testing.T) {
-	min := verify.StepWait*time.Second + (verify.LoopRetries+1)*verify.FunctionTimeout + 70*time.Second
+	min := verify.StepWait*time.Second + (actionloop.Retries+1)*runner.FunctionTimeout + 70*time.Second
 	if verify.SweepMargin < min {
 		t.Errorf("SweepMargin %s < %s", verify.SweepMargin, min)
 	}
