@@ -162,10 +162,9 @@ type State struct {
 	// of Standby, its group replaces it). Not "not restored": nothing is
 	// left in Standby or deregistered by us.
 	Replaced []drain.InstanceProgress `json:"replaced,omitempty"`
-	// NotInService: instances Drain skipped (an Auto Scaling lifecycle
-	// state other than InService, or Standby not by us): not rebooted, not
-	// failed. Their slots are Errored in the progress (waves has no other
-	// terminal state for one instance); finish counts them as skipped.
+	// NotInService: instances Drain skipped, as states of earlier versions
+	// recorded them (Errored slots, counted as skipped by finish). Such an
+	// instance now halts its group (waves.Progress.Halt): it is not added.
 	NotInService []string `json:"notInService,omitempty"`
 	// RestoreRounds counts restore actions, so that a target that never
 	// becomes healthy cannot keep the execution polling until its history
@@ -621,9 +620,12 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	for _, h := range hs {
 		if h.Condition == drain.Gone {
 			// Terminated during the run (its Auto Scaling group replaced
-			// it, or anyone did): there is nothing to wait for, and its
-			// group is not halted for it. Restore reports it gone.
-			if err := st.Progress.Fail(l.plan, h.InstanceID, "terminated during the run ("+h.Reason+"): not watched further"); err != nil {
+			// it, or anyone did): nothing to wait for, but its group is a
+			// member short while the replacement boots, so the member must
+			// not free its slot (the next one would take a second member
+			// down): its group halts for the night, like an unhealthy
+			// member. Restore reports it gone.
+			if err := st.Progress.Halt(l.plan, h.InstanceID, "terminated during the run ("+h.Reason+"): its group is a member short; no other member rebooted"); err != nil {
 				return nil, fmt.Errorf("rollout step: %w", err)
 			}
 			restoreNow[h.InstanceID] = true
@@ -709,10 +711,13 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 						return nil, fmt.Errorf("rollout step: %w", err)
 					}
 				case drain.StateSkipped:
-					if err := st.Progress.Fail(l.plan, ip.InstanceID, "skipped: "+ip.Detail); err != nil {
+					// Not InService at its turn (lifecycle wait state,
+					// Pending, an operator's Standby): not rebooted, but its
+					// group is already a member short, so it halts for the
+					// night rather than free the slot for the next member.
+					if err := st.Progress.Halt(l.plan, ip.InstanceID, "not in service at its turn, not rebooted ("+ip.Detail+"): its group is a member short; no other member rebooted"); err != nil {
 						return nil, fmt.Errorf("rollout step: %w", err)
 					}
-					st.NotInService = append(st.NotInService, ip.InstanceID)
 				}
 			}
 		}
@@ -1004,8 +1009,9 @@ func (r *Roller) Finish(ctx context.Context, st *State) (*Summary, error) {
 			}
 		}
 	}
-	// Replaced instances that did not halt a group (terminated mid-run)
-	// are failed instances already; the list says what became of them.
+	// Replaced instances that did not halt a group (e.g. a failed
+	// CreateImage, then terminated) are failed instances already; the list
+	// says what became of them. One terminated mid-run halts its group.
 	if c.Failed > 0 {
 		why = append(why, fmt.Sprintf("%d instances failed", c.Failed))
 	}

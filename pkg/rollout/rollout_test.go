@@ -411,13 +411,11 @@ func (h *hook) CreateImage(ctx context.Context, in *ec2.CreateImageInput, opts .
 
 // TestRolloutAutoScaling: what an Auto Scaling group does to the run, with
 // its health checks on (it replaces unhealthy InService members): a halted
-// member is put back and replaced, and reported so, not "not restored"; an
-// instance terminated mid-run is reported failed and gone, its capacity
-// given back; with the target group attached to the group, the group
-// registers the members and the run does not (no race); members held by
-// a lifecycle hook or in an operator's Standby are skipped with the
-// reason; a target that never becomes healthy ends the restore loop with
-// the reason instead of polling it for ever.
+// member is put back and replaced, and reported so, not "not restored";
+// with the target group attached to the group, the group registers the
+// members and the run does not (no race); a target that never becomes
+// healthy ends the restore loop with the reason instead of polling it for
+// ever. Members terminated or not in service: TestRolloutShortGroupHalts.
 func TestRolloutAutoScaling(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -457,35 +455,6 @@ func TestRolloutAutoScaling(t *testing.T) {
 				}
 				simtest.MaxUnavailable(t, f.env.Sim, f.Web[0])
 			}},
-		{"terminated mid-run", true, simtest.WavesOptions{}, func(t *testing.T, f *fleet) {
-			f.wrap = func(r *rollout.Roller) {
-				r.EC2 = &hook{EC2: r.EC2, after: func(id string) {
-					if id == f.Web[0] {
-						if _, err := f.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
-							t.Error(err)
-						}
-					}
-				}}
-			}
-		}, func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
-			if err == nil || !strings.Contains(err.Error(), "1 instances failed") || strings.Contains(err.Error(), "halted") || strings.Contains(err.Error(), "not back in service") {
-				t.Fatalf("finish: %v", err)
-			}
-			if c := sum.Counts; c.NotRestored != 0 || c.Replaced != 1 || c.Failed != 1 || c.Healthy != 6 {
-				t.Errorf("counts %+v", c)
-			}
-			if !slices.ContainsFunc(sum.Problems, func(p string) bool {
-				return strings.Contains(p, f.Web[0]) && strings.Contains(p, "terminated during the run")
-			}) {
-				t.Errorf("problems %v", sum.Problems)
-			}
-			if d, _ := f.env.Sim.AutoScalingGroupCapacity("", "", "web"); d != 3 {
-				t.Errorf("desired %d, want 3 (the Standby of the terminated member given back)", d)
-			}
-			if per := f.imagesPer(); per[f.Web[1]] != 1 || per[f.Web[2]] != 1 {
-				t.Errorf("the group's other members: %v", per)
-			}
-		}},
 		{"attached target group", true, simtest.WavesOptions{Attach: true}, nil,
 			func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
 				if err != nil {
@@ -507,34 +476,6 @@ func TestRolloutAutoScaling(t *testing.T) {
 					t.Errorf("max unavailable %v", mu)
 				}
 			}},
-		{"lifecycle hook and operator's Standby", true, simtest.WavesOptions{}, func(t *testing.T, f *fleet) {
-			if err := f.env.Sim.SetAutoScalingLifecycle("", "", f.Web[1], "Pending:Wait"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.env.AutoScaling("", "").EnterStandby(context.Background(), &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("web"),
-				InstanceIds: f.Web[2:3], ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
-				t.Fatal(err)
-			}
-		}, func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
-			if err != nil {
-				t.Fatalf("finish: %v (skipped members are not failures)", err)
-			}
-			if c := sum.Counts; c.Skipped != 2 || c.Failed != 0 || c.Healthy != 5 {
-				t.Errorf("counts %+v", c)
-			}
-			for _, want := range []string{f.Web[1] + ": skipped: Auto Scaling group web: lifecycle state Pending:Wait", f.Web[2] + ": skipped: Auto Scaling group web: in Standby"} {
-				if !slices.ContainsFunc(sum.Problems, func(p string) bool { return strings.HasPrefix(p, want) }) {
-					t.Errorf("problems %v, want %q", sum.Problems, want)
-				}
-			}
-			if per := f.imagesPer(); per[f.Web[1]] != 0 || per[f.Web[2]] != 0 || per[f.Web[0]] != 1 {
-				t.Errorf("images %v: the held members must not be rebooted", per)
-			}
-			ms, _ := f.env.Sim.AutoScalingMembers("", "", "web")
-			if ms[f.Web[1]] != "Pending:Wait" || ms[f.Web[2]] != "Standby" {
-				t.Errorf("members %v: the run changed members it skipped", ms)
-			}
-		}},
 		{"target never healthy", false, simtest.WavesOptions{HealthyAfter: 24 * time.Hour}, nil,
 			func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
 				if err == nil || !strings.Contains(err.Error(), "not back in service") || !strings.Contains(err.Error(), "restore rounds") {
@@ -555,6 +496,86 @@ func TestRolloutAutoScaling(t *testing.T) {
 			}
 			sum, err, _ := f.execute(t, 0)
 			tc.check(t, f, sum, err)
+		})
+	}
+}
+
+// TestRolloutShortGroupHalts (issue 13, H1): a member that leaves its group
+// short in a way the run cannot wait out (terminated mid-run while its
+// Auto Scaling group boots a replacement; not InService at its turn: a
+// lifecycle hook's Pending:Wait, an operator's Standby) halts its group for
+// the night: no other member of the group is rebooted, so the group never
+// has more than maxUnavailable (1) members down; the halt names the
+// instance and why, and counts as a halt (GroupsHalted: the alarm fires).
+// The other groups finish. Before the fix such a member freed its slot
+// and the next member was drained at once: two members down.
+func TestRolloutShortGroupHalts(t *testing.T) {
+	cases := []struct {
+		name   string
+		reason string // in the halt
+		setup  func(t *testing.T, f *fleet)
+	}{
+		{"terminated mid-run", "terminated during the run", func(t *testing.T, f *fleet) {
+			f.wrap = func(r *rollout.Roller) {
+				r.EC2 = &hook{EC2: r.EC2, after: func(id string) {
+					if id == f.Web[0] {
+						if _, err := f.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+							t.Error(err)
+						}
+					}
+				}}
+			}
+		}},
+		{"lifecycle hook Pending:Wait", "lifecycle state Pending:Wait", func(t *testing.T, f *fleet) {
+			if err := f.env.Sim.SetAutoScalingLifecycle("", "", f.Web[0], "Pending:Wait"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"operator's Standby", "in Standby", func(t *testing.T, f *fleet) {
+			if _, err := f.env.AutoScaling("", "").EnterStandby(context.Background(), &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("web"),
+				InstanceIds: f.Web[0:1], ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFleetWith(t, true, simtest.WavesOptions{DeregistrationDelay: 60 * time.Second, HealthyAfter: 30 * time.Second})
+			tc.setup(t, f)
+			sum, err, _ := f.execute(t, 0)
+			if mu := simtest.MaxUnavailable(t, f.env.Sim, f.Web[0]); mu["autoscaling:web"] > 1 || mu["targetgroup:web"] > 1 {
+				t.Errorf("max unavailable %v: more than maxUnavailable (1) members of web down at once", mu)
+			}
+			if err == nil || !strings.Contains(err.Error(), "halted at "+f.Web[0]) || !strings.Contains(err.Error(), tc.reason) {
+				t.Fatalf("finish: %v, want the web group halted at %s (%s)", err, f.Web[0], tc.reason)
+			}
+			per := f.imagesPer()
+			if per[f.Web[1]] != 0 || per[f.Web[2]] != 0 {
+				t.Errorf("images %v: no other member of the short group may be rebooted", per)
+			}
+			for _, id := range append(slices.Clone(f.DB), f.Standalone...) {
+				if per[id] != 1 {
+					t.Errorf("%s (other group): %d images", id, per[id])
+				}
+			}
+			if c := sum.Counts; c.Halted != 1 || c.Failed != 0 || c.Healthy != 4 || len(sum.Halts) != 1 || sum.Halts[0].Instance != f.Web[0] || sum.Halts[0].Skipped != 2 {
+				t.Errorf("counts %+v halts %+v", c, sum.Halts)
+			}
+			if !strings.Contains(f.metrics.String(), `"GroupsHalted":1`) {
+				t.Errorf("metrics: %s", f.metrics.String())
+			}
+			if tc.name != "terminated mid-run" {
+				if per[f.Web[0]] != 0 {
+					t.Errorf("%s was not in service: rebooted anyway", f.Web[0])
+				}
+				return
+			}
+			if d, _ := f.env.Sim.AutoScalingGroupCapacity("", "", "web"); d != 3 {
+				t.Errorf("desired %d, want 3 (the Standby of the terminated member given back)", d)
+			}
+			if sum.Counts.Replaced != 1 || sum.Counts.NotRestored != 0 {
+				t.Errorf("counts %+v", sum.Counts)
+			}
 		})
 	}
 }
