@@ -65,7 +65,7 @@ func wavesPolicies(cfg *config.Config) []config.Policy {
 // Executions are started by the backup function only (pkg/backup
 // handoff.go: one execution per policy and slot, by name); Start gets the
 // context object's execution and state machine IDs for the guard against
-// another running execution of the policy (pkg/rollout guard.go). The
+// another running execution of the workflow (pkg/rollout guard.go). The
 // state machine has a fixed name (StateMachineName) so that the rollout
 // role's states:ListExecutions and states:DescribeExecution can name it
 // and its executions without a reference to the state machine, which

@@ -312,7 +312,9 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
 	if err := r.guard(wctx, log, req, ex); err != nil {
-		log.Error("another execution of the policy runs; nothing was changed", "error", err.Error())
+		// Unwrapped: *AnotherRunActive's type name is the errorType the
+		// state machine retries.
+		log.Error("another execution of the workflow runs, or the check failed; nothing was changed", "error", err.Error())
 		return nil, err
 	}
 	st := &State{V: stateVersion, Policy: pol.Name, Slot: tags.FormatTime(req.Slot), Trigger: req.Trigger, DryRun: req.DryRun,
