@@ -76,6 +76,20 @@ const (
 // step's drain and CreateImage calls fit an invocation easily.
 const MaxInFlight = 400
 
+// MaxResultBytes bounds what start, step and restore return (the state
+// the execution carries). Step Functions allows 256 KB (262,144 bytes) per
+// state's input and output, and exceeding it fails the execution with
+// States.DataLimitExceeded, which no Catch (States.ALL included) catches:
+// the restore-after-error loop would never run. The margin (about 16 KB)
+// leaves room for what the state machine adds beside the state (a caught
+// error in $.error). Over it, the action fails with an ordinary error
+// that the Catch handles with the previous, smaller state, and start
+// rejects a plan whose peak could reach it (checkPeak).
+const MaxResultBytes = 240 << 10
+
+// maxResultBytes is MaxResultBytes; tests lower it.
+var maxResultBytes = MaxResultBytes
+
 // RestoreWait is the wait between two restore rounds: ExitStandby and a
 // target's health checks take tens of seconds.
 const RestoreWait = 15
@@ -206,16 +220,76 @@ func (r *Roller) Handle(ctx context.Context, raw []byte) (any, error) {
 		r.Log.Error("rejected input; nothing was changed", "error", err.Error())
 		return nil, err
 	}
+	var res *Result
 	switch req.Action {
 	case ActionStart:
-		return r.Start(ctx, req.Input, req.Execution)
+		res, err = r.Start(ctx, req.Input, req.Execution)
 	case ActionStep:
-		return r.Step(ctx, req.State)
+		res, err = r.Step(ctx, req.State)
 	case ActionRestore:
-		return r.Restore(ctx, req.State)
+		res, err = r.Restore(ctx, req.State)
 	default:
 		return r.Finish(ctx, req.State)
 	}
+	if err != nil {
+		return nil, err // unchanged: its type name is Lambda's errorType (AnotherRunActive)
+	}
+	if err := checkSize(req.Action, res); err != nil {
+		r.Log.Error("result too large for the workflow", "error", err.Error())
+		return nil, err
+	}
+	return res, nil
+}
+
+// checkSize fails a result over maxResultBytes (see MaxResultBytes).
+func checkSize(action string, res *Result) error {
+	raw, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("rollout %s: encode the result: %w", action, err)
+	}
+	if len(raw) > maxResultBytes {
+		return fmt.Errorf("rollout %s: the state is %d bytes, over rollout.MaxResultBytes (%d; Step Functions allows 256 KB per state and "+
+			"States.DataLimitExceeded cannot be caught): this action's result is dropped and the workflow puts back what the run took from the previous state; "+
+			"split the policy (its selector) into smaller policies", action, len(raw), maxResultBytes)
+	}
+	return nil
+}
+
+// checkPeak rejects, before start changes anything, a plan whose state
+// could outgrow maxResultBytes during the run: the start state plus the
+// records of the MaxInFlight largest in-flight instances (what the drain
+// took of each, its start time and its draining slot).
+func checkPeak(st *State, plan *waves.Plan, planned []backup.Instance, regs map[string][]drain.Registration) error {
+	raw, err := json.Marshal(&Result{State: st})
+	if err != nil {
+		return fmt.Errorf("rollout start: encode the state: %w", err)
+	}
+	recs := make([]int, 0, len(planned))
+	for _, in := range planned {
+		t := drain.Taken{InstanceID: in.ID, AutoScalingGroup: in.Tags[waves.ASGTag]}
+		for _, rg := range regs[in.ID] {
+			t.Targets = append(t.Targets, rg.Target)
+		}
+		b, err := json.Marshal(t)
+		if err != nil {
+			return fmt.Errorf("rollout start: encode the state: %w", err)
+		}
+		i, _ := plan.Slot(in.ID)
+		// Taken entry and comma; Progress.T `"slot":seconds,` (up to a
+		// year of seconds); Draining `slot,`.
+		recs = append(recs, len(b)+1+2*len(fmt.Sprint(i))+len(`"":12345678,`)+1)
+	}
+	slices.SortFunc(recs, func(a, b int) int { return b - a })
+	peak := len(raw)
+	for _, n := range recs[:min(MaxInFlight, len(recs))] {
+		peak += n
+	}
+	if peak > maxResultBytes {
+		return fmt.Errorf("policy %q: its plan of %d instances would make a state of up to %d bytes (%d at start, plus up to %d instances in flight, rollout.MaxInFlight), "+
+			"over rollout.MaxResultBytes (%d; Step Functions allows 256 KB per state): split the policy (its selector) into smaller policies; nothing was changed",
+			st.Policy, len(plan.Slots), peak, len(raw), min(MaxInFlight, len(recs)), maxResultBytes)
+	}
+	return nil
 }
 
 func (req Request) check() error {
@@ -409,17 +483,6 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 			planned = append(planned, in)
 		}
 	}
-	if len(direct) > 0 {
-		// The backup's own path: opt-out tag, warnings, crash-consistent
-		// images (or, in a dry run, CreateImage DryRun=true for each).
-		dreq := req
-		dreq.InstanceIDs = direct
-		sum, _ := b.Run(wctx, dreq)
-		r.count(st, sum, nil, nil)
-		if !req.DryRun {
-			st.NoReboot = len(direct)
-		}
-	}
 	var tgs []string
 	regs := map[string][]drain.Registration{}
 	if len(planned) > 0 && (pol.Availability.DrainEnabled() || slices.Contains(pol.Availability.Sources(), config.GroupByTargetGroup)) {
@@ -509,6 +572,23 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 	slices.Sort(st.Draining)
 	if err := st.Progress.Started(plan, resume, time.Unix(st.Began, 0)); err != nil {
 		return nil, fmt.Errorf("rollout start: %w", err)
+	}
+	// Everything above only read: a plan too large for the workflow is
+	// rejected before the first change (the no-reboot images below).
+	if err := checkPeak(st, plan, planned, regs); err != nil {
+		log.Error("plan too large for the workflow; nothing was changed", "error", err.Error())
+		return nil, err
+	}
+	if len(direct) > 0 {
+		// The backup's own path: opt-out tag, warnings, crash-consistent
+		// images (or, in a dry run, CreateImage DryRun=true for each).
+		dreq := req
+		dreq.InstanceIDs = direct
+		sum, _ := b.Run(wctx, dreq)
+		r.count(st, sum, nil, nil)
+		if !req.DryRun {
+			st.NoReboot = len(direct)
+		}
 	}
 	log.Info("rollout planned", "plan", st.PlanText, "selected", st.Selected, "alreadyDone", st.AlreadyDone,
 		"noReboot", st.NoReboot, "targetGroups", len(tgs), "stranded", len(st.Stranded))

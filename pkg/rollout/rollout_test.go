@@ -579,3 +579,62 @@ func TestRolloutShortGroupHalts(t *testing.T) {
 		})
 	}
 }
+
+// TestRolloutStateLimit (issue 13, H3): Step Functions fails an execution
+// whose state exceeds 256 KB with States.DataLimitExceeded, which no Catch
+// catches. A step whose result would exceed rollout.MaxResultBytes fails
+// with an ordinary error instead (the Catch restores from the previous
+// state); start rejects a plan whose state could outgrow the limit before
+// any change (not even the no-reboot image of an opted-out instance),
+// naming the limit and telling the operator to split the policy.
+func TestRolloutStateLimit(t *testing.T) {
+	t.Run("step result over the limit", func(t *testing.T) {
+		f := newFleet(t)
+		input := `{"policy":"nightly","time":"` + tags.FormatTime(slot) + `"}`
+		b, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r result
+		json.Unmarshal(b, &r)
+		// A state grown huge: notes are carried from step to step.
+		var st map[string]any
+		json.Unmarshal(r.State, &st)
+		var notes []string
+		for range 50 {
+			notes = append(notes, strings.Repeat("x", 5200))
+		}
+		st["notes"] = notes
+		f.env.Sim.Advance(time.Duration(r.WaitSeconds) * time.Second)
+		out, err := f.call(t, map[string]any{"action": "step", "state": st})
+		if err == nil || !strings.Contains(err.Error(), "rollout.MaxResultBytes") || !strings.Contains(err.Error(), "split the policy") || out != nil {
+			t.Fatalf("step: %s, %v; want the state limit error and no result", out, err)
+		}
+		// The same state without the notes is fine.
+		delete(st, "notes")
+		if _, err := f.call(t, map[string]any{"action": "step", "state": st}); err != nil {
+			t.Fatalf("step: %v", err)
+		}
+	})
+	t.Run("start rejects a plan too large", func(t *testing.T) {
+		f := newFleet(t)
+		// An opted-out instance: start would image it without reboot.
+		f.env.Sim.SeedFleet("", "", 1, map[string]string{"Backup": "yes", tags.NoReboot: "true"})
+		defer rollout.SetMaxResultBytes(1000)() // the start state fits (about 700 bytes), its peak does not
+		input := `{"policy":"nightly","time":"` + tags.FormatTime(slot) + `"}`
+		_, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
+		if err == nil || !strings.Contains(err.Error(), "rollout.MaxResultBytes (1000;") || !strings.Contains(err.Error(), "split the policy") ||
+			!strings.Contains(err.Error(), `policy "nightly"`) || !strings.Contains(err.Error(), "nothing was changed") {
+			t.Fatalf("start: %v, want the plan rejected naming the limit", err)
+		}
+		t.Log(err)
+		for a, n := range f.env.Sim.Calls().ByAction {
+			if !strings.HasPrefix(a, "Describe") {
+				t.Errorf("%d %s calls by a rejected start", n, a)
+			}
+		}
+		if n := len(f.imagesPer()); n != 0 {
+			t.Errorf("%d instances imaged", n)
+		}
+	})
+}
