@@ -14,14 +14,17 @@
 //
 // start selects the instances (pkg/backup's selection), leaves out the
 // ones whose image of the slot exists (a repeated execution reboots none
-// of them again), images the opted-out ones without reboot exactly as the
-// backup does, finds each instance's target groups, plans the waves
-// (pkg/waves) and looks for what an earlier execution left out of service
-// (drain.Stranded). Each step then: restores the leftovers first; checks
-// the instances in flight (drain.Health), puts back those that are OK
-// (drain.Restore) and records them healthy once back in service
-// (waves.Progress.Observe: one not healthy healthTimeout after its drain
-// began halts its group); starts the members that have room (Ready,
+// of them again), finds each instance's target groups, plans the waves
+// (pkg/waves), looks for what an earlier execution left out of service
+// (drain.Stranded), rejects a plan whose state could outgrow
+// MaxResultBytes, and only then (its first change) images the opted-out
+// ones without reboot exactly as the backup does. Each step then:
+// restores the leftovers first; checks the instances in flight
+// (drain.Health), puts back those that are OK (drain.Restore) and records
+// them healthy once back in service (waves.Progress.Observe: one not
+// healthy healthTimeout after its drain began halts its group, as does one
+// terminated during the run or not in service at its turn:
+// waves.Progress.Halt); starts the members that have room (Ready,
 // rolling); drains them (drain.Drain); and calls CreateImage for the
 // drained ones through pkg/backup (same names, tags in the call,
 // idempotent through the slot listing and the duplicate path). restore
