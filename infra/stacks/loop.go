@@ -22,7 +22,7 @@ import (
 //	                                                  \-(yes)-> Cleanup -> Cleaned up? -(no)-> Wait to clean up -> Cleanup
 //	                                                                           \-(yes)-> Finish -> Succeeded
 //	Step, Cleanup (retries spent) -> Cleanup after error (loop) -> Failed
-//	Start -> Failed (nothing was changed); Finish -> Finished with problems
+//	Start (retries spent) -> Failed (nothing was changed); Finish -> Finished with problems
 //
 // The cleanup action is what puts things back whatever happened (the
 // rollout's "restore", verification's "cleanup": terminate what it
@@ -56,6 +56,10 @@ type loopProps struct {
 	// StartContext adds the context object's execution and state machine
 	// IDs to the Start payload ("execution", "stateMachine").
 	StartContext bool
+	// StartRetries are Start's retriers for the function's own errors,
+	// placed before the loop's general retry (States.ALL must be the last
+	// retrier), e.g. the rollout's AnotherRunActive.
+	StartRetries []*awsstepfunctions.RetryProps
 }
 
 // actionLoop adds the loop's states to scope and returns its first state.
@@ -90,6 +94,20 @@ func actionLoop(scope constructs.Construct, p loopProps) awsstepfunctions.IChain
 		startPayload["stateMachine"] = awsstepfunctions.JsonPath_StringAt(jsii.String("$$.StateMachine.Id"))
 	}
 	start := invoke(s.Start, startPayload)
+	// A failed Start costs the slot: the execution's name (<policy>-<slot>)
+	// stays taken for 90 days and every later delivery is "already ran".
+	// So Start is retried like the other actions: it is safe to repeat.
+	// The rollout's Start only reads until it returns, except that it
+	// images the opted-out (no-reboot) instances through pkg/backup, which
+	// is idempotent by name (the slot listing leaves out what exists, the
+	// deterministic names and InvalidAMIName.Duplicate cover a race);
+	// verification's Start sweeps leftovers of earlier runs (idempotent).
+	// A Step Functions retrier whose attempts are spent does not fall
+	// through to the next one: the Catch takes the error.
+	for _, r := range p.StartRetries {
+		start.AddRetry(r)
+	}
+	start.AddRetry(retry)
 	start.AddCatch(failed, &awsstepfunctions.CatchProps{Errors: jsii.Strings("States.ALL"), ResultPath: jsii.String("$.error")})
 	step := invoke(s.Step, with(a.Step))
 	step.AddRetry(retry)

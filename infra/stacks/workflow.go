@@ -2,10 +2,12 @@ package stacks
 
 import (
 	"fmt"
+	"reflect"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
+	"github.com/aws/jsii-runtime-go"
 
 	"github.com/amibackup/amibackup/pkg/backup"
 	"github.com/amibackup/amibackup/pkg/config"
@@ -33,6 +35,10 @@ const (
 	StateSucceeded      = "Succeeded"
 )
 
+// anotherRunActive is the errorType of rollout's guard error: Lambda names
+// an error by its Go type name (pkg/invoke).
+var anotherRunActive = reflect.TypeFor[rollout.AnotherRunActive]().Name()
+
 // wavesPolicies are the policies that reboot in waves through the
 // workflow (backup.RebootsInWaves): every policy that reboots, unless its
 // availability section says "all-at-once". A policy without the section
@@ -57,7 +63,7 @@ func wavesPolicies(cfg *config.Config) []config.Policy {
 //	                                                  \-(yes)-> Restore -> Restored? -(no)-> Wait to restore -> Restore
 //	                                                                           \-(yes)-> Finish -> Succeeded
 //	Step, Restore (retries spent) -> Restore after error (loop) -> Failed
-//	Start -> Failed (nothing was changed); Finish -> Finished with problems
+//	Start (retries spent: AnotherRunActive for 2 h, others 3 times) -> Failed (nothing was changed); Finish -> Finished with problems
 //
 // JSONPath only (no JSONata, Assign or Distributed Map: pkg/sfnlocal runs it
 // offline). The state machine's role may only invoke the rollout function.
@@ -65,7 +71,7 @@ func wavesPolicies(cfg *config.Config) []config.Policy {
 // Executions are started by the backup function only (pkg/backup
 // handoff.go: one execution per policy and slot, by name); Start gets the
 // context object's execution and state machine IDs for the guard against
-// another running execution of the policy (pkg/rollout guard.go). The
+// another running execution of the workflow (pkg/rollout guard.go). The
 // state machine has a fixed name (StateMachineName) so that the rollout
 // role's states:ListExecutions and states:DescribeExecution can name it
 // and its executions without a reference to the state machine, which
@@ -99,7 +105,15 @@ func NewWorkflow(c *Common, cfg *config.Config, root string, policies []config.P
 		CleanupErrorPath: "$.restoreError",
 		// The guard's context (pkg/rollout guard.go): which execution this
 		// is, and of which state machine.
-		StartContext: true})
+		StartContext: true,
+		// The guard's "another execution runs" (rollout.AnotherRunActive):
+		// a blocked run waits its turn (every 5 minutes, for 2 hours: a
+		// night's run of a large fleet, see the README's measurements)
+		// instead of failing and losing its slot; then it fails and the
+		// workflow alarm fires. Step Functions takes the first retrier
+		// that names the error, so this one comes before the general one.
+		StartRetries: []*awsstepfunctions.RetryProps{{Errors: jsii.Strings(anotherRunActive),
+			Interval: awscdk.Duration_Seconds(jsii.Number(300)), MaxAttempts: jsii.Number(24), BackoffRate: jsii.Number(1)}}})
 	w.StateMachine, w.Role = loopMachine(stack, loopMachineProps{ID: "Workflow", Name: smName, Function: fn, Start: start, InvokeSid: "InvokeRollout",
 		Comment:  "amibackup: backups that reboot in waves per availability group (" + cfg.Deployment + ")",
 		RoleDesc: "amibackup workflow invokes the rollout function (" + cfg.Deployment + ")"})

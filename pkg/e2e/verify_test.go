@@ -243,7 +243,7 @@ func (f *vFleet) run(ctx context.Context, t *testing.T, input []byte, onEvent fu
 	res, err := verifyWF.eng.Run(ctx, verifyWF.def, input, sfnlocal.Options{
 		Functions:              map[string][]string{sfnlocal.LocalFunctionARN(verifyWF.fnID): {f.url}},
 		WaitOverrides:          map[string]time.Duration{"Wait": short, "Wait to clean up": short, "Wait to clean up after error": short},
-		RetryIntervalOverrides: map[string]time.Duration{vStateStep: short / 2, "Clean up": short / 2, vStateOnError: short / 2},
+		RetryIntervalOverrides: map[string]time.Duration{"Start": short / 2, vStateStep: short / 2, "Clean up": short / 2, vStateOnError: short / 2},
 		OnEvent:                onEvent,
 	})
 	if err != nil && ctx.Err() != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -124,7 +125,7 @@ func (f *wfFleet) runNamed(ctx context.Context, t *testing.T, name string, input
 		Name: name, StateMachineName: workflow.rollout.StateMachineName,
 		Functions:              map[string][]string{sfnlocal.LocalFunctionARN(workflow.fnID): {f.rollout.URL}},
 		WaitOverrides:          map[string]time.Duration{"Wait": short, "Wait to restore": short, "Wait to restore after error": short},
-		RetryIntervalOverrides: map[string]time.Duration{"Step": short, "Restore": short, "Restore after error": short},
+		RetryIntervalOverrides: map[string]time.Duration{"Start": short, "Step": short, "Restore": short, "Restore after error": short},
 		OnEvent:                onEvent,
 	})
 	if err != nil && ctx.Err() != nil {
@@ -355,37 +356,88 @@ func TestWorkflowHandoffUnderRIE(t *testing.T) {
 	}
 }
 
-// TestWorkflowGuardUnderRIE: an execution of the same policy for another
-// slot runs (started earlier): this one fails at Start, naming it, with no
-// EC2 call; an execution of another policy does not block.
+// TestWorkflowGuardUnderRIE (issue 13, H2 and M4): another real execution
+// of the workflow that started earlier, of the same policy (another slot)
+// or of another policy (two policies may select one fleet), blocks Start
+// with AnotherRunActive, naming it, with no EC2 call; the state machine
+// retries that error (every 300 s in AWS, 200 ms here) and runs once the
+// other has ended; with the other running throughout, the retries end and
+// the execution fails at Start. A Start that fails once for another reason
+// (here the role's permission not yet in effect) is retried and runs.
 func TestWorkflowGuardUnderRIE(t *testing.T) {
-	f := newWfFleet(t)
 	sm := localrun.StateMachineARN(workflow.rollout.StateMachineName)
 	execARN := func(n string) string { return strings.Replace(sm, ":stateMachine:", ":execution:", 1) + ":" + n }
-	other := images.ExecutionName("nightly", slotTime.Add(-24*time.Hour), false)
-	f.h.Sim.SeedExecution(ec2sim.Execution{ARN: execARN(other), StateMachineARN: sm, Name: other, Start: f.h.Sim.Now().Add(-time.Hour)})
-	res := f.run(context.Background(), t, nil)
-	if res.Status != sfnlocal.Failed || res.Error != "RolloutFailed" {
-		t.Fatalf("execution %s %s, want RolloutFailed at Start", res.Status, res.Error)
-	}
-	cause := ""
-	for _, inv := range res.Invocations() {
-		cause += inv.Cause
-	}
-	if !strings.Contains(cause, execARN(other)) {
-		t.Errorf("start's error %q does not name %s", cause, execARN(other))
-	}
-	for a, n := range f.h.Sim.Calls().ByAction {
-		if !strings.HasPrefix(a, "states:") {
-			t.Errorf("%d %s calls by a blocked execution", n, a)
+	starts := func(res *sfnlocal.Result) (errs []string) {
+		for _, inv := range res.Invocations() {
+			if inv.State == "Start" {
+				errs = append(errs, inv.Error)
+			}
 		}
+		return errs
 	}
-	if !f.h.Sim.FinishExecution(execARN(other), ec2sim.ExecutionSucceeded) {
-		t.Fatal("finish the other execution")
-	}
-	weekly := images.ExecutionName("weekly", slotTime, false)
-	f.h.Sim.SeedExecution(ec2sim.Execution{ARN: execARN(weekly), StateMachineARN: sm, Name: weekly, Start: f.h.Sim.Now().Add(-time.Hour)})
-	if res := f.run(context.Background(), t, nil); res.Status != sfnlocal.Succeeded {
-		t.Fatalf("with another policy's execution running: %s %s %s\n%s", res.Status, res.Error, res.Cause, f.rollout.Logs())
-	}
+	t.Run("same policy runs throughout", func(t *testing.T) {
+		f := newWfFleet(t)
+		other := images.ExecutionName("nightly", slotTime.Add(-24*time.Hour), false)
+		f.h.Sim.SeedExecution(ec2sim.Execution{ARN: execARN(other), StateMachineARN: sm, Name: other, Start: f.h.Sim.Now().Add(-time.Hour)})
+		res := f.run(context.Background(), t, nil)
+		if res.Status != sfnlocal.Failed || res.Error != "RolloutFailed" {
+			t.Fatalf("execution %s %s, want RolloutFailed at Start", res.Status, res.Error)
+		}
+		if errs := starts(res); len(errs) != 25 || slices.IndexFunc(errs, func(e string) bool { return e != "AnotherRunActive" }) >= 0 {
+			t.Errorf("Start invocations' errors %v, want AnotherRunActive 25 times (24 retries)", errs)
+		}
+		cause := ""
+		for _, inv := range res.Invocations() {
+			cause += inv.Cause
+		}
+		if !strings.Contains(cause, execARN(other)) {
+			t.Errorf("start's error %q does not name %s", cause, execARN(other))
+		}
+		for a, n := range f.h.Sim.Calls().ByAction {
+			if !strings.HasPrefix(a, "states:") {
+				t.Errorf("%d %s calls by a blocked execution", n, a)
+			}
+		}
+	})
+	t.Run("another policy's run ends while this one waits", func(t *testing.T) {
+		f := newWfFleet(t)
+		weekly := images.ExecutionName("weekly", slotTime, false)
+		f.h.Sim.SeedExecution(ec2sim.Execution{ARN: execARN(weekly), StateMachineARN: sm, Name: weekly, Start: f.h.Sim.Now().Add(-time.Hour)})
+		blocked := 0
+		res := f.run(context.Background(), t, func(e sfnlocal.Event) {
+			if e.Type == "TaskFailed" && e.State == "Start" {
+				if blocked++; blocked == 2 && !f.h.Sim.FinishExecution(execARN(weekly), ec2sim.ExecutionSucceeded) {
+					t.Error("finish the other execution")
+				}
+			}
+		})
+		if res.Status != sfnlocal.Succeeded {
+			t.Fatalf("execution %s %s %s\n%s", res.Status, res.Error, res.Cause, f.rollout.Logs())
+		}
+		if errs := starts(res); !slices.Equal(errs, []string{"AnotherRunActive", "AnotherRunActive", ""}) {
+			t.Errorf("Start invocations' errors %q, want blocked twice, then run", errs)
+		}
+		for _, id := range f.All() {
+			if n := f.imagesPer()[id]; n != 1 {
+				t.Errorf("%s: %d images", id, n)
+			}
+		}
+	})
+	t.Run("transient start error", func(t *testing.T) {
+		f := newWfFleet(t)
+		f.h.Sim.Inject(ec2sim.Fault{Action: "states:ListExecutions", Nth: 1, Code: "AccessDeniedException",
+			Message: "not authorized to perform: states:ListExecutions (injected: the role's new policy not in effect yet)"})
+		res := f.run(context.Background(), t, nil)
+		if res.Status != sfnlocal.Succeeded {
+			t.Fatalf("execution %s %s %s\n%s", res.Status, res.Error, res.Cause, f.rollout.Logs())
+		}
+		if errs := starts(res); len(errs) != 2 || errs[0] == "" || errs[0] == "AnotherRunActive" || errs[1] != "" {
+			t.Errorf("Start invocations' errors %q, want one failure (not AnotherRunActive), then run", errs)
+		}
+		for _, id := range f.All() {
+			if n := f.imagesPer()[id]; n != 1 {
+				t.Errorf("%s: %d images", id, n)
+			}
+		}
+	})
 }

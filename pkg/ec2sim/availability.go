@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -65,6 +66,12 @@ type member struct {
 }
 
 func (m member) unavailable(t time.Time) bool {
+	if m.asg != nil && strings.HasPrefix(m.asg.lifecycleAt(t), "Terminat") {
+		// Leaving the group (Terminating, Terminating:Wait, Terminated):
+		// the capacity it leaves is counted once, by its replacement
+		// while that is Pending, not twice.
+		return false
+	}
 	if _, up := m.in.upSince(t); !up {
 		return true
 	}

@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +19,10 @@ func execARN(name string) string {
 }
 
 // TestStartGuard: start fails, before any EC2 call and naming the other
-// execution, when another execution of the same policy runs and started
-// earlier (on a tie: the smaller name); other policies, dry runs, closed
-// executions and the execution itself do not block.
+// execution, when another execution of the workflow runs and started
+// earlier (on a tie: the smaller name), whatever its policy (issue 13, H2:
+// two policies may reach one fleet), with *AnotherRunActive (M4); dry runs,
+// closed executions, later ones and the execution itself do not block.
 func TestStartGuard(t *testing.T) {
 	self := "nightly-20261124T030000Z"
 	input := `{"policy":"nightly","time":"` + tags.FormatTime(slot) + `"}`
@@ -42,7 +44,12 @@ func TestStartGuard(t *testing.T) {
 		{name: "same policy, started later: it stops, not this one", selfSeen: true, seeds: []seed{{name: "nightly-20261124T100000Z", start: time.Minute}}},
 		{name: "tie, smaller name goes first", selfSeen: true, seeds: []seed{{name: "nightly-20261123T030000Z"}}, blocker: "nightly-20261123T030000Z"},
 		{name: "tie, larger name waits", selfSeen: true, seeds: []seed{{name: "nightly-20261125T030000Z"}}},
-		{name: "other policy", selfSeen: true, seeds: []seed{{name: "weekly-20261123T030000Z", start: -time.Hour}}},
+		// Two policies may select the same fleet (daily and weekly tags on
+		// one Auto Scaling group): executions of all policies run one at a time.
+		{name: "other policy started earlier", selfSeen: true, seeds: []seed{{name: "weekly-20261123T030000Z", start: -time.Hour}}, blocker: "weekly-20261123T030000Z"},
+		{name: "other policy, tie, smaller name goes first", selfSeen: true, seeds: []seed{{name: "daily-20261124T030000Z"}}, blocker: "daily-20261124T030000Z"},
+		{name: "other policy started later", selfSeen: true, seeds: []seed{{name: "weekly-20261124T030000Z", start: time.Minute}}},
+		{name: "dry run of another policy", selfSeen: true, seeds: []seed{{name: "weekly-20261123T030000Z-dry-run", start: -time.Hour}}},
 		{name: "dry run of the policy", selfSeen: true, seeds: []seed{{name: "nightly-20261123T030000Z-dry-run", start: -time.Hour}}},
 		{name: "closed execution of the policy", selfSeen: true, seeds: []seed{{name: "nightly-20261123T030000Z", start: -time.Hour, status: ec2sim.ExecutionSucceeded}}},
 		{name: "foreign name, input of the policy", selfSeen: true, seeds: []seed{{name: "console-run-1", input: input, start: -time.Hour}}, blocker: "console-run-1"},
@@ -82,6 +89,11 @@ func TestStartGuard(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), execARN(c.blocker)) {
 				t.Fatalf("start: %v, want an error naming %s", err, execARN(c.blocker))
+			}
+			// Unwrapped, so that Lambda's errorType (the type name, see
+			// pkg/invoke) is what the state machine's Start retries.
+			if a, ok := err.(*rollout.AnotherRunActive); !ok || reflect.TypeOf(err).Elem().Name() != "AnotherRunActive" || a.Other != execARN(c.blocker) {
+				t.Errorf("start error %T %v: want *rollout.AnotherRunActive itself", err, err)
 			}
 			if ec2 != 0 {
 				t.Errorf("blocked start made %d EC2 calls: %v", ec2, f.env.Sim.Calls().ByAction)

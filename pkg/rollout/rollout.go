@@ -14,14 +14,17 @@
 //
 // start selects the instances (pkg/backup's selection), leaves out the
 // ones whose image of the slot exists (a repeated execution reboots none
-// of them again), images the opted-out ones without reboot exactly as the
-// backup does, finds each instance's target groups, plans the waves
-// (pkg/waves) and looks for what an earlier execution left out of service
-// (drain.Stranded). Each step then: restores the leftovers first; checks
-// the instances in flight (drain.Health), puts back those that are OK
-// (drain.Restore) and records them healthy once back in service
-// (waves.Progress.Observe: one not healthy healthTimeout after its drain
-// began halts its group); starts the members that have room (Ready,
+// of them again), finds each instance's target groups, plans the waves
+// (pkg/waves), looks for what an earlier execution left out of service
+// (drain.Stranded), rejects a plan whose state could outgrow
+// MaxResultBytes, and only then (its first change) images the opted-out
+// ones without reboot exactly as the backup does. Each step then:
+// restores the leftovers first; checks the instances in flight
+// (drain.Health), puts back those that are OK (drain.Restore) and records
+// them healthy once back in service (waves.Progress.Observe: one not
+// healthy healthTimeout after its drain began halts its group, as does one
+// terminated during the run or not in service at its turn:
+// waves.Progress.Halt); starts the members that have room (Ready,
 // rolling); drains them (drain.Drain); and calls CreateImage for the
 // drained ones through pkg/backup (same names, tags in the call,
 // idempotent through the slot listing and the duplicate path). restore
@@ -75,6 +78,20 @@ const (
 // 256 KB with the plan of 10,000 instances (BenchmarkState10k), and one
 // step's drain and CreateImage calls fit an invocation easily.
 const MaxInFlight = 400
+
+// MaxResultBytes bounds what start, step and restore return (the state
+// the execution carries). Step Functions allows 256 KB (262,144 bytes) per
+// state's input and output, and exceeding it fails the execution with
+// States.DataLimitExceeded, which no Catch (States.ALL included) catches:
+// the restore-after-error loop would never run. The margin (about 16 KB)
+// leaves room for what the state machine adds beside the state (a caught
+// error in $.error). Over it, the action fails with an ordinary error
+// that the Catch handles with the previous, smaller state, and start
+// rejects a plan whose peak could reach it (checkPeak).
+const MaxResultBytes = 240 << 10
+
+// maxResultBytes is MaxResultBytes; tests lower it.
+var maxResultBytes = MaxResultBytes
 
 // RestoreWait is the wait between two restore rounds: ExitStandby and a
 // target's health checks take tens of seconds.
@@ -162,10 +179,9 @@ type State struct {
 	// of Standby, its group replaces it). Not "not restored": nothing is
 	// left in Standby or deregistered by us.
 	Replaced []drain.InstanceProgress `json:"replaced,omitempty"`
-	// NotInService: instances Drain skipped (an Auto Scaling lifecycle
-	// state other than InService, or Standby not by us): not rebooted, not
-	// failed. Their slots are Errored in the progress (waves has no other
-	// terminal state for one instance); finish counts them as skipped.
+	// NotInService: instances Drain skipped, as states of earlier versions
+	// recorded them (Errored slots, counted as skipped by finish). Such an
+	// instance now halts its group (waves.Progress.Halt): it is not added.
 	NotInService []string `json:"notInService,omitempty"`
 	// RestoreRounds counts restore actions, so that a target that never
 	// becomes healthy cannot keep the execution polling until its history
@@ -207,16 +223,76 @@ func (r *Roller) Handle(ctx context.Context, raw []byte) (any, error) {
 		r.Log.Error("rejected input; nothing was changed", "error", err.Error())
 		return nil, err
 	}
+	var res *Result
 	switch req.Action {
 	case ActionStart:
-		return r.Start(ctx, req.Input, req.Execution)
+		res, err = r.Start(ctx, req.Input, req.Execution)
 	case ActionStep:
-		return r.Step(ctx, req.State)
+		res, err = r.Step(ctx, req.State)
 	case ActionRestore:
-		return r.Restore(ctx, req.State)
+		res, err = r.Restore(ctx, req.State)
 	default:
 		return r.Finish(ctx, req.State)
 	}
+	if err != nil {
+		return nil, err // unchanged: its type name is Lambda's errorType (AnotherRunActive)
+	}
+	if err := checkSize(req.Action, res); err != nil {
+		r.Log.Error("result too large for the workflow", "error", err.Error())
+		return nil, err
+	}
+	return res, nil
+}
+
+// checkSize fails a result over maxResultBytes (see MaxResultBytes).
+func checkSize(action string, res *Result) error {
+	raw, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("rollout %s: encode the result: %w", action, err)
+	}
+	if len(raw) > maxResultBytes {
+		return fmt.Errorf("rollout %s: the state is %d bytes, over rollout.MaxResultBytes (%d; Step Functions allows 256 KB per state and "+
+			"States.DataLimitExceeded cannot be caught): this action's result is dropped and the workflow puts back what the run took from the previous state; "+
+			"split the policy (its selector) into smaller policies", action, len(raw), maxResultBytes)
+	}
+	return nil
+}
+
+// checkPeak rejects, before start changes anything, a plan whose state
+// could outgrow maxResultBytes during the run: the start state plus the
+// records of the MaxInFlight largest in-flight instances (what the drain
+// took of each, its start time and its draining slot).
+func checkPeak(st *State, plan *waves.Plan, planned []backup.Instance, regs map[string][]drain.Registration) error {
+	raw, err := json.Marshal(&Result{State: st})
+	if err != nil {
+		return fmt.Errorf("rollout start: encode the state: %w", err)
+	}
+	recs := make([]int, 0, len(planned))
+	for _, in := range planned {
+		t := drain.Taken{InstanceID: in.ID, AutoScalingGroup: in.Tags[waves.ASGTag]}
+		for _, rg := range regs[in.ID] {
+			t.Targets = append(t.Targets, rg.Target)
+		}
+		b, err := json.Marshal(t)
+		if err != nil {
+			return fmt.Errorf("rollout start: encode the state: %w", err)
+		}
+		i, _ := plan.Slot(in.ID)
+		// Taken entry and comma; Progress.T `"slot":seconds,` (up to a
+		// year of seconds); Draining `slot,`.
+		recs = append(recs, len(b)+1+2*len(fmt.Sprint(i))+len(`"":12345678,`)+1)
+	}
+	slices.SortFunc(recs, func(a, b int) int { return b - a })
+	peak := len(raw)
+	for _, n := range recs[:min(MaxInFlight, len(recs))] {
+		peak += n
+	}
+	if peak > maxResultBytes {
+		return fmt.Errorf("policy %q: its plan of %d instances would make a state of up to %d bytes (%d at start, plus up to %d instances in flight, rollout.MaxInFlight), "+
+			"over rollout.MaxResultBytes (%d; Step Functions allows 256 KB per state): split the policy (its selector) into smaller policies; nothing was changed",
+			st.Policy, len(plan.Slots), peak, len(raw), min(MaxInFlight, len(recs)), maxResultBytes)
+	}
+	return nil
 }
 
 func (req Request) check() error {
@@ -313,7 +389,9 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
 	if err := r.guard(wctx, log, req, ex); err != nil {
-		log.Error("another execution of the policy runs; nothing was changed", "error", err.Error())
+		// Unwrapped: *AnotherRunActive's type name is the errorType the
+		// state machine retries.
+		log.Error("another execution of the workflow runs, or the check failed; nothing was changed", "error", err.Error())
 		return nil, err
 	}
 	st := &State{V: stateVersion, Policy: pol.Name, Slot: tags.FormatTime(req.Slot), Trigger: req.Trigger, DryRun: req.DryRun,
@@ -408,17 +486,6 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 			planned = append(planned, in)
 		}
 	}
-	if len(direct) > 0 {
-		// The backup's own path: opt-out tag, warnings, crash-consistent
-		// images (or, in a dry run, CreateImage DryRun=true for each).
-		dreq := req
-		dreq.InstanceIDs = direct
-		sum, _ := b.Run(wctx, dreq)
-		r.count(st, sum, nil, nil)
-		if !req.DryRun {
-			st.NoReboot = len(direct)
-		}
-	}
 	var tgs []string
 	regs := map[string][]drain.Registration{}
 	if len(planned) > 0 && (pol.Availability.DrainEnabled() || slices.Contains(pol.Availability.Sources(), config.GroupByTargetGroup)) {
@@ -508,6 +575,23 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 	slices.Sort(st.Draining)
 	if err := st.Progress.Started(plan, resume, time.Unix(st.Began, 0)); err != nil {
 		return nil, fmt.Errorf("rollout start: %w", err)
+	}
+	// Everything above only read: a plan too large for the workflow is
+	// rejected before the first change (the no-reboot images below).
+	if err := checkPeak(st, plan, planned, regs); err != nil {
+		log.Error("plan too large for the workflow; nothing was changed", "error", err.Error())
+		return nil, err
+	}
+	if len(direct) > 0 {
+		// The backup's own path: opt-out tag, warnings, crash-consistent
+		// images (or, in a dry run, CreateImage DryRun=true for each).
+		dreq := req
+		dreq.InstanceIDs = direct
+		sum, _ := b.Run(wctx, dreq)
+		r.count(st, sum, nil, nil)
+		if !req.DryRun {
+			st.NoReboot = len(direct)
+		}
 	}
 	log.Info("rollout planned", "plan", st.PlanText, "selected", st.Selected, "alreadyDone", st.AlreadyDone,
 		"noReboot", st.NoReboot, "targetGroups", len(tgs), "stranded", len(st.Stranded))
@@ -621,9 +705,12 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	for _, h := range hs {
 		if h.Condition == drain.Gone {
 			// Terminated during the run (its Auto Scaling group replaced
-			// it, or anyone did): there is nothing to wait for, and its
-			// group is not halted for it. Restore reports it gone.
-			if err := st.Progress.Fail(l.plan, h.InstanceID, "terminated during the run ("+h.Reason+"): not watched further"); err != nil {
+			// it, or anyone did): nothing to wait for, but its group is a
+			// member short while the replacement boots, so the member must
+			// not free its slot (the next one would take a second member
+			// down): its group halts for the night, like an unhealthy
+			// member. Restore reports it gone.
+			if err := st.Progress.Halt(l.plan, h.InstanceID, "terminated during the run ("+h.Reason+"): its group is a member short; no other member rebooted"); err != nil {
 				return nil, fmt.Errorf("rollout step: %w", err)
 			}
 			restoreNow[h.InstanceID] = true
@@ -709,10 +796,13 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 						return nil, fmt.Errorf("rollout step: %w", err)
 					}
 				case drain.StateSkipped:
-					if err := st.Progress.Fail(l.plan, ip.InstanceID, "skipped: "+ip.Detail); err != nil {
+					// Not InService at its turn (lifecycle wait state,
+					// Pending, an operator's Standby): not rebooted, but its
+					// group is already a member short, so it halts for the
+					// night rather than free the slot for the next member.
+					if err := st.Progress.Halt(l.plan, ip.InstanceID, "not in service at its turn, not rebooted ("+ip.Detail+"): its group is a member short; no other member rebooted"); err != nil {
 						return nil, fmt.Errorf("rollout step: %w", err)
 					}
-					st.NotInService = append(st.NotInService, ip.InstanceID)
 				}
 			}
 		}
@@ -1004,8 +1094,9 @@ func (r *Roller) Finish(ctx context.Context, st *State) (*Summary, error) {
 			}
 		}
 	}
-	// Replaced instances that did not halt a group (terminated mid-run)
-	// are failed instances already; the list says what became of them.
+	// Replaced instances that did not halt a group (e.g. a failed
+	// CreateImage, then terminated) are failed instances already; the list
+	// says what became of them. One terminated mid-run halts its group.
 	if c.Failed > 0 {
 		why = append(why, fmt.Sprintf("%d instances failed", c.Failed))
 	}

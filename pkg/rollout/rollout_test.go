@@ -411,13 +411,11 @@ func (h *hook) CreateImage(ctx context.Context, in *ec2.CreateImageInput, opts .
 
 // TestRolloutAutoScaling: what an Auto Scaling group does to the run, with
 // its health checks on (it replaces unhealthy InService members): a halted
-// member is put back and replaced, and reported so, not "not restored"; an
-// instance terminated mid-run is reported failed and gone, its capacity
-// given back; with the target group attached to the group, the group
-// registers the members and the run does not (no race); members held by
-// a lifecycle hook or in an operator's Standby are skipped with the
-// reason; a target that never becomes healthy ends the restore loop with
-// the reason instead of polling it for ever.
+// member is put back and replaced, and reported so, not "not restored";
+// with the target group attached to the group, the group registers the
+// members and the run does not (no race); a target that never becomes
+// healthy ends the restore loop with the reason instead of polling it for
+// ever. Members terminated or not in service: TestRolloutShortGroupHalts.
 func TestRolloutAutoScaling(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -457,35 +455,6 @@ func TestRolloutAutoScaling(t *testing.T) {
 				}
 				simtest.MaxUnavailable(t, f.env.Sim, f.Web[0])
 			}},
-		{"terminated mid-run", true, simtest.WavesOptions{}, func(t *testing.T, f *fleet) {
-			f.wrap = func(r *rollout.Roller) {
-				r.EC2 = &hook{EC2: r.EC2, after: func(id string) {
-					if id == f.Web[0] {
-						if _, err := f.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
-							t.Error(err)
-						}
-					}
-				}}
-			}
-		}, func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
-			if err == nil || !strings.Contains(err.Error(), "1 instances failed") || strings.Contains(err.Error(), "halted") || strings.Contains(err.Error(), "not back in service") {
-				t.Fatalf("finish: %v", err)
-			}
-			if c := sum.Counts; c.NotRestored != 0 || c.Replaced != 1 || c.Failed != 1 || c.Healthy != 6 {
-				t.Errorf("counts %+v", c)
-			}
-			if !slices.ContainsFunc(sum.Problems, func(p string) bool {
-				return strings.Contains(p, f.Web[0]) && strings.Contains(p, "terminated during the run")
-			}) {
-				t.Errorf("problems %v", sum.Problems)
-			}
-			if d, _ := f.env.Sim.AutoScalingGroupCapacity("", "", "web"); d != 3 {
-				t.Errorf("desired %d, want 3 (the Standby of the terminated member given back)", d)
-			}
-			if per := f.imagesPer(); per[f.Web[1]] != 1 || per[f.Web[2]] != 1 {
-				t.Errorf("the group's other members: %v", per)
-			}
-		}},
 		{"attached target group", true, simtest.WavesOptions{Attach: true}, nil,
 			func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
 				if err != nil {
@@ -507,34 +476,6 @@ func TestRolloutAutoScaling(t *testing.T) {
 					t.Errorf("max unavailable %v", mu)
 				}
 			}},
-		{"lifecycle hook and operator's Standby", true, simtest.WavesOptions{}, func(t *testing.T, f *fleet) {
-			if err := f.env.Sim.SetAutoScalingLifecycle("", "", f.Web[1], "Pending:Wait"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.env.AutoScaling("", "").EnterStandby(context.Background(), &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("web"),
-				InstanceIds: f.Web[2:3], ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
-				t.Fatal(err)
-			}
-		}, func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
-			if err != nil {
-				t.Fatalf("finish: %v (skipped members are not failures)", err)
-			}
-			if c := sum.Counts; c.Skipped != 2 || c.Failed != 0 || c.Healthy != 5 {
-				t.Errorf("counts %+v", c)
-			}
-			for _, want := range []string{f.Web[1] + ": skipped: Auto Scaling group web: lifecycle state Pending:Wait", f.Web[2] + ": skipped: Auto Scaling group web: in Standby"} {
-				if !slices.ContainsFunc(sum.Problems, func(p string) bool { return strings.HasPrefix(p, want) }) {
-					t.Errorf("problems %v, want %q", sum.Problems, want)
-				}
-			}
-			if per := f.imagesPer(); per[f.Web[1]] != 0 || per[f.Web[2]] != 0 || per[f.Web[0]] != 1 {
-				t.Errorf("images %v: the held members must not be rebooted", per)
-			}
-			ms, _ := f.env.Sim.AutoScalingMembers("", "", "web")
-			if ms[f.Web[1]] != "Pending:Wait" || ms[f.Web[2]] != "Standby" {
-				t.Errorf("members %v: the run changed members it skipped", ms)
-			}
-		}},
 		{"target never healthy", false, simtest.WavesOptions{HealthyAfter: 24 * time.Hour}, nil,
 			func(t *testing.T, f *fleet, sum *rollout.Summary, err error) {
 				if err == nil || !strings.Contains(err.Error(), "not back in service") || !strings.Contains(err.Error(), "restore rounds") {
@@ -557,4 +498,143 @@ func TestRolloutAutoScaling(t *testing.T) {
 			tc.check(t, f, sum, err)
 		})
 	}
+}
+
+// TestRolloutShortGroupHalts (issue 13, H1): a member that leaves its group
+// short in a way the run cannot wait out (terminated mid-run while its
+// Auto Scaling group boots a replacement; not InService at its turn: a
+// lifecycle hook's Pending:Wait, an operator's Standby) halts its group for
+// the night: no other member of the group is rebooted, so the group never
+// has more than maxUnavailable (1) members down; the halt names the
+// instance and why, and counts as a halt (GroupsHalted: the alarm fires).
+// The other groups finish. Before the fix such a member freed its slot
+// and the next member was drained at once: two members down.
+func TestRolloutShortGroupHalts(t *testing.T) {
+	cases := []struct {
+		name   string
+		reason string // in the halt
+		setup  func(t *testing.T, f *fleet)
+	}{
+		{"terminated mid-run", "terminated during the run", func(t *testing.T, f *fleet) {
+			f.wrap = func(r *rollout.Roller) {
+				r.EC2 = &hook{EC2: r.EC2, after: func(id string) {
+					if id == f.Web[0] {
+						if _, err := f.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+							t.Error(err)
+						}
+					}
+				}}
+			}
+		}},
+		{"lifecycle hook Pending:Wait", "lifecycle state Pending:Wait", func(t *testing.T, f *fleet) {
+			if err := f.env.Sim.SetAutoScalingLifecycle("", "", f.Web[0], "Pending:Wait"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"operator's Standby", "in Standby", func(t *testing.T, f *fleet) {
+			if _, err := f.env.AutoScaling("", "").EnterStandby(context.Background(), &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("web"),
+				InstanceIds: f.Web[0:1], ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFleetWith(t, true, simtest.WavesOptions{DeregistrationDelay: 60 * time.Second, HealthyAfter: 30 * time.Second})
+			tc.setup(t, f)
+			sum, err, _ := f.execute(t, 0)
+			if mu := simtest.MaxUnavailable(t, f.env.Sim, f.Web[0]); mu["autoscaling:web"] > 1 || mu["targetgroup:web"] > 1 {
+				t.Errorf("max unavailable %v: more than maxUnavailable (1) members of web down at once", mu)
+			}
+			if err == nil || !strings.Contains(err.Error(), "halted at "+f.Web[0]) || !strings.Contains(err.Error(), tc.reason) {
+				t.Fatalf("finish: %v, want the web group halted at %s (%s)", err, f.Web[0], tc.reason)
+			}
+			per := f.imagesPer()
+			if per[f.Web[1]] != 0 || per[f.Web[2]] != 0 {
+				t.Errorf("images %v: no other member of the short group may be rebooted", per)
+			}
+			for _, id := range append(slices.Clone(f.DB), f.Standalone...) {
+				if per[id] != 1 {
+					t.Errorf("%s (other group): %d images", id, per[id])
+				}
+			}
+			if c := sum.Counts; c.Halted != 1 || c.Failed != 0 || c.Healthy != 4 || len(sum.Halts) != 1 || sum.Halts[0].Instance != f.Web[0] || sum.Halts[0].Skipped != 2 {
+				t.Errorf("counts %+v halts %+v", c, sum.Halts)
+			}
+			if !strings.Contains(f.metrics.String(), `"GroupsHalted":1`) {
+				t.Errorf("metrics: %s", f.metrics.String())
+			}
+			if tc.name != "terminated mid-run" {
+				if per[f.Web[0]] != 0 {
+					t.Errorf("%s was not in service: rebooted anyway", f.Web[0])
+				}
+				return
+			}
+			if d, _ := f.env.Sim.AutoScalingGroupCapacity("", "", "web"); d != 3 {
+				t.Errorf("desired %d, want 3 (the Standby of the terminated member given back)", d)
+			}
+			if sum.Counts.Replaced != 1 || sum.Counts.NotRestored != 0 {
+				t.Errorf("counts %+v", sum.Counts)
+			}
+		})
+	}
+}
+
+// TestRolloutStateLimit (issue 13, H3): Step Functions fails an execution
+// whose state exceeds 256 KB with States.DataLimitExceeded, which no Catch
+// catches. A step whose result would exceed rollout.MaxResultBytes fails
+// with an ordinary error instead (the Catch restores from the previous
+// state); start rejects a plan whose state could outgrow the limit before
+// any change (not even the no-reboot image of an opted-out instance),
+// naming the limit and telling the operator to split the policy.
+func TestRolloutStateLimit(t *testing.T) {
+	t.Run("step result over the limit", func(t *testing.T) {
+		f := newFleet(t)
+		input := `{"policy":"nightly","time":"` + tags.FormatTime(slot) + `"}`
+		b, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r result
+		json.Unmarshal(b, &r)
+		// A state grown huge: notes are carried from step to step.
+		var st map[string]any
+		json.Unmarshal(r.State, &st)
+		var notes []string
+		for range 50 {
+			notes = append(notes, strings.Repeat("x", 5200))
+		}
+		st["notes"] = notes
+		f.env.Sim.Advance(time.Duration(r.WaitSeconds) * time.Second)
+		out, err := f.call(t, map[string]any{"action": "step", "state": st})
+		if err == nil || !strings.Contains(err.Error(), "rollout.MaxResultBytes") || !strings.Contains(err.Error(), "split the policy") || out != nil {
+			t.Fatalf("step: %s, %v; want the state limit error and no result", out, err)
+		}
+		// The same state without the notes is fine.
+		delete(st, "notes")
+		if _, err := f.call(t, map[string]any{"action": "step", "state": st}); err != nil {
+			t.Fatalf("step: %v", err)
+		}
+	})
+	t.Run("start rejects a plan too large", func(t *testing.T) {
+		f := newFleet(t)
+		// An opted-out instance: start would image it without reboot.
+		f.env.Sim.SeedFleet("", "", 1, map[string]string{"Backup": "yes", tags.NoReboot: "true"})
+		defer rollout.SetMaxResultBytes(1000)() // the start state fits (about 700 bytes), its peak does not
+		input := `{"policy":"nightly","time":"` + tags.FormatTime(slot) + `"}`
+		_, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
+		if err == nil || !strings.Contains(err.Error(), "rollout.MaxResultBytes (1000;") || !strings.Contains(err.Error(), "split the policy") ||
+			!strings.Contains(err.Error(), `policy "nightly"`) || !strings.Contains(err.Error(), "nothing was changed") {
+			t.Fatalf("start: %v, want the plan rejected naming the limit", err)
+		}
+		t.Log(err)
+		for a, n := range f.env.Sim.Calls().ByAction {
+			if !strings.HasPrefix(a, "Describe") {
+				t.Errorf("%d %s calls by a rejected start", n, a)
+			}
+		}
+		if n := len(f.imagesPer()); n != 0 {
+			t.Errorf("%d instances imaged", n)
+		}
+	})
 }

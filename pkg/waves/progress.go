@@ -12,7 +12,7 @@ const (
 	Pending   byte = '.' // not started
 	Rebooting byte = 'r' // CreateImage called, not healthy yet
 	Healthy   byte = 'o' // back in service
-	Unhealthy byte = 'x' // not healthy within the timeout: its group is halted
+	Unhealthy byte = 'x' // not healthy within the timeout, or left its group short (Halt): its group is halted
 	Skipped   byte = 'h' // not rebooted this night: its group was halted
 	Errored   byte = 'e' // CreateImage failed: not rebooted, group unaffected
 )
@@ -184,23 +184,55 @@ func (pr *Progress) Observe(p *Plan, obs []Observation, now time.Time, timeout t
 			b[i] = Healthy
 			delete(pr.T, i)
 		case since >= timeout:
-			b[i] = Unhealthy
-			delete(pr.T, i)
 			reason := o.Reason
 			if reason == "" {
 				reason = "not healthy"
 			}
-			pr.Problems = append(pr.Problems, Problem{Slot: i, Reason: clip(fmt.Sprintf("not healthy %s after it was started (drain and CreateImage; healthTimeout %s): %s", since, timeout, reason))})
-			g := p.Slots[i].Group
-			for j, s := range p.Slots {
-				if s.Group == g && b[j] == Pending {
-					b[j] = Skipped
-				}
-			}
+			pr.halt(p, b, i, fmt.Sprintf("not healthy %s after it was started (drain and CreateImage; healthTimeout %s): %s", since, timeout, reason))
 		}
 	}
 	pr.S = string(b)
 	return nil
+}
+
+// Halt halts the group of a member in flight or pending that left its
+// group short in a way this run did not cause and cannot wait out: it was
+// terminated during the run (its Auto Scaling group boots a replacement)
+// or it was not InService when its turn came (a lifecycle wait state,
+// Pending, an operator's Standby). Such a member must not free its slot:
+// the group is already a member down, so starting the next one would take
+// it below maxUnavailable. Like an unhealthy member: reported with reason,
+// its group's pending members are skipped (members already in flight
+// finish and are watched).
+func (pr *Progress) Halt(p *Plan, id, reason string) error {
+	if err := pr.check(p); err != nil {
+		return err
+	}
+	i, ok := p.Slot(id)
+	if !ok {
+		return fmt.Errorf("waves: instance %s is not in the plan", id)
+	}
+	if pr.S[i] != Pending && pr.S[i] != Rebooting {
+		return fmt.Errorf("waves: instance %s has status %q, cannot halt its group", id, pr.S[i])
+	}
+	b := []byte(pr.S)
+	pr.halt(p, b, i, reason)
+	pr.S = string(b)
+	return nil
+}
+
+// halt marks slot i Unhealthy in b with reason and skips its group's
+// pending members.
+func (pr *Progress) halt(p *Plan, b []byte, i int, reason string) {
+	b[i] = Unhealthy
+	delete(pr.T, i)
+	pr.Problems = append(pr.Problems, Problem{Slot: i, Reason: clip(reason)})
+	g := p.Slots[i].Group
+	for j, s := range p.Slots {
+		if s.Group == g && b[j] == Pending {
+			b[j] = Skipped
+		}
+	}
 }
 
 func clip(s string) string {

@@ -345,3 +345,39 @@ func TestRunProperties(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressHalt: a member that leaves its group short (terminated, not
+// in service) halts its group at once, whether in flight or pending: no
+// later member of the group is ready, the halt is reported with the
+// reason; other groups go on; a member already done cannot halt.
+func TestProgressHalt(t *testing.T) {
+	p, err := New(fleet(map[string]int{"a": 3, "b": 2}, 0), nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := NewProgress(p, t0)
+	rolling := p.Waves - 1
+	start(t, pr, p, []string{"i-a000", "i-b000"}, t0)
+	if err := pr.Halt(p, "i-a000", "terminated during the run"); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustReady(t, pr, p, 100, rolling); len(got) != 0 {
+		t.Fatalf("ready %v: a is halted, b busy", got)
+	}
+	if err := pr.Observe(p, []Observation{{ID: "i-b000", Healthy: true}}, t0.Add(time.Minute), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustReady(t, pr, p, 100, rolling); fmt.Sprint(got) != "[i-b001]" {
+		t.Fatalf("ready %v, want only b's next member", got)
+	}
+	h := pr.Halts(p)
+	if len(h) != 1 || h[0].Instance != "i-a000" || h[0].Skipped != 2 || h[0].Reason != "terminated during the run" {
+		t.Errorf("halts %+v", h)
+	}
+	if err := pr.Halt(p, "i-b000", "x"); err == nil {
+		t.Error("a healthy member halted its group")
+	}
+	if err := pr.Halt(p, "i-zzz", "x"); err == nil {
+		t.Error("unknown instance accepted")
+	}
+}
