@@ -138,7 +138,7 @@ func rolloutStatements(stack awscdk.Stack, cfg *config.Config, smName string) []
 	st := backupStatements(stack, cfg)
 	return append(st,
 		statement("DescribeForDrain", []string{"ec2:DescribeInstanceStatus", "autoscaling:DescribeAutoScalingInstances",
-			"elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth"}, []string{"*"}, nil),
+			"elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetGroupAttributes", "elasticloadbalancing:DescribeTargetHealth"}, []string{"*"}, nil),
 		// Auto Scaling and ELBv2 scope these by group and target group ARN
 		// (and their tags, which amibackup does not set); the groups are
 		// found at run time from the instances selected.
