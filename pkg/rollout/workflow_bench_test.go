@@ -29,6 +29,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/drain"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/invoke"
 	"github.com/amibackup/amibackup/pkg/rollout"
 	"github.com/amibackup/amibackup/pkg/runner"
@@ -289,7 +290,9 @@ func (wb *workflowBench) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	wb.pendingWait = 0
 	wb.advance(&wb.invoked, invokeLatency)
 	wb.invocations[req.Action]++
-	roller := &rollout.Roller{EC2: wb.ec2, AutoScaling: wb.asg, ELB: wb.elb, Config: wb.cfg,
+	// StepFunctions: the start guard's listing, answered by ec2sim (the
+	// engine's execution is not there: nothing else runs).
+	roller := &rollout.Roller{EC2: wb.ec2, AutoScaling: wb.asg, ELB: wb.elb, Config: wb.cfg, StepFunctions: wb.env.SFN("", ""),
 		Job: runner.Job{Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), Now: wb.sim.Now}}
 	// The function's timeout (15 minutes) as the invocation's deadline.
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Minute)
@@ -396,8 +399,9 @@ func (wb *workflowBench) run(tb testing.TB, ctx context.Context) workflowResult 
 	res, err := eng.Run(ctx, def, input, sfnlocal.Options{
 		Functions:     map[string][]string{sfnlocal.LocalFunctionARN(fnID): {fn.URL + "/2015-03-31/functions/function/invocations"}},
 		WaitOverrides: zero,
-		Name:          "nightly-" + tags.FormatTime(wb.slot),
-		OnEvent:       h.observe,
+		// The name the backup function gives the execution (no ":" allowed).
+		Name:    images.ExecutionName("nightly", wb.slot, false),
+		OnEvent: h.observe,
 	})
 	if err != nil {
 		tb.Fatalf("execution: %v", err)
