@@ -194,6 +194,21 @@ const (
 	StateUnhealthy = "unhealthy"
 )
 
+// Details of a waiting instance that tell the caller when to look again
+// (pkg/rollout schedules its next look from the target group's timings).
+const (
+	// DetailDraining (drain): its targets are draining; the deregistration
+	// delay ends it at the latest.
+	DetailDraining = "targets draining"
+	// DetailRegistering (restore): its targets were registered in this
+	// round; healthy at the earliest after the health check's interval
+	// times its healthy threshold.
+	DetailRegistering = "registering"
+	// DetailTarget prefixes the detail of a registered target that is not
+	// healthy yet: "target <state> <reason>".
+	DetailTarget = "target "
+)
+
 // final reports a state no later part of the round may change.
 func final(state string) bool {
 	switch state {

@@ -144,7 +144,7 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 					continue
 				}
 				register[tg.Group] = append(register[tg.Group], endpoint{id: id, port: tg.Port})
-				prog.set(id, StateWaiting, "registering")
+				prog.set(id, StateWaiting, DetailRegistering)
 			case r.State == thHealthy:
 				prog.set(id, StateDone, "")
 			case cond == Impaired || cond == Stopped:
@@ -152,7 +152,7 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 				// itself is down: waiting would not end.
 				prog.set(id, StateUnhealthy, fmt.Sprintf("registered with %s, target %s (%s), and %s", tg.Group, r.State, r.Reason, reason[id]))
 			default:
-				prog.set(id, StateWaiting, "target "+r.State+" "+r.Reason)
+				prog.set(id, StateWaiting, DetailTarget+r.State+" "+r.Reason)
 			}
 		}
 		if t.empty() {

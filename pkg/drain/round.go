@@ -182,7 +182,7 @@ func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 			}
 		}
 		if waiting {
-			prog.set(t.InstanceID, StateWaiting, "targets draining")
+			prog.set(t.InstanceID, StateWaiting, DetailDraining)
 		} else {
 			prog.set(t.InstanceID, StateDone, "")
 		}

@@ -80,13 +80,14 @@ func apiFor(r *http.Request, p params) *api {
 // 40 with 10 per second, changes 20 with 4 per second, per account, Region
 // and action like EC2's.
 var queryBuckets = map[string]struct{ size, refill float64 }{
-	"DescribeAutoScalingInstances": {40, 10},
-	"EnterStandby":                 {20, 4},
-	"ExitStandby":                  {20, 4},
-	"DescribeTargetGroups":         {40, 10},
-	"DescribeTargetHealth":         {40, 10},
-	"RegisterTargets":              {20, 4},
-	"DeregisterTargets":            {20, 4},
+	"DescribeAutoScalingInstances":  {40, 10},
+	"EnterStandby":                  {20, 4},
+	"ExitStandby":                   {20, 4},
+	"DescribeTargetGroups":          {40, 10},
+	"DescribeTargetGroupAttributes": {40, 10},
+	"DescribeTargetHealth":          {40, 10},
+	"RegisterTargets":               {20, 4},
+	"DeregisterTargets":             {20, 4},
 }
 
 // members reads a Query-protocol list such as InstanceIds.member.1.

@@ -94,6 +94,7 @@ type EC2 interface {
 type ELB interface {
 	drain.ELBv2API
 	DescribeTargetGroups(context.Context, *elasticloadbalancingv2.DescribeTargetGroupsInput, ...func(*elasticloadbalancingv2.Options)) (*elasticloadbalancingv2.DescribeTargetGroupsOutput, error)
+	DescribeTargetGroupAttributes(context.Context, *elasticloadbalancingv2.DescribeTargetGroupAttributesInput, ...func(*elasticloadbalancingv2.Options)) (*elasticloadbalancingv2.DescribeTargetGroupAttributesOutput, error)
 }
 
 // Roller runs the actions.
@@ -143,8 +144,17 @@ type State struct {
 	TargetGroups []string `json:"tgs,omitempty"`
 	// GroupTargets: per plan group, its members' target groups (indices
 	// in TargetGroups) at start; a drain round asks only these (targets.go).
-	GroupTargets map[int][]int   `json:"gtgs,omitempty"`
-	Progress     *waves.Progress `json:"progress"`
+	GroupTargets map[int][]int `json:"gtgs,omitempty"`
+	// TGDelay and TGReady: per target group (indexed like TargetGroups),
+	// its deregistration delay and its health check's interval x healthy
+	// threshold, seconds, read at start (targets.go).
+	TGDelay []int `json:"tgDelay,omitempty"`
+	TGReady []int `json:"tgReady,omitempty"`
+	// Due: per slot in flight, the earliest time worth a look, seconds
+	// after Progress.Start (targets.go); Prev: the previous step's time.
+	Due      map[int]int64   `json:"due,omitempty"`
+	Prev     int64           `json:"prev,omitempty"`
+	Progress *waves.Progress `json:"progress"`
 	// Draining: slots in flight whose drain is not complete (no CreateImage yet).
 	Draining []int `json:"draining,omitempty"`
 	// Taken: what this run took out of service and has not put back.
@@ -422,7 +432,7 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 	var tgs []string
 	regs := map[string][]drain.Registration{}
 	if len(planned) > 0 && (pol.Availability.DrainEnabled() || slices.Contains(pol.Availability.Sources(), config.GroupByTargetGroup)) {
-		all, err := r.targetGroups(wctx)
+		all, healthy, err := r.targetGroups(wctx)
 		if err != nil {
 			return nil, fmt.Errorf("rollout start: %w", err)
 		}
@@ -440,6 +450,11 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 			}
 		}
 		tgs = slices.Sorted(maps.Keys(used))
+		if pol.Availability.DrainEnabled() {
+			if st.TGDelay, st.TGReady, err = r.targetTimings(wctx, tgs, healthy); err != nil {
+				return nil, fmt.Errorf("rollout start: %w", err)
+			}
+		}
 	}
 	st.TargetGroups = tgs
 	ws := make([]waves.Instance, len(planned))
@@ -519,20 +534,25 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 func (r *Roller) begin() *runner.Run { return r.Job.Start(r.Config.Concurrency) }
 
 // targetGroups lists the account's target groups in the Region (ELBv2 has
-// no lookup from instance to target group).
-func (r *Roller) targetGroups(ctx context.Context) ([]string, error) {
+// no lookup from instance to target group) with, per ARN, how long a newly
+// registered target takes at the least to be healthy: its health check's
+// interval x healthy threshold, seconds.
+func (r *Roller) targetGroups(ctx context.Context) ([]string, map[string]int, error) {
 	var out []string
+	healthy := map[string]int{}
 	pg := elasticloadbalancingv2.NewDescribeTargetGroupsPaginator(r.ELB, &elasticloadbalancingv2.DescribeTargetGroupsInput{PageSize: aws.Int32(400)})
 	for pg.HasMorePages() {
 		page, err := pg.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("describe target groups: %w", err)
+			return nil, nil, fmt.Errorf("describe target groups: %w", err)
 		}
 		for _, tg := range page.TargetGroups {
-			out = append(out, aws.ToString(tg.TargetGroupArn))
+			arn := aws.ToString(tg.TargetGroupArn)
+			out = append(out, arn)
+			healthy[arn] = int(aws.ToInt32(tg.HealthCheckIntervalSeconds) * aws.ToInt32(tg.HealthyThresholdCount))
 		}
 	}
-	return out, nil
+	return out, healthy, nil
 }
 
 // count adds a backup batch's outcome to the state; failed instances of
@@ -606,9 +626,12 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	}
 	// 1. Health of the imaged instances in flight; put back the OK ones
 	// and what instances that failed or halted left out of service.
+	nowP := now.Unix() - st.Progress.Start
+	waited := dueNow(st, nowP, timeout)
+	lookNow := func(i int) bool { _, later := st.Due[i]; return !later }
 	var imaged []string
 	for _, id := range st.Progress.InFlight(l.plan) {
-		if i, _ := l.plan.Slot(id); !draining[i] {
+		if i, _ := l.plan.Slot(id); !draining[i] && lookNow(i) {
 			imaged = append(imaged, id)
 		}
 	}
@@ -648,6 +671,9 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	for id, why := range notBack {
+		r.scheduleReturn(l, id, why, nowP, timeout, waited)
+	}
 	for _, h := range hs {
 		if h.Condition != drain.OK {
 			continue
@@ -684,18 +710,27 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		}
 		st.Draining = append(st.Draining, ready...)
 		slices.Sort(st.Draining)
+		for _, i := range ready {
+			delete(st.Due, i) // a stale entry of an earlier run of the slot
+		}
 	}
 	// 3. Drain; CreateImage for the drained.
 	var toImage []string
-	if len(st.Draining) > 0 {
-		ids := make([]string, len(st.Draining))
-		for k, i := range st.Draining {
+	var look []int // draining slots worth a drain round now
+	for _, i := range st.Draining {
+		if lookNow(i) {
+			look = append(look, i)
+		}
+	}
+	if len(look) > 0 {
+		ids := make([]string, len(look))
+		for k, i := range look {
 			ids[k] = l.plan.Slots[i].ID
 		}
 		if !l.pol.Availability.DrainEnabled() {
 			toImage = ids
 		} else {
-			p, err := d.Drain(wctx, drain.Plan{Run: st.Run, Instances: ids, TargetGroups: drainTargets(st, l.plan, st.Draining)})
+			p, err := d.Drain(wctx, drain.Plan{Run: st.Run, Instances: ids, TargetGroups: drainTargets(st, l.plan, look)})
 			if err != nil {
 				return nil, fmt.Errorf("rollout step: %w", err)
 			}
@@ -704,6 +739,12 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 				switch ip.State {
 				case drain.StateDone:
 					toImage = append(toImage, ip.InstanceID)
+				case drain.StateWaiting:
+					// Still draining a step after its DeregisterTargets (no
+					// early completion): not before the delay has passed.
+					if i, _ := l.plan.Slot(ip.InstanceID); ip.Detail == drain.DetailDraining && st.Progress.T[i] < nowP {
+						setDue(st, i, min(st.Progress.T[i]+groupTiming(st, l.plan.Slots[i].Group, st.TGDelay), st.Progress.T[i]+int64(timeout/time.Second)), nowP)
+					}
 				case drain.StateFailed:
 					if err := st.Progress.Fail(l.plan, ip.InstanceID, "not drained, not rebooted: "+ip.Detail); err != nil {
 						return nil, fmt.Errorf("rollout step: %w", err)
@@ -733,6 +774,15 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	if len(st.Draining) == 0 {
 		st.Draining = nil
 	}
+	for i := range st.Due {
+		if st.Progress.S[i] != waves.Rebooting {
+			delete(st.Due, i)
+		}
+	}
+	if len(st.Due) == 0 {
+		st.Due = nil
+	}
+	st.Prev = nowP
 	l.log.Info("rollout step", "pending", st.Progress.Count(waves.Pending), "inFlight", len(st.Progress.InFlight(l.plan)),
 		"draining", len(st.Draining), "healthy", st.Progress.Count(waves.Healthy), "halted", st.Progress.Count(waves.Unhealthy),
 		"failed", st.Progress.Count(waves.Errored), "created", st.Created)
