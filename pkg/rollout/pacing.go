@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"strings"
 	"time"
 
 	"github.com/amibackup/amibackup/pkg/waves"
@@ -66,4 +67,49 @@ func remaining(p *waves.Plan, pr *waves.Progress) time.Duration {
 	}
 	bucket := time.Duration(max(0, pending-waves.CreateImageBucket)) * time.Second / waves.CreateImageRefillPerSecond
 	return max(bucket, time.Duration(chain)*waves.DefaultReboot*time.Second)
+}
+
+// CreateImage's bucket (50, refilled 5 per second) is shared by every
+// CreateImage of the account. A member whose group has nothing to drain
+// (ungrouped, or no Auto Scaling group or target group) is imaged in the
+// step that starts it, so starting more of them than the bucket holds
+// makes the step wait in throttled retries, and with it every group's
+// next observation: 330 throttled CreateImage calls in the 500-instance
+// run (TestWorkflowAtScale), 3% of its bound. The state therefore keeps
+// what the previous step left in the bucket (State.CITokens), and a step
+// starts such members only while the estimate has tokens; members that
+// drain first are not held back (the bucket refills while they drain).
+
+// ciTokens estimates the bucket at now (seconds after Progress.Start): what
+// the previous step left plus the refill since.
+func ciTokens(st *State, now int64) int {
+	return int(min(int64(waves.CreateImageBucket), int64(st.CITokens)+waves.CreateImageRefillPerSecond*max(0, now-st.Prev)))
+}
+
+// imagedAtOnce reports whether plan group g's members are imaged in the
+// step that starts them: nothing to drain first.
+func imagedAtOnce(plan *waves.Plan, st *State, drains bool, g int) bool {
+	return !drains || len(st.GroupTargets[g]) == 0 && !strings.HasPrefix(plan.Groups[g].Key, "asg:")
+}
+
+// paceStarts keeps of ready (Progress.Ready, plan order) the slots that fit
+// tokens; a group whose member is held back starts no later member.
+func paceStarts(plan *waves.Plan, st *State, drains bool, ready []int, tokens int) []int {
+	var out []int
+	held := map[int]bool{}
+	for _, i := range ready {
+		g := plan.Slots[i].Group
+		if held[g] {
+			continue
+		}
+		if imagedAtOnce(plan, st, drains, g) {
+			if tokens <= 0 {
+				held[g] = true
+				continue
+			}
+			tokens--
+		}
+		out = append(out, i)
+	}
+	return out
 }

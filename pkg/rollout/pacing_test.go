@@ -88,3 +88,54 @@ func TestStepWaitStaysInHistory(t *testing.T) {
 	}
 	t.Logf("%d checks over %v", checks, now)
 }
+
+// TestPaceStarts: members imaged at once (ungrouped) start only while the
+// estimated CreateImage bucket has tokens; members that drain first (Auto
+// Scaling groups) always start; the estimate refills 5 per second up to 50.
+func TestPaceStarts(t *testing.T) {
+	p := pacingPlan(t, []int{2, 2}, 100)
+	st := &State{Progress: waves.NewProgress(p, time.Unix(0, 0))}
+	ready, err := st.Progress.Ready(p, 400, p.Waves-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(slots []int) (grouped, atOnce int) {
+		for _, i := range slots {
+			if p.Groups[p.Slots[i].Group].Key == "" {
+				atOnce++
+			} else {
+				grouped++
+			}
+		}
+		return
+	}
+	for _, tc := range []struct {
+		name            string
+		left            int
+		prev, now       int64
+		drains          bool
+		tokens          int
+		grouped, atOnce int
+	}{
+		{"full bucket", 50, 0, 0, true, 50, 2, 50},
+		{"empty, 2 s later", 0, 10, 12, true, 10, 2, 10},
+		{"refill capped at the bucket", 3, 0, 100, true, 50, 2, 50},
+		{"empty now", 0, 10, 10, true, 0, 2, 0},
+		{"no drain: every member imaged at once", 5, 10, 10, false, 5, 0, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st.CITokens, st.Prev = tc.left, tc.prev
+			tokens := ciTokens(st, tc.now)
+			if tokens != tc.tokens {
+				t.Fatalf("tokens %d, want %d", tokens, tc.tokens)
+			}
+			g, a := count(paceStarts(p, st, tc.drains, ready, tokens))
+			if !tc.drains {
+				g, a = 0, g+a
+			}
+			if g != tc.grouped || a != tc.atOnce {
+				t.Errorf("started %d grouped and %d imaged at once, want %d and %d", g, a, tc.grouped, tc.atOnce)
+			}
+		})
+	}
+}

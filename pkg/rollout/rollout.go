@@ -152,8 +152,11 @@ type State struct {
 	TGReady []int `json:"tgReady,omitempty"`
 	// Due: per slot in flight, the earliest time worth a look, seconds
 	// after Progress.Start (targets.go); Prev: the previous step's time.
-	Due      map[int]int64   `json:"due,omitempty"`
-	Prev     int64           `json:"prev,omitempty"`
+	Due  map[int]int64 `json:"due,omitempty"`
+	Prev int64         `json:"prev,omitempty"`
+	// CITokens: what the previous step left in CreateImage's bucket, as
+	// estimated (pacing.go).
+	CITokens int             `json:"cit,omitempty"`
 	Progress *waves.Progress `json:"progress"`
 	// Draining: slots in flight whose drain is not complete (no CreateImage yet).
 	Draining []int `json:"draining,omitempty"`
@@ -429,6 +432,8 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 			st.NoReboot = len(direct)
 		}
 	}
+	// What start's own CreateImage calls left of the bucket (pacing.go).
+	st.CITokens = max(0, waves.CreateImageBucket-len(direct))
 	var tgs []string
 	regs := map[string][]drain.Registration{}
 	if len(planned) > 0 && (pol.Availability.DrainEnabled() || slices.Contains(pol.Availability.Sources(), config.GroupByTargetGroup)) {
@@ -700,11 +705,13 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	// closest to the bound), within the bucket's pace and MaxInFlight.
 	inFlight := len(st.Progress.InFlight(l.plan))
 	limit := min(waves.CreateImageBucket+waves.CreateImageRefillPerSecond*wait, MaxInFlight-inFlight)
+	tokens := ciTokens(st, nowP)
 	if limit > 0 {
 		ready, err := st.Progress.Ready(l.plan, limit, l.plan.Waves-1)
 		if err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
 		}
+		ready = paceStarts(l.plan, st, l.pol.Availability.DrainEnabled(), ready, tokens)
 		if err := st.Progress.Started(l.plan, ready, now); err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
 		}
@@ -782,6 +789,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	if len(st.Due) == 0 {
 		st.Due = nil
 	}
+	st.CITokens = max(0, tokens-len(toImage))
 	st.Prev = nowP
 	l.log.Info("rollout step", "pending", st.Progress.Count(waves.Pending), "inFlight", len(st.Progress.InFlight(l.plan)),
 		"draining", len(st.Draining), "healthy", st.Progress.Count(waves.Healthy), "halted", st.Progress.Count(waves.Unhealthy),
