@@ -156,8 +156,10 @@ type State struct {
 	Prev int64         `json:"prev,omitempty"`
 	// CITokens: what the previous step left in CreateImage's bucket, as
 	// estimated (pacing.go).
-	CITokens int             `json:"cit,omitempty"`
-	Progress *waves.Progress `json:"progress"`
+	CITokens int `json:"cit,omitempty"`
+	// DrainTokens: the same for the drain calls (pacing.go).
+	DrainTokens int             `json:"drt,omitempty"`
+	Progress    *waves.Progress `json:"progress"`
 	// Draining: slots in flight whose drain is not complete (no CreateImage yet).
 	Draining []int `json:"draining,omitempty"`
 	// Taken: what this run took out of service and has not put back.
@@ -434,6 +436,7 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 	}
 	// What start's own CreateImage calls left of the bucket (pacing.go).
 	st.CITokens = max(0, waves.CreateImageBucket-len(direct))
+	st.DrainTokens = drainBucket
 	var tgs []string
 	regs := map[string][]drain.Registration{}
 	if len(planned) > 0 && (pol.Availability.DrainEnabled() || slices.Contains(pol.Availability.Sources(), config.GroupByTargetGroup)) {
@@ -705,13 +708,13 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	// closest to the bound), within the bucket's pace and MaxInFlight.
 	inFlight := len(st.Progress.InFlight(l.plan))
 	limit := min(waves.CreateImageBucket+waves.CreateImageRefillPerSecond*wait, MaxInFlight-inFlight)
-	tokens := ciTokens(st, nowP)
+	tokens, drTokens, took := ciTokens(st, nowP), drainTokens(st, nowP), 0
 	if limit > 0 {
 		ready, err := st.Progress.Ready(l.plan, limit, l.plan.Waves-1)
 		if err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
 		}
-		ready = paceStarts(l.plan, st, l.pol.Availability.DrainEnabled(), ready, tokens)
+		ready, took = paceStarts(l.plan, st, l.pol.Availability.DrainEnabled(), ready, tokens, drTokens)
 		if err := st.Progress.Started(l.plan, ready, now); err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
 		}
@@ -790,6 +793,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		st.Due = nil
 	}
 	st.CITokens = max(0, tokens-len(toImage))
+	st.DrainTokens = max(0, drTokens-took)
 	st.Prev = nowP
 	l.log.Info("rollout step", "pending", st.Progress.Count(waves.Pending), "inFlight", len(st.Progress.InFlight(l.plan)),
 		"draining", len(st.Draining), "healthy", st.Progress.Count(waves.Healthy), "halted", st.Progress.Count(waves.Unhealthy),
