@@ -830,3 +830,40 @@ func TestRestoreGone(t *testing.T) {
 		t.Fatal("the other instance was not restored")
 	}
 }
+
+// TestRestoreDescribesTargetsWhenUsed: the round that takes a member out of
+// Standby does not describe its target groups (its targets are registered
+// once it is InService, a later round); the round that registers does.
+// Before, every round described every target group of the record.
+func TestRestoreDescribesTargetsWhenUsed(t *testing.T) {
+	f := newFleet(t, 1)
+	id := f.web[0]
+	var rec drain.Record
+	until(t, f, 10*time.Second, 5*time.Minute, func() bool {
+		p := drainOK(t, f.d, f.plan(id))
+		rec = p.Record
+		return p.Complete
+	})
+	rounds := []struct {
+		name      string
+		wantState string
+		wantDTH   int
+	}{
+		{"in Standby: ExitStandby only", "leaving Standby", 0},
+		{"Pending: wait", "leaving Standby (Pending)", 0},
+		{"InService: register", drain.DetailRegistering, 1},
+	}
+	for k, r := range rounds {
+		f.env.Sim.ResetCalls()
+		p := restoreOK(t, f.d, rec)
+		ip := state(p, id)
+		if n := f.env.Sim.Calls().Count("DescribeTargetHealth"); ip.Detail != r.wantState || n != r.wantDTH {
+			t.Fatalf("round %d (%s): %s %q with %d DescribeTargetHealth calls, want %q and %d", k, r.name, ip.State, ip.Detail, n, r.wantState, r.wantDTH)
+		}
+		if k == 0 {
+			f.env.Sim.Advance(time.Second) // still Pending (lifecycle delay)
+		} else {
+			f.env.Sim.Advance(time.Minute)
+		}
+	}
+}
