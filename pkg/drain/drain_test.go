@@ -867,3 +867,34 @@ func TestRestoreDescribesTargetsWhenUsed(t *testing.T) {
 		}
 	}
 }
+
+// TestShareReads: a Drainer that shares its reads describes a target group
+// once for its rounds, again only after it changed the group's
+// registrations; the zero Drainer describes it in every round.
+func TestShareReads(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		share bool
+		want  []int // DescribeTargetHealth calls after each round
+	}{
+		{"shared", true, []int{1, 2, 2}}, // round 1 deregisters: round 2 reads again; round 3 changes nothing since
+		{"not shared", false, []int{1, 2, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFleet(t, 1)
+			d := newDrainer(f.env)
+			if tc.share {
+				d.ShareReads()
+			}
+			for k, want := range tc.want {
+				p := drainOK(t, d, f.plan(f.web[3])) // no Auto Scaling group: targets only
+				if ip := state(p, f.web[3]); ip.State != drain.StateWaiting || ip.Detail != drain.DetailDraining {
+					t.Fatalf("round %d: %+v", k, ip)
+				}
+				if n := f.env.Sim.Calls().Count("DescribeTargetHealth"); n != want {
+					t.Fatalf("round %d: %d DescribeTargetHealth calls, want %d", k, n, want)
+				}
+			}
+		})
+	}
+}

@@ -184,6 +184,7 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 		leftover[id] = true
 	}
 	for _, arn := range slices.Sorted(maps.Keys(register)) {
+		d.changed(arn)
 		for _, batch := range chunks(register[arn], targetBatch) {
 			bad, err := d.registerTargets(ctx, arn, batch)
 			if err != nil {

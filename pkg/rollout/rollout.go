@@ -602,7 +602,11 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	run := r.begin()
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
+	// One step's rounds share their target group reads: the round that
+	// sees a member back and the one that drains the group's next member
+	// ask the same target groups (drain.Drainer.ShareReads).
 	d := r.drainer()
+	d.ShareReads()
 	st.Checks++
 	wait := stepWait(l.plan, st.Progress, st.Checks)
 	// Leftovers of earlier executions first: nothing new goes out of
@@ -675,7 +679,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 			restoreNow[t.InstanceID] = true
 		}
 	}
-	restored, notBack, settled, err := r.restoreSome(wctx, l, restoreNow)
+	restored, notBack, settled, err := r.restoreSome(wctx, l, d, restoreNow)
 	if err != nil {
 		return nil, err
 	}
@@ -806,7 +810,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 // Instances nothing was taken from count as back. Those put back as far as
 // they will go while gone or unhealthy (settled, returned too) leave Taken
 // for State.Replaced: polling them again would not change them.
-func (r *Roller) restoreSome(ctx context.Context, l *loaded, ids map[string]bool) (map[string]bool, map[string]string, map[string]drain.InstanceProgress, error) {
+func (r *Roller) restoreSome(ctx context.Context, l *loaded, d *drain.Drainer, ids map[string]bool) (map[string]bool, map[string]string, map[string]drain.InstanceProgress, error) {
 	back := map[string]bool{}
 	notBack := map[string]string{}
 	settled := map[string]drain.InstanceProgress{}
@@ -822,7 +826,7 @@ func (r *Roller) restoreSome(ctx context.Context, l *loaded, ids map[string]bool
 	if len(rec.Instances) == 0 {
 		return back, notBack, settled, nil
 	}
-	p, err := r.drainer().Restore(ctx, rec)
+	p, err := d.Restore(ctx, rec)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("rollout step: %w", err)
 	}
