@@ -75,6 +75,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 
 	"github.com/amibackup/amibackup/pkg/tags"
 )
@@ -137,6 +138,26 @@ type Drainer struct {
 	AutoScaling AutoScalingAPI
 	ELB         ELBv2API
 	EC2         EC2API
+
+	// reads, after ShareReads: each target group's DescribeTargetHealth
+	// answer, until this Drainer changes the group's registrations.
+	reads map[string][]elbtypes.TargetHealthDescription
+}
+
+// ShareReads makes the Drainer's rounds share their DescribeTargetHealth
+// answers: a target group described by one round is not described again by
+// a later round of the same Drainer, unless a round registered or
+// deregistered targets in it since. For one workflow step, whose rounds
+// follow each other within seconds: each round still acts on what AWS
+// said during the step, and the next step reads afresh. Without it (the
+// zero Drainer) every round reads.
+func (d *Drainer) ShareReads() { d.reads = map[string][]elbtypes.TargetHealthDescription{} }
+
+// changed forgets the shared read of a target group the round changed.
+func (d *Drainer) changed(arn string) {
+	if d.reads != nil {
+		delete(d.reads, arn)
+	}
 }
 
 // Plan is one wave: the instances to take out of service and the target
@@ -192,6 +213,21 @@ const (
 	// registered) but not healthy: stopped or impaired. An Auto Scaling
 	// member is replaced by its group; Detail says why.
 	StateUnhealthy = "unhealthy"
+)
+
+// Details of a waiting instance that tell the caller when to look again
+// (pkg/rollout schedules its next look from the target group's timings).
+const (
+	// DetailDraining (drain): its targets are draining; the deregistration
+	// delay ends it at the latest.
+	DetailDraining = "targets draining"
+	// DetailRegistering (restore): its targets were registered in this
+	// round; healthy at the earliest after the health check's interval
+	// times its healthy threshold.
+	DetailRegistering = "registering"
+	// DetailTarget prefixes the detail of a registered target that is not
+	// healthy yet: "target <state> <reason>".
+	DetailTarget = "target "
 )
 
 // final reports a state no later part of the round may change.

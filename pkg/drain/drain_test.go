@@ -830,3 +830,71 @@ func TestRestoreGone(t *testing.T) {
 		t.Fatal("the other instance was not restored")
 	}
 }
+
+// TestRestoreDescribesTargetsWhenUsed: the round that takes a member out of
+// Standby does not describe its target groups (its targets are registered
+// once it is InService, a later round); the round that registers does.
+// Before, every round described every target group of the record.
+func TestRestoreDescribesTargetsWhenUsed(t *testing.T) {
+	f := newFleet(t, 1)
+	id := f.web[0]
+	var rec drain.Record
+	until(t, f, 10*time.Second, 5*time.Minute, func() bool {
+		p := drainOK(t, f.d, f.plan(id))
+		rec = p.Record
+		return p.Complete
+	})
+	rounds := []struct {
+		name      string
+		wantState string
+		wantDTH   int
+	}{
+		{"in Standby: ExitStandby only", "leaving Standby", 0},
+		{"Pending: wait", "leaving Standby (Pending)", 0},
+		{"InService: register", drain.DetailRegistering, 1},
+	}
+	for k, r := range rounds {
+		f.env.Sim.ResetCalls()
+		p := restoreOK(t, f.d, rec)
+		ip := state(p, id)
+		if n := f.env.Sim.Calls().Count("DescribeTargetHealth"); ip.Detail != r.wantState || n != r.wantDTH {
+			t.Fatalf("round %d (%s): %s %q with %d DescribeTargetHealth calls, want %q and %d", k, r.name, ip.State, ip.Detail, n, r.wantState, r.wantDTH)
+		}
+		if k == 0 {
+			f.env.Sim.Advance(time.Second) // still Pending (lifecycle delay)
+		} else {
+			f.env.Sim.Advance(time.Minute)
+		}
+	}
+}
+
+// TestShareReads: a Drainer that shares its reads describes a target group
+// once for its rounds, again only after it changed the group's
+// registrations; the zero Drainer describes it in every round.
+func TestShareReads(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		share bool
+		want  []int // DescribeTargetHealth calls after each round
+	}{
+		{"shared", true, []int{1, 2, 2}}, // round 1 deregisters: round 2 reads again; round 3 changes nothing since
+		{"not shared", false, []int{1, 2, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFleet(t, 1)
+			d := newDrainer(f.env)
+			if tc.share {
+				d.ShareReads()
+			}
+			for k, want := range tc.want {
+				p := drainOK(t, d, f.plan(f.web[3])) // no Auto Scaling group: targets only
+				if ip := state(p, f.web[3]); ip.State != drain.StateWaiting || ip.Detail != drain.DetailDraining {
+					t.Fatalf("round %d: %+v", k, ip)
+				}
+				if n := f.env.Sim.Calls().Count("DescribeTargetHealth"); n != want {
+					t.Fatalf("round %d: %d DescribeTargetHealth calls, want %d", k, n, want)
+				}
+			}
+		})
+	}
+}

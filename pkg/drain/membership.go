@@ -82,11 +82,18 @@ func (d *Drainer) TargetRegistrations(ctx context.Context, ids, groups []string)
 	}
 	out := map[string][]Registration{}
 	for _, arn := range groups {
-		res, err := d.ELB.DescribeTargetHealth(ctx, &elasticloadbalancingv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(arn)})
-		if err != nil {
-			return nil, fmt.Errorf("describe target health of %s: %w", arn, err)
+		ths, shared := d.reads[arn]
+		if !shared {
+			res, err := d.ELB.DescribeTargetHealth(ctx, &elasticloadbalancingv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(arn)})
+			if err != nil {
+				return nil, fmt.Errorf("describe target health of %s: %w", arn, err)
+			}
+			ths = res.TargetHealthDescriptions
+			if d.reads != nil {
+				d.reads[arn] = ths
+			}
 		}
-		for _, th := range res.TargetHealthDescriptions {
+		for _, th := range ths {
 			if th.Target == nil {
 				continue
 			}

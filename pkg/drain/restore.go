@@ -43,14 +43,8 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 		return prog, nil
 	}
 	ids := make([]string, len(rec.Instances))
-	var groups []string
 	for i, t := range rec.Instances {
 		ids[i] = t.InstanceID
-		for _, tg := range t.Targets {
-			if !slices.Contains(groups, tg.Group) {
-				groups = append(groups, tg.Group)
-			}
-		}
 	}
 	health, err := d.Health(ctx, ids)
 	if err != nil {
@@ -67,6 +61,23 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 	ms, err := d.AutoScalingMembership(ctx, ids)
 	if err != nil {
 		return Progress{}, fmt.Errorf("restore: %w", err)
+	}
+	// Targets are looked at only for instances that may be registered in
+	// this round: not for Auto Scaling members still on their way out of
+	// (or into) Standby, whose targets wait until they are InService. That
+	// spares a DescribeTargetHealth per target group in the round that
+	// calls ExitStandby (BenchmarkWorkflow10k: ELBv2's Describe* bucket is
+	// 40, 10 per second).
+	var groups []string
+	for _, t := range rec.Instances {
+		if m, member := ms[t.InstanceID]; t.AutoScalingGroup != "" && member && m.Group == t.AutoScalingGroup && notYetInService(m.Lifecycle) {
+			continue
+		}
+		for _, tg := range t.Targets {
+			if !slices.Contains(groups, tg.Group) {
+				groups = append(groups, tg.Group)
+			}
+		}
 	}
 	regs, err := d.TargetRegistrations(ctx, ids, groups)
 	if err != nil {
@@ -144,7 +155,7 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 					continue
 				}
 				register[tg.Group] = append(register[tg.Group], endpoint{id: id, port: tg.Port})
-				prog.set(id, StateWaiting, "registering")
+				prog.set(id, StateWaiting, DetailRegistering)
 			case r.State == thHealthy:
 				prog.set(id, StateDone, "")
 			case cond == Impaired || cond == Stopped:
@@ -152,7 +163,7 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 				// itself is down: waiting would not end.
 				prog.set(id, StateUnhealthy, fmt.Sprintf("registered with %s, target %s (%s), and %s", tg.Group, r.State, r.Reason, reason[id]))
 			default:
-				prog.set(id, StateWaiting, "target "+r.State+" "+r.Reason)
+				prog.set(id, StateWaiting, DetailTarget+r.State+" "+r.Reason)
 			}
 		}
 		if t.empty() {
@@ -173,6 +184,7 @@ func (d *Drainer) Restore(ctx context.Context, rec Record) (Progress, error) {
 		leftover[id] = true
 	}
 	for _, arn := range slices.Sorted(maps.Keys(register)) {
+		d.changed(arn)
 		for _, batch := range chunks(register[arn], targetBatch) {
 			bad, err := d.registerTargets(ctx, arn, batch)
 			if err != nil {
@@ -237,6 +249,13 @@ func (d *Drainer) registerTargets(ctx context.Context, arn string, batch []endpo
 		}
 	}
 	return bad, nil
+}
+
+// notYetInService: the lifecycle states in which Restore leaves a member's
+// targets for a later round (Standby: ExitStandby first; EnteringStandby:
+// Standby first; Pending: InService first).
+func notYetInService(lifecycle string) bool {
+	return lifecycle == lcStandby || lifecycle == lcEnteringStandby || strings.HasPrefix(lifecycle, lcPending)
 }
 
 func orUnknown(s string) string {

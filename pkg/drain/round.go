@@ -182,12 +182,13 @@ func (d *Drainer) Drain(ctx context.Context, p Plan) (Progress, error) {
 			}
 		}
 		if waiting {
-			prog.set(t.InstanceID, StateWaiting, "targets draining")
+			prog.set(t.InstanceID, StateWaiting, DetailDraining)
 		} else {
 			prog.set(t.InstanceID, StateDone, "")
 		}
 	}
 	for _, arn := range slices.Sorted(maps.Keys(dereg)) {
+		d.changed(arn)
 		for _, batch := range chunks(dereg[arn], targetBatch) {
 			if _, err := d.ELB.DeregisterTargets(ctx, &elasticloadbalancingv2.DeregisterTargetsInput{TargetGroupArn: aws.String(arn), Targets: descriptions(batch)}); err != nil {
 				return Progress{}, fmt.Errorf("drain: deregister %d targets from %s: %w", len(batch), arn, err)

@@ -10,10 +10,11 @@ import (
 )
 
 var elbv2Actions = map[string]handler{
-	"DescribeTargetGroups": (*Sim).describeTargetGroups,
-	"DescribeTargetHealth": (*Sim).describeTargetHealth,
-	"RegisterTargets":      (*Sim).registerTargets,
-	"DeregisterTargets":    (*Sim).deregisterTargets,
+	"DescribeTargetGroups":          (*Sim).describeTargetGroups,
+	"DescribeTargetGroupAttributes": (*Sim).describeTargetGroupAttributes,
+	"DescribeTargetHealth":          (*Sim).describeTargetHealth,
+	"RegisterTargets":               (*Sim).registerTargets,
+	"DeregisterTargets":             (*Sim).deregisterTargets,
 }
 
 // Target health states and reasons (ELBv2 TargetHealth).
@@ -355,6 +356,11 @@ func (s *Sim) describeTargetGroups(c *call) *apiError {
 		x.el("Protocol", "HTTP")
 		x.el("Port", strconv.Itoa(tg.port))
 		x.el("TargetType", "instance")
+		// The health check that makes a target healthy after
+		// HealthyAfter: the AWS default threshold (5) and the interval
+		// that gives HealthyAfter, in whole seconds.
+		x.el("HealthCheckIntervalSeconds", strconv.Itoa(tg.healthInterval()))
+		x.el("HealthyThresholdCount", strconv.Itoa(healthyThreshold))
 		x.close("member")
 	}
 	x.close("TargetGroups")
@@ -372,4 +378,40 @@ func cmpStr(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// healthyThreshold is the HealthyThresholdCount the emulator reports (the
+// AWS default for an instance target group).
+const healthyThreshold = 5
+
+// healthInterval is the HealthCheckIntervalSeconds that, with
+// healthyThreshold, gives the group's HealthyAfter (rounded up).
+func (tg *targetGroup) healthInterval() int {
+	return int((tg.healthyAfter + healthyThreshold*time.Second - 1) / (healthyThreshold * time.Second))
+}
+
+// describeTargetGroupAttributes answers the attribute the emulator models:
+// deregistration_delay.timeout_seconds (ELBv2 API reference,
+// TargetGroupAttribute: "The amount of time, in seconds, for Elastic Load
+// Balancing to wait before changing the state of a deregistering target
+// from draining to unused. The range is 0-3600 seconds. The default value
+// is 300 seconds."), plus the stickiness default, as AWS lists several.
+func (s *Sim) describeTargetGroupAttributes(c *call) *apiError {
+	tg, e := s.targetGroupOf(c)
+	if e != nil {
+		return e
+	}
+	x := c.out
+	x.open("Attributes")
+	for _, kv := range [][2]string{
+		{"deregistration_delay.timeout_seconds", strconv.Itoa(int(tg.delay / time.Second))},
+		{"stickiness.enabled", "false"},
+	} {
+		x.open("member")
+		x.el("Key", kv[0])
+		x.el("Value", kv[1])
+		x.close("member")
+	}
+	x.close("Attributes")
+	return nil
 }

@@ -2,6 +2,7 @@ package ec2sim_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -236,5 +237,48 @@ func TestDescribeTargetGroups(t *testing.T) {
 	}
 	if _, err := elb.DescribeTargetGroups(ctx, &elasticloadbalancingv2.DescribeTargetGroupsInput{Names: []string{"other"}}); err == nil || !strings.Contains(err.Error(), "TargetGroupNotFound") {
 		t.Fatalf("another account's group: %v", err)
+	}
+}
+
+// TestTargetGroupTimings: DescribeTargetGroups reports the health check
+// (interval x threshold = HealthyAfter) and DescribeTargetGroupAttributes
+// the deregistration delay, the two timings a drain waits for.
+func TestTargetGroupTimings(t *testing.T) {
+	env, _ := rebootEnv(t, ec2sim.Options{})
+	ctx := context.Background()
+	elb := env.ELBv2("", "")
+	for _, tc := range []struct {
+		name                 string
+		delay, healthy       time.Duration
+		wantDelay, wantIntvl string
+	}{
+		{"defaults", 0, 0, "300", "30"},
+		{"tuned", 120 * time.Second, 50 * time.Second, "120", "10"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			arn := env.Sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: tc.name, DeregistrationDelay: tc.delay, HealthyAfter: tc.healthy})
+			out, err := elb.DescribeTargetGroups(ctx, &elasticloadbalancingv2.DescribeTargetGroupsInput{TargetGroupArns: []string{arn}})
+			if err != nil || len(out.TargetGroups) != 1 {
+				t.Fatalf("%v %+v", err, out)
+			}
+			tg := out.TargetGroups[0]
+			if got := fmt.Sprint(aws.ToInt32(tg.HealthCheckIntervalSeconds)); got != tc.wantIntvl || aws.ToInt32(tg.HealthyThresholdCount) != 5 {
+				t.Errorf("interval %s threshold %d, want %s and 5", got, aws.ToInt32(tg.HealthyThresholdCount), tc.wantIntvl)
+			}
+			attrs, err := elb.DescribeTargetGroupAttributes(ctx, &elasticloadbalancingv2.DescribeTargetGroupAttributesInput{TargetGroupArn: aws.String(arn)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]string{}
+			for _, a := range attrs.Attributes {
+				got[aws.ToString(a.Key)] = aws.ToString(a.Value)
+			}
+			if got["deregistration_delay.timeout_seconds"] != tc.wantDelay {
+				t.Errorf("attributes %v, want deregistration_delay.timeout_seconds=%s", got, tc.wantDelay)
+			}
+		})
+	}
+	if _, err := elb.DescribeTargetGroupAttributes(ctx, &elasticloadbalancingv2.DescribeTargetGroupAttributesInput{TargetGroupArn: aws.String(ec2sim.TargetGroupARN("", "", "nope"))}); err == nil || !strings.Contains(err.Error(), "TargetGroupNotFound") {
+		t.Fatalf("unknown group: %v", err)
 	}
 }

@@ -74,19 +74,25 @@ func apiFor(r *http.Request, p params) *api {
 	return ec2API
 }
 
-// queryBuckets throttle the Auto Scaling and ELBv2 actions. Unlike EC2's,
-// these services do not publish their token buckets (their API references
-// only name the Throttling error), so the sizes are our assumption: reads
-// 40 with 10 per second, changes 20 with 4 per second, per account, Region
-// and action like EC2's.
+// queryBuckets throttle the Auto Scaling and ELBv2 actions. ELBv2
+// documents its bucket for non-mutating actions: 40 tokens, refilled 10 per
+// second, per account and Region ("Request throttling for the ELB API",
+// https://docs.aws.amazon.com/elasticloadbalancing/latest/userguide/elb-api-throttling.html);
+// it is modelled per action, like EC2's, which is kinder than one bucket
+// shared by every Describe*. Calls services make on the account's behalf
+// (Auto Scaling registering a member) take none of its tokens. The sizes
+// for ELBv2's registrations and for all of Auto Scaling (which publishes
+// none; its API reference only names the Throttling error) are our
+// assumption: reads 40 with 10 per second, changes 20 with 4 per second.
 var queryBuckets = map[string]struct{ size, refill float64 }{
-	"DescribeAutoScalingInstances": {40, 10},
-	"EnterStandby":                 {20, 4},
-	"ExitStandby":                  {20, 4},
-	"DescribeTargetGroups":         {40, 10},
-	"DescribeTargetHealth":         {40, 10},
-	"RegisterTargets":              {20, 4},
-	"DeregisterTargets":            {20, 4},
+	"DescribeAutoScalingInstances":  {40, 10},
+	"EnterStandby":                  {20, 4},
+	"ExitStandby":                   {20, 4},
+	"DescribeTargetGroups":          {40, 10},
+	"DescribeTargetGroupAttributes": {40, 10},
+	"DescribeTargetHealth":          {40, 10},
+	"RegisterTargets":               {20, 4},
+	"DeregisterTargets":             {20, 4},
 }
 
 // members reads a Query-protocol list such as InstanceIds.member.1.

@@ -88,3 +88,51 @@ func TestStepWaitStaysInHistory(t *testing.T) {
 	}
 	t.Logf("%d checks over %v", checks, now)
 }
+
+// TestPaceStarts: members imaged at once (ungrouped) start only while the
+// estimated CreateImage bucket has tokens, members that drain (Auto Scaling
+// groups) while the drain calls' bucket has; both refill by the second up
+// to their size.
+func TestPaceStarts(t *testing.T) {
+	p := pacingPlan(t, []int{2, 2, 2}, 100)
+	st := &State{Progress: waves.NewProgress(p, time.Unix(0, 0))}
+	ready, err := st.Progress.Ready(p, 400, p.Waves-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name                  string
+		ciLeft, drLeft        int
+		prev, now             int64
+		drains                bool
+		ci, dr                int
+		grouped, atOnce, took int
+	}{
+		{"full buckets", 50, 20, 0, 0, true, 50, 20, 3, 50, 3},
+		{"empty, 2 s later", 0, 0, 10, 12, true, 10, 8, 3, 10, 3},
+		{"refill capped at the bucket", 3, 1, 0, 100, true, 50, 20, 3, 50, 3},
+		{"drain bucket nearly empty", 50, 2, 10, 10, true, 50, 2, 2, 50, 2},
+		{"both empty now", 0, 0, 10, 10, true, 0, 0, 0, 0, 0},
+		{"no drain: every member imaged at once", 5, 0, 10, 10, false, 5, 0, 0, 5, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st.CITokens, st.DrainTokens, st.Prev = tc.ciLeft, tc.drLeft, tc.prev
+			ci, dr := ciTokens(st, tc.now), drainTokens(st, tc.now)
+			if ci != tc.ci || dr != tc.dr {
+				t.Fatalf("tokens %d and %d, want %d and %d", ci, dr, tc.ci, tc.dr)
+			}
+			out, took := paceStarts(p, st, tc.drains, ready, ci, dr)
+			grouped, atOnce := 0, 0
+			for _, i := range out {
+				if p.Groups[p.Slots[i].Group].Key == "" || !tc.drains {
+					atOnce++
+				} else {
+					grouped++
+				}
+			}
+			if grouped != tc.grouped || atOnce != tc.atOnce || took != tc.took {
+				t.Errorf("started %d that drain (took %d tokens) and %d imaged at once, want %d (%d) and %d", grouped, took, atOnce, tc.grouped, tc.took, tc.atOnce)
+			}
+		})
+	}
+}

@@ -111,6 +111,7 @@ type EC2 interface {
 type ELB interface {
 	drain.ELBv2API
 	DescribeTargetGroups(context.Context, *elasticloadbalancingv2.DescribeTargetGroupsInput, ...func(*elasticloadbalancingv2.Options)) (*elasticloadbalancingv2.DescribeTargetGroupsOutput, error)
+	DescribeTargetGroupAttributes(context.Context, *elasticloadbalancingv2.DescribeTargetGroupAttributesInput, ...func(*elasticloadbalancingv2.Options)) (*elasticloadbalancingv2.DescribeTargetGroupAttributesOutput, error)
 }
 
 // Roller runs the actions.
@@ -160,8 +161,22 @@ type State struct {
 	TargetGroups []string `json:"tgs,omitempty"`
 	// GroupTargets: per plan group, its members' target groups (indices
 	// in TargetGroups) at start; a drain round asks only these (targets.go).
-	GroupTargets map[int][]int   `json:"gtgs,omitempty"`
-	Progress     *waves.Progress `json:"progress"`
+	GroupTargets map[int][]int `json:"gtgs,omitempty"`
+	// TGDelay and TGReady: per target group (indexed like TargetGroups),
+	// its deregistration delay and its health check's interval x healthy
+	// threshold, seconds, read at start (targets.go).
+	TGDelay []int `json:"tgDelay,omitempty"`
+	TGReady []int `json:"tgReady,omitempty"`
+	// Due: per slot in flight, the earliest time worth a look, seconds
+	// after Progress.Start (targets.go); Prev: the previous step's time.
+	Due  map[int]int64 `json:"due,omitempty"`
+	Prev int64         `json:"prev,omitempty"`
+	// CITokens: what the previous step left in CreateImage's bucket, as
+	// estimated (pacing.go).
+	CITokens int `json:"cit,omitempty"`
+	// DrainTokens: the same for the drain calls (pacing.go).
+	DrainTokens int             `json:"drt,omitempty"`
+	Progress    *waves.Progress `json:"progress"`
 	// Draining: slots in flight whose drain is not complete (no CreateImage yet).
 	Draining []int `json:"draining,omitempty"`
 	// Taken: what this run took out of service and has not put back.
@@ -486,10 +501,13 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 			planned = append(planned, in)
 		}
 	}
+	// What start's own CreateImage calls (below) leave of the bucket (pacing.go).
+	st.CITokens = max(0, waves.CreateImageBucket-len(direct))
+	st.DrainTokens = drainBucket
 	var tgs []string
 	regs := map[string][]drain.Registration{}
 	if len(planned) > 0 && (pol.Availability.DrainEnabled() || slices.Contains(pol.Availability.Sources(), config.GroupByTargetGroup)) {
-		all, err := r.targetGroups(wctx)
+		all, healthy, err := r.targetGroups(wctx)
 		if err != nil {
 			return nil, fmt.Errorf("rollout start: %w", err)
 		}
@@ -507,6 +525,11 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 			}
 		}
 		tgs = slices.Sorted(maps.Keys(used))
+		if pol.Availability.DrainEnabled() {
+			if st.TGDelay, st.TGReady, err = r.targetTimings(wctx, tgs, healthy); err != nil {
+				return nil, fmt.Errorf("rollout start: %w", err)
+			}
+		}
 	}
 	st.TargetGroups = tgs
 	ws := make([]waves.Instance, len(planned))
@@ -603,20 +626,25 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 func (r *Roller) begin() *runner.Run { return r.Job.Start(r.Config.Concurrency) }
 
 // targetGroups lists the account's target groups in the Region (ELBv2 has
-// no lookup from instance to target group).
-func (r *Roller) targetGroups(ctx context.Context) ([]string, error) {
+// no lookup from instance to target group) with, per ARN, how long a newly
+// registered target takes at the least to be healthy: its health check's
+// interval x healthy threshold, seconds.
+func (r *Roller) targetGroups(ctx context.Context) ([]string, map[string]int, error) {
 	var out []string
+	healthy := map[string]int{}
 	pg := elasticloadbalancingv2.NewDescribeTargetGroupsPaginator(r.ELB, &elasticloadbalancingv2.DescribeTargetGroupsInput{PageSize: aws.Int32(400)})
 	for pg.HasMorePages() {
 		page, err := pg.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("describe target groups: %w", err)
+			return nil, nil, fmt.Errorf("describe target groups: %w", err)
 		}
 		for _, tg := range page.TargetGroups {
-			out = append(out, aws.ToString(tg.TargetGroupArn))
+			arn := aws.ToString(tg.TargetGroupArn)
+			out = append(out, arn)
+			healthy[arn] = int(aws.ToInt32(tg.HealthCheckIntervalSeconds) * aws.ToInt32(tg.HealthyThresholdCount))
 		}
 	}
-	return out, nil
+	return out, healthy, nil
 }
 
 // count adds a backup batch's outcome to the state; failed instances of
@@ -658,7 +686,11 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	run := r.begin()
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()
+	// One step's rounds share their target group reads: the round that
+	// sees a member back and the one that drains the group's next member
+	// ask the same target groups (drain.Drainer.ShareReads).
 	d := r.drainer()
+	d.ShareReads()
 	st.Checks++
 	wait := stepWait(l.plan, st.Progress, st.Checks)
 	// Leftovers of earlier executions first: nothing new goes out of
@@ -690,9 +722,12 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	}
 	// 1. Health of the imaged instances in flight; put back the OK ones
 	// and what instances that failed or halted left out of service.
+	nowP := now.Unix() - st.Progress.Start
+	waited := dueNow(st, nowP, timeout)
+	lookNow := func(i int) bool { _, later := st.Due[i]; return !later }
 	var imaged []string
 	for _, id := range st.Progress.InFlight(l.plan) {
-		if i, _ := l.plan.Slot(id); !draining[i] {
+		if i, _ := l.plan.Slot(id); !draining[i] && lookNow(i) {
 			imaged = append(imaged, id)
 		}
 	}
@@ -710,7 +745,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 			// not free its slot (the next one would take a second member
 			// down): its group halts for the night, like an unhealthy
 			// member. Restore reports it gone.
-			if err := st.Progress.Halt(l.plan, h.InstanceID, "terminated during the run ("+h.Reason+"): its group is a member short; no other member rebooted"); err != nil {
+			if err := st.Progress.Halt(l.plan, h.InstanceID, "terminated during the run, its group a member short: no other member rebooted ("+h.Reason+")"); err != nil {
 				return nil, fmt.Errorf("rollout step: %w", err)
 			}
 			restoreNow[h.InstanceID] = true
@@ -731,9 +766,12 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 			restoreNow[t.InstanceID] = true
 		}
 	}
-	restored, notBack, settled, err := r.restoreSome(wctx, l, restoreNow)
+	restored, notBack, settled, err := r.restoreSome(wctx, l, d, restoreNow)
 	if err != nil {
 		return nil, err
+	}
+	for id, why := range notBack {
+		r.scheduleReturn(l, id, why, nowP, timeout, waited)
 	}
 	for _, h := range hs {
 		if h.Condition != drain.OK {
@@ -761,28 +799,39 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	// closest to the bound), within the bucket's pace and MaxInFlight.
 	inFlight := len(st.Progress.InFlight(l.plan))
 	limit := min(waves.CreateImageBucket+waves.CreateImageRefillPerSecond*wait, MaxInFlight-inFlight)
+	tokens, drTokens, took := ciTokens(st, nowP), drainTokens(st, nowP), 0
 	if limit > 0 {
 		ready, err := st.Progress.Ready(l.plan, limit, l.plan.Waves-1)
 		if err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
 		}
+		ready, took = paceStarts(l.plan, st, l.pol.Availability.DrainEnabled(), ready, tokens, drTokens)
 		if err := st.Progress.Started(l.plan, ready, now); err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
 		}
 		st.Draining = append(st.Draining, ready...)
 		slices.Sort(st.Draining)
+		for _, i := range ready {
+			delete(st.Due, i) // a stale entry of an earlier run of the slot
+		}
 	}
 	// 3. Drain; CreateImage for the drained.
 	var toImage []string
-	if len(st.Draining) > 0 {
-		ids := make([]string, len(st.Draining))
-		for k, i := range st.Draining {
+	var look []int // draining slots worth a drain round now
+	for _, i := range st.Draining {
+		if lookNow(i) {
+			look = append(look, i)
+		}
+	}
+	if len(look) > 0 {
+		ids := make([]string, len(look))
+		for k, i := range look {
 			ids[k] = l.plan.Slots[i].ID
 		}
 		if !l.pol.Availability.DrainEnabled() {
 			toImage = ids
 		} else {
-			p, err := d.Drain(wctx, drain.Plan{Run: st.Run, Instances: ids, TargetGroups: drainTargets(st, l.plan, st.Draining)})
+			p, err := d.Drain(wctx, drain.Plan{Run: st.Run, Instances: ids, TargetGroups: drainTargets(st, l.plan, look)})
 			if err != nil {
 				return nil, fmt.Errorf("rollout step: %w", err)
 			}
@@ -791,6 +840,12 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 				switch ip.State {
 				case drain.StateDone:
 					toImage = append(toImage, ip.InstanceID)
+				case drain.StateWaiting:
+					// Still draining a step after its DeregisterTargets (no
+					// early completion): not before the delay has passed.
+					if i, _ := l.plan.Slot(ip.InstanceID); ip.Detail == drain.DetailDraining && st.Progress.T[i] < nowP {
+						setDue(st, i, min(st.Progress.T[i]+groupTiming(st, l.plan.Slots[i].Group, st.TGDelay), st.Progress.T[i]+int64(timeout/time.Second)), nowP)
+					}
 				case drain.StateFailed:
 					if err := st.Progress.Fail(l.plan, ip.InstanceID, "not drained, not rebooted: "+ip.Detail); err != nil {
 						return nil, fmt.Errorf("rollout step: %w", err)
@@ -800,7 +855,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 					// Pending, an operator's Standby): not rebooted, but its
 					// group is already a member short, so it halts for the
 					// night rather than free the slot for the next member.
-					if err := st.Progress.Halt(l.plan, ip.InstanceID, "not in service at its turn, not rebooted ("+ip.Detail+"): its group is a member short; no other member rebooted"); err != nil {
+					if err := st.Progress.Halt(l.plan, ip.InstanceID, "not in service at its turn, its group a member short: not rebooted, nor any other member ("+ip.Detail+")"); err != nil {
 						return nil, fmt.Errorf("rollout step: %w", err)
 					}
 				}
@@ -823,6 +878,17 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	if len(st.Draining) == 0 {
 		st.Draining = nil
 	}
+	for i := range st.Due {
+		if st.Progress.S[i] != waves.Rebooting {
+			delete(st.Due, i)
+		}
+	}
+	if len(st.Due) == 0 {
+		st.Due = nil
+	}
+	st.CITokens = max(0, tokens-len(toImage))
+	st.DrainTokens = max(0, drTokens-took)
+	st.Prev = nowP
 	l.log.Info("rollout step", "pending", st.Progress.Count(waves.Pending), "inFlight", len(st.Progress.InFlight(l.plan)),
 		"draining", len(st.Draining), "healthy", st.Progress.Count(waves.Healthy), "halted", st.Progress.Count(waves.Unhealthy),
 		"failed", st.Progress.Count(waves.Errored), "created", st.Created)
@@ -834,7 +900,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 // Instances nothing was taken from count as back. Those put back as far as
 // they will go while gone or unhealthy (settled, returned too) leave Taken
 // for State.Replaced: polling them again would not change them.
-func (r *Roller) restoreSome(ctx context.Context, l *loaded, ids map[string]bool) (map[string]bool, map[string]string, map[string]drain.InstanceProgress, error) {
+func (r *Roller) restoreSome(ctx context.Context, l *loaded, d *drain.Drainer, ids map[string]bool) (map[string]bool, map[string]string, map[string]drain.InstanceProgress, error) {
 	back := map[string]bool{}
 	notBack := map[string]string{}
 	settled := map[string]drain.InstanceProgress{}
@@ -850,7 +916,7 @@ func (r *Roller) restoreSome(ctx context.Context, l *loaded, ids map[string]bool
 	if len(rec.Instances) == 0 {
 		return back, notBack, settled, nil
 	}
-	p, err := r.drainer().Restore(ctx, rec)
+	p, err := d.Restore(ctx, rec)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("rollout step: %w", err)
 	}

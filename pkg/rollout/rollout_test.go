@@ -531,7 +531,7 @@ func TestRolloutShortGroupHalts(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"operator's Standby", "in Standby", func(t *testing.T, f *fleet) {
+		{"operator's Standby", "Standby, not put there by amibackup", func(t *testing.T, f *fleet) {
 			if _, err := f.env.AutoScaling("", "").EnterStandby(context.Background(), &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("web"),
 				InstanceIds: f.Web[0:1], ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
 				t.Fatal(err)

@@ -1,8 +1,16 @@
 package rollout
 
 import (
+	"context"
+	"fmt"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 
 	"github.com/amibackup/amibackup/pkg/drain"
 	"github.com/amibackup/amibackup/pkg/waves"
@@ -60,4 +68,116 @@ func drainTargets(st *State, plan *waves.Plan, slots []int) []string {
 		out = append(out, st.TargetGroups[k])
 	}
 	return out
+}
+
+// When to look again. Most of a member's time out of service is spent
+// waiting for ELBv2: its targets drain for the target group's
+// deregistration delay, and once registered again they are healthy only
+// after the health check passed HealthyThresholdCount times,
+// HealthCheckIntervalSeconds apart. Looking every step meanwhile cost one
+// DescribeTargetHealth per target group per step (plus the Auto Scaling and
+// EC2 reads of the round): at 10,000 instances behind 400 target groups,
+// 49,470 throttled DescribeTargetHealth calls and 9,592 s of the run spent
+// in throttled retries (BenchmarkWorkflow10k). The state therefore keeps
+// per target group its two timings (read once at start) and per member in
+// flight the earliest time worth a look (State.Due), and a step leaves the
+// others alone:
+//   - draining: looked at in the step after its DeregisterTargets (a target
+//     without in-flight requests completes its deregistration at once), then
+//     not before its start plus the longest deregistration delay of its
+//     group's target groups;
+//   - returning: not before its registration plus the longest interval x
+//     threshold of its group's target groups (registered by us in this
+//     round, or by its Auto Scaling group since the previous step).
+// A member is always looked at once its healthTimeout has passed, so a
+// halt is decided on what AWS says at that step, as before.
+
+// targetTimings reads each target group's deregistration delay
+// (DescribeTargetGroupAttributes, deregistration_delay.timeout_seconds) and
+// takes its interval x healthy threshold from healthy (DescribeTargetGroups),
+// in seconds, in the order of tgs.
+func (r *Roller) targetTimings(ctx context.Context, tgs []string, healthy map[string]int) (delay, ready []int, err error) {
+	delay, ready = make([]int, len(tgs)), make([]int, len(tgs))
+	for k, arn := range tgs {
+		ready[k] = healthy[arn]
+		out, err := r.ELB.DescribeTargetGroupAttributes(ctx, &elasticloadbalancingv2.DescribeTargetGroupAttributesInput{TargetGroupArn: aws.String(arn)})
+		if err != nil {
+			return nil, nil, fmt.Errorf("describe target group attributes of %s: %w", arn, err)
+		}
+		for _, a := range out.Attributes {
+			if aws.ToString(a.Key) == "deregistration_delay.timeout_seconds" {
+				// 0-3600 (TargetGroupAttribute); anything else is ignored
+				// (looked at every step, as without the attribute).
+				if n, err := strconv.Atoi(aws.ToString(a.Value)); err == nil && n >= 0 && n <= 3600 {
+					delay[k] = n
+				}
+			}
+		}
+	}
+	return delay, ready, nil
+}
+
+// groupTiming is the longest of per (indexed like TargetGroups) over plan
+// group g's target groups: 0 when unknown (a state without timings).
+func groupTiming(st *State, g int, per []int) int64 {
+	var out int64
+	for _, k := range st.GroupTargets[g] {
+		if k >= 0 && k < len(per) {
+			out = max(out, int64(per[k]))
+		}
+	}
+	return out
+}
+
+// dueNow removes from State.Due the slots whose time has come (or whose
+// healthTimeout has passed: a halt is decided on a fresh look) and returns
+// them; a slot still in Due is not looked at in this step.
+func dueNow(st *State, now int64, timeout time.Duration) map[int]bool {
+	out := map[int]bool{}
+	for i, due := range st.Due {
+		t, inFlight := st.Progress.T[i]
+		if !inFlight || now >= due || time.Duration(now-t)*time.Second >= timeout {
+			out[i] = true
+			delete(st.Due, i)
+		}
+	}
+	return out
+}
+
+// setDue records when slot i is next worth a look; a time not after now
+// clears it.
+func setDue(st *State, i int, due, now int64) {
+	if due <= now {
+		delete(st.Due, i)
+		return
+	}
+	if st.Due == nil {
+		st.Due = map[int]int64{}
+	}
+	st.Due[i] = due
+}
+
+// scheduleReturn sets when a member put back in this step (why: its restore
+// round's "state detail") is next worth a look: registered now, not before
+// its group's interval x threshold from now; registered since the previous
+// step (by its Auto Scaling group), not before that from the previous step.
+// Anything else (leaving Standby, a target failing its checks) is looked at
+// in the next step.
+// A member that was waited for (waited: its due time came) is looked at
+// every step from then on: its registration is the one waited for.
+func (r *Roller) scheduleReturn(l *loaded, id, why string, now int64, timeout time.Duration, waited map[int]bool) {
+	st := l.st
+	i, ok := l.plan.Slot(id)
+	if !ok || st.Progress.S[i] != waves.Rebooting {
+		return
+	}
+	ready := groupTiming(st, l.plan.Slots[i].Group, st.TGReady)
+	var due int64
+	switch detail := strings.TrimPrefix(why, drain.StateWaiting+" "); {
+	case detail == drain.DetailRegistering:
+		due = now + ready
+	case strings.HasPrefix(detail, drain.DetailTarget+"initial") && !waited[i]:
+		due = st.Prev + ready
+	}
+	setDue(st, i, min(due, st.Progress.T[i]+int64(timeout/time.Second)), now)
 }
