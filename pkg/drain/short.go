@@ -12,13 +12,22 @@ import (
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 )
 
-// Health states of a target that leave its group with the capacity it
+// targetUp reports whether a target leaves its group with the capacity it
 // has: healthy; unavailable (health checks disabled: it serves); unused
-// (not registered any more, or in an Availability Zone the load balancer
-// does not use: it served nothing before either). initial, unhealthy and
-// draining are a target down (ELBv2 API reference, TargetHealth).
-var targetWhole = []elbtypes.TargetHealthStateEnum{elbtypes.TargetHealthStateEnumHealthy,
-	elbtypes.TargetHealthStateEnumUnavailable, elbtypes.TargetHealthStateEnumUnused}
+// because it is not registered any more (Target.NotRegistered) or its
+// Availability Zone is not enabled for the load balancer (Target.NotInUse:
+// it served nothing before either). initial, unhealthy, draining, and
+// unused because the instance is not running (Target.InvalidState) are a
+// target down (ELBv2 API reference, TargetHealth).
+func targetUp(h *elbtypes.TargetHealth) bool {
+	switch h.State {
+	case elbtypes.TargetHealthStateEnumHealthy, elbtypes.TargetHealthStateEnumUnavailable:
+		return true
+	case elbtypes.TargetHealthStateEnumUnused:
+		return h.Reason == elbtypes.TargetHealthReasonEnumNotRegistered || h.Reason == elbtypes.TargetHealthReasonEnumNotInUse
+	}
+	return false
+}
 
 // Short reports, per Auto Scaling group (key "asg:<name>") and target group
 // (key "tg:<arn>") asked, why it is short right now: a member other than
@@ -72,8 +81,12 @@ func (d *Drainer) Short(ctx context.Context, asgs, tgs []string, ours map[string
 			if th.Target == nil || th.TargetHealth == nil || ours[aws.ToString(th.Target.Id)] {
 				continue
 			}
-			if !slices.Contains(targetWhole, th.TargetHealth.State) {
-				why = append(why, aws.ToString(th.Target.Id)+" "+string(th.TargetHealth.State))
+			if !targetUp(th.TargetHealth) {
+				w := aws.ToString(th.Target.Id) + " " + string(th.TargetHealth.State)
+				if th.TargetHealth.State == elbtypes.TargetHealthStateEnumUnused {
+					w += "/" + string(th.TargetHealth.Reason)
+				}
+				why = append(why, w)
 			}
 		}
 		if len(why) > 0 {

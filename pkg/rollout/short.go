@@ -105,7 +105,7 @@ func (r *Roller) whole(ctx context.Context, l *loaded, d *drain.Drainer, ready [
 		if since := time.Duration(nowP-w.Since) * time.Second; since >= timeout && !halted[g] {
 			halted[g] = true
 			delete(st.Short, g)
-			if err := st.Progress.Halt(plan, plan.Slots[i].ID, fmt.Sprintf("group short for %s since this member was due (healthTimeout %s), not rebooted, nor any other member: %s", since, timeout, w.Why)); err != nil {
+			if err := st.Progress.Halt(plan, plan.Slots[i].ID, fmt.Sprintf("group short %s since due (healthTimeout %s): %s", since, timeout, w.Why)); err != nil {
 				return nil, err
 			}
 		}
