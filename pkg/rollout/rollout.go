@@ -305,6 +305,8 @@ func checkPeak(st *State, plan *waves.Plan, planned []backup.Instance, regs map[
 	for _, n := range recs[:min(MaxInFlight, len(recs))] {
 		peak += n
 	}
+	// Groups waiting because they are short for another reason (short.go).
+	peak += min(MaxInFlight, len(plan.Groups)) * shortEntryMax
 	if peak > maxResultBytes {
 		return fmt.Errorf("policy %q: its plan of %d instances would make a state of up to %d bytes (%d at start, plus up to %d instances in flight, rollout.MaxInFlight), "+
 			"over rollout.MaxResultBytes (%d; Step Functions allows 256 KB per state): split the policy (its selector) into smaller policies; nothing was changed",

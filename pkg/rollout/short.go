@@ -18,8 +18,12 @@ type Short struct {
 	Why   string `json:"r"`
 }
 
-// maxShortWhy bounds a Short's reason: the state keeps one per waiting group.
+// maxShortWhy bounds a Short's reason: the state keeps one per waiting
+// group, at most MaxInFlight of them (checkPeak counts them).
 const maxShortWhy = 100
+
+// shortEntryMax is the most a State.Short entry takes in JSON.
+var shortEntryMax = len(`"123456":{"t":12345678,"r":""},`) + maxShortWhy
 
 // whole keeps back the members of ready whose group is short right now for
 // a reason other than this run (a scale-out or replacement booting, a
@@ -87,6 +91,9 @@ func (r *Roller) whole(ctx context.Context, l *loaded, d *drain.Drainer, ready [
 			st.Short = map[int]Short{}
 		}
 		w, waiting := st.Short[g]
+		if !waiting && len(st.Short) >= MaxInFlight {
+			continue // held back; its wait is timed once a record is free (checkPeak counts MaxInFlight)
+		}
 		if !waiting {
 			w.Since = nowP
 		}
@@ -101,8 +108,8 @@ func (r *Roller) whole(ctx context.Context, l *loaded, d *drain.Drainer, ready [
 			out = append(out, i)
 			continue
 		}
-		w := st.Short[g]
-		if since := time.Duration(nowP-w.Since) * time.Second; since >= timeout && !halted[g] {
+		w, timed := st.Short[g]
+		if since := time.Duration(nowP-w.Since) * time.Second; timed && since >= timeout && !halted[g] {
 			halted[g] = true
 			delete(st.Short, g)
 			if err := st.Progress.Halt(plan, plan.Slots[i].ID, fmt.Sprintf("group short %s since due (healthTimeout %s): %s", since, timeout, w.Why)); err != nil {
