@@ -64,7 +64,9 @@ func (r *Roller) whole(ctx context.Context, l *loaded, d *drain.Drainer, ready [
 			asgs = append(asgs, name)
 		}
 		for _, k := range st.GroupTargets[g] {
-			tgs = append(tgs, st.TargetGroups[k])
+			if k >= 0 && k < len(st.TargetGroups) {
+				tgs = append(tgs, st.TargetGroups[k])
+			}
 		}
 	}
 	short, err := d.Short(ctx, asgs, tgs, ours)
@@ -78,6 +80,9 @@ func (r *Roller) whole(ctx context.Context, l *loaded, d *drain.Drainer, ready [
 			ws = append(ws, "Auto Scaling group "+name+": "+short["asg:"+name])
 		}
 		for _, k := range st.GroupTargets[g] {
+			if k < 0 || k >= len(st.TargetGroups) {
+				continue
+			}
 			if w := short["tg:"+st.TargetGroups[k]]; w != "" {
 				ws = append(ws, "target group "+tgName(st.TargetGroups[k])+": "+w)
 			}
