@@ -137,7 +137,7 @@ func NewWorkflow(c *Common, cfg *config.Config, root string, policies []config.P
 func rolloutStatements(stack awscdk.Stack, cfg *config.Config, smName string) []awsiam.PolicyStatement {
 	st := backupStatements(stack, cfg)
 	return append(st,
-		statement("DescribeForDrain", []string{"ec2:DescribeInstanceStatus", "autoscaling:DescribeAutoScalingInstances",
+		statement("DescribeForDrain", []string{"ec2:DescribeInstanceStatus", "autoscaling:DescribeAutoScalingInstances", "autoscaling:DescribeAutoScalingGroups",
 			"elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetGroupAttributes", "elasticloadbalancing:DescribeTargetHealth"}, []string{"*"}, nil),
 		// Auto Scaling and ELBv2 scope these by group and target group ARN
 		// (and their tags, which amibackup does not set); the groups are

@@ -28,7 +28,7 @@
 // target groups) and Restore of what it returns, so an earlier execution
 // that was stopped without its Catch leaves nothing out of service.
 //
-// Permissions: autoscaling:DescribeAutoScalingInstances, EnterStandby,
+// Permissions: autoscaling:DescribeAutoScalingInstances, DescribeAutoScalingGroups (Short), EnterStandby,
 // ExitStandby; elasticloadbalancing:DescribeTargetHealth, RegisterTargets,
 // DeregisterTargets; ec2:DescribeInstances, DescribeInstanceStatus, and
 // ec2:CreateTags / ec2:DeleteTags on instances limited to the tag key
@@ -112,6 +112,7 @@ const TagKey = tags.Prefix + "drain"
 // AutoScalingAPI is what the package needs of *autoscaling.Client.
 type AutoScalingAPI interface {
 	DescribeAutoScalingInstances(context.Context, *autoscaling.DescribeAutoScalingInstancesInput, ...func(*autoscaling.Options)) (*autoscaling.DescribeAutoScalingInstancesOutput, error)
+	DescribeAutoScalingGroups(context.Context, *autoscaling.DescribeAutoScalingGroupsInput, ...func(*autoscaling.Options)) (*autoscaling.DescribeAutoScalingGroupsOutput, error)
 	EnterStandby(context.Context, *autoscaling.EnterStandbyInput, ...func(*autoscaling.Options)) (*autoscaling.EnterStandbyOutput, error)
 	ExitStandby(context.Context, *autoscaling.ExitStandbyInput, ...func(*autoscaling.Options)) (*autoscaling.ExitStandbyOutput, error)
 }

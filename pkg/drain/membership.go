@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 
 	"github.com/amibackup/amibackup/pkg/awsclient"
 )
@@ -82,16 +81,9 @@ func (d *Drainer) TargetRegistrations(ctx context.Context, ids, groups []string)
 	}
 	out := map[string][]Registration{}
 	for _, arn := range groups {
-		ths, shared := d.reads[arn]
-		if !shared {
-			res, err := d.ELB.DescribeTargetHealth(ctx, &elasticloadbalancingv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(arn)})
-			if err != nil {
-				return nil, fmt.Errorf("describe target health of %s: %w", arn, err)
-			}
-			ths = res.TargetHealthDescriptions
-			if d.reads != nil {
-				d.reads[arn] = ths
-			}
+		ths, err := d.targetHealth(ctx, arn)
+		if err != nil {
+			return nil, err
 		}
 		for _, th := range ths {
 			if th.Target == nil {

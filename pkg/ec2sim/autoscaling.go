@@ -34,6 +34,7 @@ const asgNameTag = "aws:autoscaling:groupName"
 
 var autoScalingActions = map[string]handler{
 	"DescribeAutoScalingInstances": (*Sim).describeAutoScalingInstances,
+	"DescribeAutoScalingGroups":    (*Sim).describeAutoScalingGroups,
 	"EnterStandby":                 (*Sim).enterStandby,
 	"ExitStandby":                  (*Sim).exitStandby,
 }
@@ -392,4 +393,88 @@ func (s *Sim) AutoScalingGroupCapacity(account, region, name string) (desired in
 		return 0, false
 	}
 	return g.desired, true
+}
+
+// describeAutoScalingGroups: the groups of the account and Region by name
+// (AutoScalingGroupNames; unknown names are left out, as in AWS; none:
+// every group), MaxRecords 1-100 (default 50) and NextToken, each with its
+// sizes, target groups and members. Members spell HealthStatus as
+// DescribeAutoScalingGroups does (Healthy, Unhealthy; Auto Scaling API
+// reference, Instance), unlike DescribeAutoScalingInstances (HEALTHY).
+func (s *Sim) describeAutoScalingGroups(c *call) *apiError {
+	names := c.p.members("AutoScalingGroupNames")
+	maxRecords := 50
+	if v := c.p.get("MaxRecords"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return validationError("1 validation error detected: Value '%s' at 'maxRecords' failed to satisfy constraint: Member must have value between 1 and 100", v)
+		}
+		maxRecords = n
+	}
+	var gs []*autoScaling
+	for _, key := range slices.Sorted(maps.Keys(s.ext.asgs)) {
+		g := s.ext.asgs[key]
+		if g.account == c.account && g.region == c.region && (len(names) == 0 || slices.Contains(names, g.name)) {
+			gs = append(gs, g)
+		}
+	}
+	from := 0
+	if tok := c.p.get("NextToken"); tok != "" {
+		n, err := strconv.Atoi(tok)
+		if err != nil || n < 0 || n > len(gs) {
+			return &apiError{status: 400, code: "InvalidNextToken", msg: "The token '" + tok + "' is invalid."}
+		}
+		from = n
+	}
+	to := min(len(gs), from+maxRecords)
+	now := s.now()
+	x := c.out
+	x.open("AutoScalingGroups")
+	for _, g := range gs[from:to] {
+		x.open("member")
+		x.el("AutoScalingGroupName", g.name)
+		x.el("AutoScalingGroupARN", fmt.Sprintf("arn:aws:autoscaling:%s:%s:autoScalingGroup:00000000-0000-4000-8000-000000000000:autoScalingGroupName/%s", g.region, g.account, g.name))
+		x.el("MinSize", strconv.Itoa(g.min))
+		x.el("MaxSize", strconv.Itoa(g.max))
+		x.el("DesiredCapacity", strconv.Itoa(g.desired))
+		x.el("DefaultCooldown", "300")
+		x.open("AvailabilityZones")
+		x.el("member", g.region+"a")
+		x.close("AvailabilityZones")
+		x.el("HealthCheckType", "EC2")
+		x.el("HealthCheckGracePeriod", strconv.Itoa(int(g.grace/time.Second)))
+		x.el("CreatedTime", ts(time.Unix(0, 0).UTC()))
+		x.open("Instances")
+		for _, id := range g.order {
+			m := g.members[id]
+			lc := m.lifecycleAt(now)
+			if lc == lifecycleTerminated {
+				continue // no longer in the group
+			}
+			health := asgHealth(c.r.instances[id], lc, now)
+			if s.opts.HealthChecks {
+				health = map[bool]string{false: "HEALTHY", true: "UNHEALTHY"}[m.unhealthy]
+			}
+			x.open("member")
+			x.el("InstanceId", id)
+			x.el("InstanceType", "t3.micro")
+			x.el("AvailabilityZone", c.region+"a")
+			x.el("LifecycleState", lc)
+			x.el("HealthStatus", map[string]string{"HEALTHY": "Healthy", "UNHEALTHY": "Unhealthy"}[health])
+			x.el("ProtectedFromScaleIn", "false")
+			x.close("member")
+		}
+		x.close("Instances")
+		x.open("TargetGroupARNs")
+		for _, arn := range g.targetGroups {
+			x.el("member", arn)
+		}
+		x.close("TargetGroupARNs")
+		x.close("member")
+	}
+	x.close("AutoScalingGroups")
+	if to < len(gs) {
+		x.el("NextToken", strconv.Itoa(to))
+	}
+	return nil
 }

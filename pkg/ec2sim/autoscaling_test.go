@@ -341,3 +341,89 @@ func TestQueryThrottlingAndFaults(t *testing.T) {
 		t.Fatalf("faults %v", f)
 	}
 }
+
+// TestDescribeAutoScalingGroups through the SDK: the groups by name
+// (unknown names left out), paged by MaxRecords/NextToken, with sizes,
+// target groups and members (lifecycle state, HealthStatus spelled
+// Healthy/Unhealthy as this action does); MaxRecords out of 1-100 is a
+// ValidationError.
+func TestDescribeAutoScalingGroups(t *testing.T) {
+	env, c := rebootEnv(t, ec2sim.Options{RebootModel: true, LifecycleDelay: 10 * time.Second})
+	ctx := context.Background()
+	as := env.AutoScaling("", "")
+	web := env.Sim.SeedFleet("", "", 3, nil)
+	api := env.Sim.SeedFleet("", "", 2, nil)
+	tg := env.Sim.AddTargetGroup(ec2sim.TargetGroupSpec{Name: "web"})
+	env.Sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: "web", Instances: web, MinSize: 1, TargetGroupARNs: []string{tg}})
+	env.Sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: "api", Instances: api})
+	if err := env.Sim.SetAutoScalingLifecycle("", "", web[2], "Pending:Wait"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.EnterStandby(ctx, &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("web"), InstanceIds: web[1:2], ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	env.Sim.Advance(time.Minute)
+
+	out, err := as.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{"web", "nope"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.AutoScalingGroups) != 1 || out.NextToken != nil {
+		t.Fatalf("groups %+v next %v: want web only", out.AutoScalingGroups, out.NextToken)
+	}
+	g := out.AutoScalingGroups[0]
+	if aws.ToString(g.AutoScalingGroupName) != "web" || aws.ToInt32(g.MinSize) != 1 || aws.ToInt32(g.MaxSize) != 3 || aws.ToInt32(g.DesiredCapacity) != 2 ||
+		len(g.TargetGroupARNs) != 1 || g.TargetGroupARNs[0] != tg || !strings.HasPrefix(aws.ToString(g.AutoScalingGroupARN), "arn:aws:autoscaling:") {
+		t.Errorf("group %+v", g)
+	}
+	want := map[string]string{web[0]: "InService", web[1]: "Standby", web[2]: "Pending:Wait"}
+	if len(g.Instances) != 3 {
+		t.Fatalf("instances %+v", g.Instances)
+	}
+	for _, m := range g.Instances {
+		id := aws.ToString(m.InstanceId)
+		if string(m.LifecycleState) != want[id] || aws.ToString(m.HealthStatus) != "Healthy" || aws.ToString(m.AvailabilityZone) == "" || m.ProtectedFromScaleIn == nil {
+			t.Errorf("%s: %+v, want %s Healthy", id, m, want[id])
+		}
+	}
+
+	// Paging: every group once.
+	var names []string
+	p := autoscaling.NewDescribeAutoScalingGroupsPaginator(as, &autoscaling.DescribeAutoScalingGroupsInput{MaxRecords: aws.Int32(1)})
+	pages := 0
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, g := range page.AutoScalingGroups {
+			names = append(names, aws.ToString(g.AutoScalingGroupName))
+		}
+	}
+	if pages != 2 || strings.Join(names, ",") != "api,web" {
+		t.Errorf("paged %d pages: %v", pages, names)
+	}
+
+	// A member down while InService (rebooted by an image, never up
+	// again) is Unhealthy (the EC2 health check).
+	env.Sim.NeverBoots(api[0])
+	reboot(t, c, api[0], "img-0")
+	env.Sim.Advance(25 * time.Second)
+	out, err = as.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range out.AutoScalingGroups[0].Instances {
+		if h := aws.ToString(m.HealthStatus); (aws.ToString(m.InstanceId) == api[0]) != (h == "Unhealthy") {
+			t.Errorf("%s: %s", aws.ToString(m.InstanceId), h)
+		}
+	}
+
+	for _, n := range []int32{0, 101} {
+		_, err := as.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{MaxRecords: aws.Int32(n)})
+		if code(err) != "ValidationError" {
+			t.Errorf("MaxRecords %d: %v, want ValidationError", n, err)
+		}
+	}
+}

@@ -86,6 +86,7 @@ func apiFor(r *http.Request, p params) *api {
 // assumption: reads 40 with 10 per second, changes 20 with 4 per second.
 var queryBuckets = map[string]struct{ size, refill float64 }{
 	"DescribeAutoScalingInstances":  {40, 10},
+	"DescribeAutoScalingGroups":     {40, 10},
 	"EnterStandby":                  {20, 4},
 	"ExitStandby":                   {20, 4},
 	"DescribeTargetGroups":          {40, 10},

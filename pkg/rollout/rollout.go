@@ -175,8 +175,11 @@ type State struct {
 	// estimated (pacing.go).
 	CITokens int `json:"cit,omitempty"`
 	// DrainTokens: the same for the drain calls (pacing.go).
-	DrainTokens int             `json:"drt,omitempty"`
-	Progress    *waves.Progress `json:"progress"`
+	DrainTokens int `json:"drt,omitempty"`
+	// Short: per plan group, since when its member due waits because the
+	// group is short for another reason (short.go).
+	Short    map[int]Short   `json:"short,omitempty"`
+	Progress *waves.Progress `json:"progress"`
 	// Draining: slots in flight whose drain is not complete (no CreateImage yet).
 	Draining []int `json:"draining,omitempty"`
 	// Taken: what this run took out of service and has not put back.
@@ -302,6 +305,8 @@ func checkPeak(st *State, plan *waves.Plan, planned []backup.Instance, regs map[
 	for _, n := range recs[:min(MaxInFlight, len(recs))] {
 		peak += n
 	}
+	// Groups waiting because they are short for another reason (short.go).
+	peak += min(MaxInFlight, len(plan.Groups)) * shortEntryMax
 	if peak > maxResultBytes {
 		return fmt.Errorf("policy %q: its plan of %d instances would make a state of up to %d bytes (%d at start, plus up to %d instances in flight, rollout.MaxInFlight), "+
 			"over rollout.MaxResultBytes (%d; Step Functions allows 256 KB per state): split the policy (its selector) into smaller policies; nothing was changed",
@@ -372,6 +377,11 @@ func (r *Roller) load(st *State) (*loaded, error) {
 	for _, i := range st.Draining {
 		if i < 0 || i >= len(plan.Slots) || st.Progress.S[i] != waves.Rebooting {
 			return nil, fmt.Errorf("input.state.draining: slot %d is not in flight", i)
+		}
+	}
+	for g := range st.Short {
+		if g < 0 || g >= len(plan.Groups) {
+			return nil, fmt.Errorf("input.state.short: group %d is not in the plan", g)
 		}
 	}
 	l := &loaded{st: st, pol: pol, plan: plan,
@@ -805,6 +815,10 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
 		}
+		// Only into groups whole right now (short.go).
+		if ready, err = r.whole(wctx, l, d, ready, nowP, timeout); err != nil {
+			return nil, fmt.Errorf("rollout step: %w", err)
+		}
 		ready, took = paceStarts(l.plan, st, l.pol.Availability.DrainEnabled(), ready, tokens, drTokens)
 		if err := st.Progress.Started(l.plan, ready, now); err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
@@ -886,6 +900,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	if len(st.Due) == 0 {
 		st.Due = nil
 	}
+	forgetShort(st, l.plan)
 	st.CITokens = max(0, tokens-len(toImage))
 	st.DrainTokens = max(0, drTokens-took)
 	st.Prev = nowP

@@ -42,6 +42,7 @@ type fleet struct {
 	cfg     *config.Config
 	metrics bytes.Buffer
 	wrap    func(*rollout.Roller) // e.g. a checking EC2 client
+	each    func(step int)        // called after each step (the world moving between steps)
 }
 
 // newFleet: a web tier of 3 in Auto Scaling group "web" behind target group
@@ -121,6 +122,9 @@ func (f *fleet) execute(t *testing.T, stopAfter int) (*rollout.Summary, error, i
 		r = result{}
 		json.Unmarshal(b, &r)
 		maxState = max(maxState, len(r.State))
+		if f.each != nil {
+			f.each(steps)
+		}
 		if steps++; steps == stopAfter {
 			return nil, nil, maxState
 		}
