@@ -146,15 +146,9 @@ func (pr *Progress) Started(p *Plan, slots []int, now time.Time) error {
 // Fail records a CreateImage that failed before the instance rebooted: the
 // instance is reported, its group goes on.
 func (pr *Progress) Fail(p *Plan, id, reason string) error {
-	if err := pr.check(p); err != nil {
+	i, err := pr.unsettled(p, id, "fail")
+	if err != nil {
 		return err
-	}
-	i, ok := p.Slot(id)
-	if !ok {
-		return fmt.Errorf("waves: instance %s is not in the plan", id)
-	}
-	if pr.S[i] != Pending && pr.S[i] != Rebooting {
-		return fmt.Errorf("waves: instance %s has status %q, cannot fail", id, pr.S[i])
 	}
 	b := []byte(pr.S)
 	b[i] = Errored
@@ -205,15 +199,9 @@ func (pr *Progress) Observe(p *Plan, obs []Observation, now time.Time, timeout t
 // its group's pending members are skipped (members already in flight
 // finish and are watched).
 func (pr *Progress) Halt(p *Plan, id, reason string) error {
-	if err := pr.check(p); err != nil {
+	i, err := pr.unsettled(p, id, "halt its group")
+	if err != nil {
 		return err
-	}
-	i, ok := p.Slot(id)
-	if !ok {
-		return fmt.Errorf("waves: instance %s is not in the plan", id)
-	}
-	if pr.S[i] != Pending && pr.S[i] != Rebooting {
-		return fmt.Errorf("waves: instance %s has status %q, cannot halt its group", id, pr.S[i])
 	}
 	b := []byte(pr.S)
 	pr.halt(p, b, i, reason)
@@ -312,4 +300,20 @@ func (pr *Progress) Halts(p *Plan) []Halt {
 		hs = append(hs, h)
 	}
 	return hs
+}
+
+// unsettled returns the slot of id, which must be Pending or Rebooting
+// for Fail and Halt (what names the operation in the error).
+func (pr *Progress) unsettled(p *Plan, id, what string) (int, error) {
+	if err := pr.check(p); err != nil {
+		return 0, err
+	}
+	i, ok := p.Slot(id)
+	if !ok {
+		return 0, fmt.Errorf("waves: instance %s is not in the plan", id)
+	}
+	if pr.S[i] != Pending && pr.S[i] != Rebooting {
+		return 0, fmt.Errorf("waves: instance %s has status %q, cannot %s", id, pr.S[i], what)
+	}
+	return i, nil
 }
