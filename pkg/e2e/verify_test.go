@@ -294,16 +294,6 @@ func (f *vFleet) untouched(t *testing.T) {
 	}
 }
 
-func finishCause(res *sfnlocal.Result) string {
-	for _, inv := range res.Invocations() {
-		if inv.State == "Finish" && inv.Error != "" {
-			var e struct{ ErrorMessage string }
-			json.Unmarshal([]byte(inv.Cause), &e)
-			return e.ErrorMessage
-		}
-	}
-	return ""
-}
 
 // TestVerifyWorkflowUnderRIE: the synthesized verification state machine,
 // executed offline with the real verify bootstrap under the RIE against
@@ -329,7 +319,7 @@ func TestVerifyWorkflowUnderRIE(t *testing.T) {
 	if res.Status != sfnlocal.Failed || res.Error != "VerifyProblems" {
 		t.Fatalf("execution %s %s: %s\n%s", res.Status, res.Error, res.Cause, f.fn.Logs())
 	}
-	if c := finishCause(res); !strings.Contains(c, bad) {
+	if c := res.TaskError("Finish"); !strings.Contains(c, bad) {
 		t.Errorf("finish does not name the failed image %s: %s", bad, c)
 	}
 	for _, id := range f.newest {
@@ -463,12 +453,7 @@ func TestVerifyWorkflowStepError(t *testing.T) {
 	if res.Status != sfnlocal.Failed || res.Error != "VerifyFailed" {
 		t.Fatalf("execution %s %s: %s\n%s", res.Status, res.Error, res.Cause, f.fn.Logs())
 	}
-	var stepErr string
-	for _, inv := range res.Invocations() {
-		if inv.State == vStateStep && inv.Error != "" {
-			stepErr = inv.Cause
-		}
-	}
+	stepErr := res.TaskError(vStateStep)
 	if !strings.Contains(stepErr, "input.state.v") {
 		t.Errorf("the step's error does not name the field: %q", stepErr)
 	}

@@ -171,6 +171,25 @@ func (r *Result) Invocations() []Invocation {
 	return out
 }
 
+// TaskError returns the errorMessage of the last failed invocation of the
+// Task state named state ("" when none failed): what the function said.
+func (r *Result) TaskError(state string) string {
+	msg := ""
+	for _, inv := range r.Invocations() {
+		if inv.State == state && inv.Error != "" {
+			var e struct {
+				ErrorMessage string `json:"errorMessage"`
+			}
+			if json.Unmarshal([]byte(inv.Cause), &e) == nil && e.ErrorMessage != "" {
+				msg = e.ErrorMessage
+			} else {
+				msg = inv.Cause
+			}
+		}
+	}
+	return msg
+}
+
 // Entered returns the names of the states entered, in order (Map iterations
 // interleave).
 func (r *Result) Entered() []string {

@@ -150,7 +150,7 @@ func runVerify(ctx context.Context, root, work string) error {
 	}
 	fmt.Printf("  execution %s (%s) in %s, %d Lambda invocations, EC2 calls %v\n", res.Status, res.Error, time.Since(began).Round(100*time.Millisecond),
 		len(res.Invocations()), sim.Calls().ByAction)
-	if c := finishError(res); c != "" {
+	if c := res.TaskError("Finish"); c != "" {
 		fmt.Printf("  finish: %s\n", trim(c, 200))
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
@@ -214,13 +214,3 @@ func imageTags(sim *ec2sim.Sim, id string) map[string]string {
 	return nil
 }
 
-func finishError(res *sfnlocal.Result) string {
-	for _, inv := range res.Invocations() {
-		if inv.State == "Finish" && inv.Error != "" {
-			var e struct{ ErrorMessage string }
-			json.Unmarshal([]byte(inv.Cause), &e)
-			return e.ErrorMessage
-		}
-	}
-	return ""
-}

@@ -144,12 +144,8 @@ func runWaves(ctx context.Context, root, work string) error {
 		sim.FinishExecution(exec.ARN, status)
 		tl.print(rows)
 		fmt.Printf("  execution %s in %s, %d Lambda invocations\n", res.Status, time.Since(began).Round(100*time.Millisecond), len(res.Invocations()))
-		for _, inv := range res.Invocations() {
-			if inv.State == "Finish" && inv.Error != "" {
-				var e struct{ ErrorMessage string }
-				json.Unmarshal([]byte(inv.Cause), &e)
-				fmt.Printf("  finish: %s\n", e.ErrorMessage)
-			}
+		if msg := res.TaskError("Finish"); msg != "" {
+			fmt.Printf("  finish: %s\n", msg)
 		}
 		fmt.Println("  most members unavailable at once per group:")
 		worst := 0
