@@ -178,7 +178,7 @@ type State struct {
 	DrainTokens int `json:"drt,omitempty"`
 	// Short: per plan group, since when its member due waits because the
 	// group is short for another reason (short.go).
-	Short    map[int]Short   `json:"short,omitempty"`
+	Short    map[int]int64   `json:"short,omitempty"`
 	Progress *waves.Progress `json:"progress"`
 	// Draining: slots in flight whose drain is not complete (no CreateImage yet).
 	Draining []int `json:"draining,omitempty"`
@@ -306,7 +306,7 @@ func checkPeak(st *State, plan *waves.Plan, planned []backup.Instance, regs map[
 		peak += n
 	}
 	// Groups waiting because they are short for another reason (short.go).
-	peak += min(MaxInFlight, len(plan.Groups)) * shortEntryMax
+	peak += min(MaxShort, len(plan.Groups)) * shortEntryMax
 	if peak > maxResultBytes {
 		return fmt.Errorf("policy %q: its plan of %d instances would make a state of up to %d bytes (%d at start, plus up to %d instances in flight, rollout.MaxInFlight), "+
 			"over rollout.MaxResultBytes (%d; Step Functions allows 256 KB per state): split the policy (its selector) into smaller policies; nothing was changed",
@@ -378,6 +378,9 @@ func (r *Roller) load(st *State) (*loaded, error) {
 		if i < 0 || i >= len(plan.Slots) || st.Progress.S[i] != waves.Rebooting {
 			return nil, fmt.Errorf("input.state.draining: slot %d is not in flight", i)
 		}
+	}
+	if len(st.Short) > MaxShort {
+		return nil, fmt.Errorf("input.state.short: %d records, at most %d", len(st.Short), MaxShort)
 	}
 	for g := range st.Short {
 		if g < 0 || g >= len(plan.Groups) {

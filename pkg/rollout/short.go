@@ -10,20 +10,19 @@ import (
 	"github.com/amibackup/amibackup/pkg/waves"
 )
 
-// Short is a plan group whose member was due to start but whose group was
-// short for another reason (drain.Drainer.Short): since when (seconds
-// after Progress.Start) and why, clipped.
-type Short struct {
-	Since int64  `json:"t"`
-	Why   string `json:"r"`
-}
+// State.Short maps a plan group whose member was due to start but whose
+// group was short for another reason (drain.Drainer.Short) to since when
+// (seconds after Progress.Start). The reason is not kept: the halt reads
+// it from the check that finds the group still short. At most MaxShort
+// records (checkPeak counts them: a 10,000-instance plan leaves little of
+// the 240 KB).
+const MaxShort = 100
 
-// maxShortWhy bounds a Short's reason: the state keeps one per waiting
-// group, at most MaxInFlight of them (checkPeak counts them).
+// maxShortWhy bounds a halt's reason about a short group.
 const maxShortWhy = 100
 
 // shortEntryMax is the most a State.Short entry takes in JSON.
-var shortEntryMax = len(`"123456":{"t":12345678,"r":""},`) + maxShortWhy
+var shortEntryMax = len(`"123456":12345678,`)
 
 // whole keeps back the members of ready whose group is short right now for
 // a reason other than this run (a scale-out or replacement booting, a
@@ -93,17 +92,14 @@ func (r *Roller) whole(ctx context.Context, l *loaded, d *drain.Drainer, ready [
 		}
 		why[g] = clipWhy(strings.Join(ws, "; "))
 		if st.Short == nil {
-			st.Short = map[int]Short{}
+			st.Short = map[int]int64{}
 		}
-		w, waiting := st.Short[g]
-		if !waiting && len(st.Short) >= MaxInFlight {
-			continue // held back; its wait is timed once a record is free (checkPeak counts MaxInFlight)
+		if _, waiting := st.Short[g]; !waiting {
+			if len(st.Short) >= MaxShort {
+				continue // held back; its wait is timed once a record is free (checkPeak counts MaxShort)
+			}
+			st.Short[g] = nowP
 		}
-		if !waiting {
-			w.Since = nowP
-		}
-		w.Why = why[g]
-		st.Short[g] = w
 	}
 	halted := map[int]bool{}
 	var out []int
@@ -113,11 +109,11 @@ func (r *Roller) whole(ctx context.Context, l *loaded, d *drain.Drainer, ready [
 			out = append(out, i)
 			continue
 		}
-		w, timed := st.Short[g]
-		if since := time.Duration(nowP-w.Since) * time.Second; timed && since >= timeout && !halted[g] {
+		since0, timed := st.Short[g]
+		if since := time.Duration(nowP-since0) * time.Second; timed && since >= timeout && !halted[g] {
 			halted[g] = true
 			delete(st.Short, g)
-			if err := st.Progress.Halt(plan, plan.Slots[i].ID, fmt.Sprintf("group short %s since due (healthTimeout %s): %s", since, timeout, w.Why)); err != nil {
+			if err := st.Progress.Halt(plan, plan.Slots[i].ID, fmt.Sprintf("group short %s since due (healthTimeout %s): %s", since, timeout, why[g])); err != nil {
 				return nil, err
 			}
 		}
