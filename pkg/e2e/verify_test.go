@@ -294,7 +294,6 @@ func (f *vFleet) untouched(t *testing.T) {
 	}
 }
 
-
 // TestVerifyWorkflowUnderRIE: the synthesized verification state machine,
 // executed offline with the real verify bootstrap under the RIE against
 // ec2sim: each instance's newest image booted once, at most maxConcurrent

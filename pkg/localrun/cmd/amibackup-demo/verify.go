@@ -213,4 +213,3 @@ func imageTags(sim *ec2sim.Sim, id string) map[string]string {
 	}
 	return nil
 }
-
