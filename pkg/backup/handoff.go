@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
@@ -57,11 +56,6 @@ type StepFunctions interface {
 // same function.
 func RebootsInWaves(p *config.Policy) bool { return p.RebootEnabled() && p.Availability.Waves() }
 
-// ExecutionARN is the ARN of the execution name of state machine sm.
-func ExecutionARN(sm, name string) string {
-	return strings.Replace(sm, ":stateMachine:", ":execution:", 1) + ":" + name
-}
-
 // handOff starts the slot's execution (req passed the input checks; raw is
 // the trigger as received, the execution's input).
 func (b *Backuper) handOff(ctx context.Context, pol *config.Policy, req trigger.Backup, raw []byte) (*runner.Summary, error) {
@@ -78,7 +72,7 @@ func (b *Backuper) handOff(ctx context.Context, pol *config.Policy, req trigger.
 	run := b.Start(1)
 	sum := &runner.Summary{Function: Function, Deployment: b.Config.Deployment, Policy: pol.Name,
 		Trigger: req.Trigger, Slot: req.Slot, DryRun: req.DryRun}
-	arn := ExecutionARN(b.WorkflowARN, name)
+	arn := images.ExecutionARN(b.WorkflowARN, name)
 	input := string(raw)
 	wctx, cancel := run.WorkContext(ctx)
 	defer cancel()

@@ -15,6 +15,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 	"github.com/amibackup/amibackup/pkg/emf"
+	"github.com/amibackup/amibackup/pkg/images"
 	"github.com/amibackup/amibackup/pkg/metrics"
 	"github.com/amibackup/amibackup/pkg/runner"
 	"github.com/amibackup/amibackup/pkg/trigger"
@@ -77,7 +78,7 @@ func TestHandoffStartsOneExecutionPerSlot(t *testing.T) {
 	ctx := context.Background()
 	in := sched("nightly")
 	wantName := "nightly-20261124T030000Z"
-	wantARN := backup.ExecutionARN(workflowARN, wantName)
+	wantARN := images.ExecutionARN(workflowARN, wantName)
 	for i, c := range []struct {
 		name    string
 		close   bool // close the execution before this delivery
@@ -185,7 +186,7 @@ func TestHandoffCases(t *testing.T) {
 				h.env.Sim.Inject(*c.fault)
 			}
 			if c.seed != "" {
-				h.env.Sim.SeedExecution(ec2sim.Execution{ARN: backup.ExecutionARN(workflowARN, c.seed), StateMachineARN: workflowARN, Name: c.seed, Input: `{"other":true}`})
+				h.env.Sim.SeedExecution(ec2sim.Execution{ARN: images.ExecutionARN(workflowARN, c.seed), StateMachineARN: workflowARN, Name: c.seed, Input: `{"other":true}`})
 			}
 			sum, err := h.b.Handle(context.Background(), []byte(c.in))
 			if c.wantErr != "" {

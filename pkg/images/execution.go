@@ -2,6 +2,7 @@ package images
 
 import (
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -26,6 +27,12 @@ const MaxExecutionName = 80
 // DryRunSuffix ends the name of a dry run's execution: a dry run and the
 // real run of a slot are different executions.
 const DryRunSuffix = "-dry-run"
+
+// ExecutionARN is the ARN of the execution named name of the state
+// machine sm (name "": the prefix all its executions' ARNs share).
+func ExecutionARN(sm, name string) string {
+	return strings.Replace(sm, ":stateMachine:", ":execution:", 1) + ":" + name
+}
 
 // ExecutionName is the workflow execution's name for a policy's slot.
 func ExecutionName(policy string, slot time.Time, dryRun bool) string {

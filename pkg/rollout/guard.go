@@ -98,7 +98,7 @@ func (ex Execution) check() error {
 	if !stateMachineARNRE.MatchString(ex.StateMachine) {
 		return fmt.Errorf("input.stateMachine: %q is not a state machine ARN: the workflow passes $$.StateMachine.Id", ex.StateMachine)
 	}
-	prefix := strings.Replace(ex.StateMachine, ":stateMachine:", ":execution:", 1) + ":"
+	prefix := images.ExecutionARN(ex.StateMachine, "")
 	if name, ok := strings.CutPrefix(ex.ID, prefix); !ok || name == "" || strings.Contains(name, ":") {
 		return fmt.Errorf("input.execution: %q is not an execution of %s: the workflow passes $$.Execution.Id", ex.ID, ex.StateMachine)
 	}
