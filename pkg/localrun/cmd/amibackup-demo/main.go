@@ -60,7 +60,7 @@ func run(ctx context.Context) error {
 	}
 	defer os.RemoveAll(work)
 	if *wavesDemo {
-		return runWaves(ctx, root, work)
+		return runWaves(ctx, root, work, nil)
 	}
 	if *verifyDemo {
 		if err := runVerify(ctx, root, work); err != nil {
@@ -185,7 +185,7 @@ func run(ctx context.Context) error {
 	}
 	// The product's default for a rebooting policy: waves per availability
 	// group through the workflow.
-	if err := runWaves(ctx, root, work); err != nil {
+	if err := runWaves(ctx, root, work, p); err != nil {
 		return err
 	}
 	if err := runVerify(ctx, root, work); err != nil {

@@ -26,11 +26,15 @@ const wavesConfig = `{"deployment":"AmiBackup","policies":[{"name":"nightly","se
 // machine offline (pkg/sfnlocal) with the rollout bootstrap under the RIE
 // against ec2sim in real time (reboot phases of a second; the Wait states
 // take 200 ms instead of 15 s), printing who was down when.
-func runWaves(ctx context.Context, root, work string) error {
+//
+// p: the bootstraps the nights prepared, or nil to build them here.
+func runWaves(ctx context.Context, root, work string, p *localrun.Prepared) error {
 	step("Build the bootstraps and synthesize the CDK app with a policy that reboots in waves")
-	p, err := localrun.Prepare(ctx, root, work)
-	if err != nil {
-		return err
+	var err error
+	if p == nil {
+		if p, err = localrun.Prepare(ctx, root, work); err != nil {
+			return err
+		}
 	}
 	r, err := localrun.PrepareRollout(ctx, root, work, wavesConfig)
 	if err != nil {
