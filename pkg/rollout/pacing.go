@@ -122,6 +122,47 @@ func drainTokens(st *State, now int64) int {
 	return int(min(int64(drainBucket), int64(st.DrainTokens)+drainRefillPerSecond*max(0, now-st.Prev)))
 }
 
+// Spreading the groups over a cycle. Paced by the buckets alone, the 400
+// groups of BenchmarkWorkflow10k still sent their first members out within
+// the first 100 s (the drain bucket's 4 per second), and every group then
+// kept that phase all night (each member's return starts the next): all of
+// a cycle's drain, return and target reads fell into a third of it, where
+// they asked more of ELBv2's Describe bucket (40, 10 per second) than it
+// refills (4,666 throttled DescribeTargetHealth calls, 466 s of the run).
+// The groups that drain therefore start spread evenly over one reboot
+// (waves.DefaultReboot, plan order: largest first, so the longest chains
+// start at once), each by no more than half the slack its chain leaves
+// against the longest one: a spread start can never make the run longer.
+
+// heldBack reports, per plan group, whether its members must wait for their
+// group's start offset at now (seconds after Progress.Start); nil when no
+// group waits.
+func heldBack(plan *waves.Plan, st *State, drains bool, now int64) []bool {
+	if now >= waves.DefaultReboot {
+		return nil // every offset is shorter than one cycle
+	}
+	longest := 0
+	var spread []int
+	for g, grp := range plan.Groups {
+		longest = max(longest, (len(grp.Members)+grp.Max-1)/grp.Max)
+		if !imagedAtOnce(plan, st, drains, g) {
+			spread = append(spread, g)
+		}
+	}
+	var held []bool
+	for k, g := range spread {
+		grp := plan.Groups[g]
+		slack := (longest - (len(grp.Members)+grp.Max-1)/grp.Max) * waves.DefaultReboot
+		if off := min(k*waves.DefaultReboot/len(spread), slack/2); now < int64(off) {
+			if held == nil {
+				held = make([]bool, len(plan.Groups))
+			}
+			held[g] = true
+		}
+	}
+	return held
+}
+
 // paceStarts keeps of ready (Progress.Ready, plan order) the slots that fit
 // the buckets: a member imaged at once takes a CreateImage token (ci), one
 // that drains a drain token (dr); a group whose member is held back starts

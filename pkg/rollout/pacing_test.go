@@ -136,3 +136,48 @@ func TestPaceStarts(t *testing.T) {
 		})
 	}
 }
+
+// TestHeldBack: the groups that drain start spread over one reboot in plan
+// order (largest first, so the longest chain starts at once), none by more
+// than half its slack against the longest chain; groups imaged at once
+// (ungrouped) are never held; after one reboot nothing is.
+func TestHeldBack(t *testing.T) {
+	tests := []struct {
+		name  string
+		sizes []int
+		want  []int64 // per plan group, the first second it is not held
+	}{
+		// 8 groups that drain: 300 s / 8 apart; 3 ungrouped: never held.
+		{"spread over the reboot", []int{40, 39, 39, 20, 10, 5, 1, 1}, []int64{0, 37, 75, 112, 150, 187, 225, 262, 0, 0, 0}},
+		// 39s have one reboot of slack: none waits more than 150 s.
+		{"slack caps the offset", []int{40, 39, 39, 39, 39, 39, 20}, []int64{0, 42, 85, 128, 150, 150, 257, 0, 0, 0}},
+		{"equal chains: nobody waits", []int{3, 3, 3}, []int64{0, 0, 0, 0, 0, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := pacingPlan(t, tt.sizes, 3)
+			st := &State{Progress: waves.NewProgress(p, time.Unix(0, 0))}
+			free := map[int]int64{}
+			for now := int64(0); now <= waves.DefaultReboot; now++ {
+				held := heldBack(p, st, true, now)
+				if now == waves.DefaultReboot && held != nil {
+					t.Fatalf("groups still held after one reboot: %v", held)
+				}
+				for g := range p.Groups {
+					if _, ok := free[g]; !ok && (held == nil || !held[g]) {
+						free[g] = now
+					}
+				}
+			}
+			for g, grp := range p.Groups {
+				if free[g] != tt.want[g] {
+					t.Errorf("group %d (%q, %d members): free at %d s, want %d s", g, grp.Key, len(grp.Members), free[g], tt.want[g])
+				}
+			}
+			// Without drains every group is imaged at once: nothing is held.
+			if held := heldBack(p, st, false, 0); held != nil {
+				t.Errorf("held without drains: %v", held)
+			}
+		})
+	}
+}

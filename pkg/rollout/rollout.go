@@ -814,7 +814,8 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	limit := min(waves.CreateImageBucket+waves.CreateImageRefillPerSecond*wait, MaxInFlight-inFlight)
 	tokens, drTokens, took := ciTokens(st, nowP), drainTokens(st, nowP), 0
 	if limit > 0 {
-		ready, err := st.Progress.Ready(l.plan, limit, l.plan.Waves-1)
+		held := heldBack(l.plan, st, l.pol.Availability.DrainEnabled(), nowP)
+		ready, err := st.Progress.ReadyExcept(l.plan, limit, l.plan.Waves-1, held)
 		if err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
 		}

@@ -90,11 +90,25 @@ func (pr *Progress) check(p *Plan) error {
 // with the members in flight and those already chosen, and no earlier
 // member of the group still pending (members start in order).
 func (pr *Progress) Ready(p *Plan, limit, through int) ([]int, error) {
+	return pr.ReadyExcept(p, limit, through, nil)
+}
+
+// ReadyExcept is Ready without the groups held back (held[g], indexed like
+// p.Groups; nil holds none): their members neither start nor count
+// against limit, so groups the caller keeps back for a while do not take
+// the places of those that may start.
+func (pr *Progress) ReadyExcept(p *Plan, limit, through int, held []bool) ([]int, error) {
 	if err := pr.check(p); err != nil {
 		return nil, err
 	}
+	if held != nil && len(held) != len(p.Groups) {
+		return nil, fmt.Errorf("waves: %d groups held back or not, the plan has %d", len(held), len(p.Groups))
+	}
 	busy := make([]int, len(p.Groups))
-	stopped := make([]bool, len(p.Groups)) // halted, or an earlier member waits
+	stopped := make([]bool, len(p.Groups)) // halted, held back, or an earlier member waits
+	if held != nil {
+		copy(stopped, held)
+	}
 	for i, s := range p.Slots {
 		switch pr.S[i] {
 		case Rebooting:

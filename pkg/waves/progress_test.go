@@ -381,3 +381,41 @@ func TestProgressHalt(t *testing.T) {
 		t.Error("unknown instance accepted")
 	}
 }
+
+// TestReadyExcept: a held-back group's members neither start nor take the
+// places (limit) of the groups after it; a wrong-sized hold is an error.
+func TestReadyExcept(t *testing.T) {
+	p, err := New(fleet(map[string]int{"a": 3, "b": 2, "c": 1}, 1), nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := NewProgress(p, t0)
+	held := make([]bool, len(p.Groups))
+	held[0] = true // a: the largest, first in plan order
+	tests := []struct {
+		name  string
+		limit int
+		held  []bool
+		want  string
+	}{
+		{"none held, limit 2", 2, nil, "[i-a000 i-b000]"},
+		{"a held, limit 2: b and c take the places", 2, held, "[i-b000 i-c000]"},
+		{"a held, no limit", 100, held, "[i-b000 i-c000 i-u000]"},
+	}
+	for _, tt := range tests {
+		slots, err := pr.ReadyExcept(p, tt.limit, p.Waves-1, tt.held)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, s := range slots {
+			ids = append(ids, p.Slots[s].ID)
+		}
+		if fmt.Sprint(ids) != tt.want {
+			t.Errorf("%s: %v, want %s", tt.name, ids, tt.want)
+		}
+	}
+	if _, err := pr.ReadyExcept(p, 1, p.Waves-1, []bool{true}); err == nil {
+		t.Error("a hold for 1 of 4 groups was accepted")
+	}
+}
