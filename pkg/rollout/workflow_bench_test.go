@@ -315,7 +315,8 @@ func (wb *workflowBench) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Action == rollout.ActionStep {
 		if wb.steps++; testing.Verbose() && wb.steps%100 == 0 {
-			fmt.Fprintf(os.Stderr, "workflow bench: step %d, simulated %v\n", wb.steps, wb.simulated())
+			fmt.Fprintf(os.Stderr, "workflow bench: step %d, simulated %v (throttled retries %v: %v)\n", wb.steps, wb.simulated(),
+				time.Duration(wb.retried.Load()), wb.sim.Calls().Throttled)
 		}
 	}
 	wb.peakResult = max(wb.peakResult, len(out))
