@@ -77,7 +77,7 @@ type autoScaling struct {
 	targetGroups          []string // attached target group ARNs
 	grace                 time.Duration
 	tags                  map[string]string
-	checked               time.Time // health checks are done up to here (asghealth.go)
+	checked               time.Time   // health checks are done up to here (asghealth.go)
 	launches              []time.Time // replacement launches due (Options.ReplacementDelay), in order
 }
 
