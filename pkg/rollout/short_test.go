@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 
@@ -114,6 +115,26 @@ func TestRolloutForeignShort(t *testing.T) {
 				}
 				f.env.Sim.Advance(time.Minute)
 			}, nil, 0, "autoscaling:web", "Auto Scaling group web: actual capacity 3 of desired 4"},
+		// Groups not keyed by the Auto Scaling group their members sit in:
+		// the group is checked all the same (waves.Group.ASGs).
+		{"grouped by tag only, Auto Scaling member Pending:Wait, then InService", true, 30 * time.Second, 0,
+			func(t *testing.T, f *fleet, extra string) {
+				groupBy(t, f, `"tag:Service"`)
+				if _, err := f.env.Client("", "").CreateTags(context.Background(), &ec2.CreateTagsInput{Resources: f.Web,
+					Tags: []ec2types.Tag{{Key: aws.String("Service"), Value: aws.String("web")}}}); err != nil {
+					t.Fatal(err)
+				}
+				lifecycle(t, f, extra, "Pending:Wait")
+			},
+			func(t *testing.T, f *fleet, extra string) { lifecycle(t, f, extra, "InService") }, 0, "autoscaling:web", ""},
+		{"grouped by target group only, Auto Scaling replacement never launched", true, 30 * time.Second, time.Hour,
+			func(t *testing.T, f *fleet, extra string) {
+				groupBy(t, f, `"targetGroup"`)
+				if _, err := f.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{extra}}); err != nil {
+					t.Fatal(err)
+				}
+				f.env.Sim.Advance(time.Minute)
+			}, nil, 0, "autoscaling:web", "Auto Scaling group web: actual capacity 3 of desired 4"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,4 +207,14 @@ func register(t *testing.T, f *fleet, id string) {
 		Targets: []elbtypes.TargetDescription{{Id: aws.String(id)}}}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// groupBy replaces the policy's availability.groupBy (a JSON list's items).
+func groupBy(t *testing.T, f *fleet, items string) {
+	t.Helper()
+	c, err := config.Parse([]byte(strings.Replace(cfgJSON, `"groupBy":["asg","targetGroup","tag:Service"]`, `"groupBy":[`+items+`]`, 1)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cfg = c
 }
