@@ -108,11 +108,10 @@ type Group struct {
 // AutoScalingGroups returns the names of the Auto Scaling groups the
 // group's members sit in: the key's (an "asg:" key) and ASGs.
 func (g Group) AutoScalingGroups() []string {
-	var out []string
 	if name, ok := strings.CutPrefix(g.Key, "asg:"); ok {
-		out = append(out, name)
+		return slices.Concat([]string{name}, g.ASGs)
 	}
-	return append(out, g.ASGs...)
+	return slices.Clone(g.ASGs)
 }
 
 // Options of a plan.
