@@ -81,7 +81,7 @@ func Decode(b []byte) (*Plan, error) {
 		case !slices.IsSorted(g.Members):
 			errs = append(errs, fmt.Errorf("group %d: members not in order", i))
 		case g.Key == "" && len(g.ASGs) > 0:
-			errs = append(errs, fmt.Errorf("group %d: an ungrouped entry lists no Auto Scaling groups", i))
+			errs = append(errs, fmt.Errorf("group %d: an ungrouped entry has no Auto Scaling groups to list", i))
 		case !slices.IsSorted(g.ASGs) || len(slices.Compact(slices.Clone(g.ASGs))) != len(g.ASGs) || slices.Contains(g.ASGs, ""):
 			errs = append(errs, fmt.Errorf("group %d: Auto Scaling groups %q not sorted, repeated or empty", i, g.ASGs))
 		case strings.HasPrefix(g.Key, "asg:") && slices.Contains(g.ASGs, strings.TrimPrefix(g.Key, "asg:")):

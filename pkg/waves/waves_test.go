@@ -288,20 +288,20 @@ func TestDecodeRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, b := range map[string][]byte{
-		"not gzip":      []byte(`{"v":1}`),
-		"version":       gz(`{"v":2,"c":5,"g":[]}`),
-		"no cap":        gz(`{"v":1,"g":[]}`),
-		"unknown field": gz(`{"v":1,"c":5,"g":[],"x":1}`),
-		"empty group":   gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":[]}]}`),
-		"max too large": gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":2,"i":["i-1"]}]}`),
-		"duplicate":     gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":["i-1","i-2"]},{"k":"","m":1,"i":["i-1"]}]}`),
-		"order":         gz(`{"v":1,"c":5,"g":[{"k":"","m":1,"i":["i-3"]},{"k":"asg:a","m":1,"i":["i-1","i-2"]}]}`),
-		"members order": gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":["i-2","i-1"]}]}`),
-		"asgs order":    gz(`{"v":1,"c":5,"g":[{"k":"tag:S=x","m":1,"i":["i-1"],"a":["b","a"]}]}`),
-		"asgs repeated": gz(`{"v":1,"c":5,"g":[{"k":"tag:S=x","m":1,"i":["i-1"],"a":["a","a"]}]}`),
-		"asgs empty":    gz(`{"v":1,"c":5,"g":[{"k":"tag:S=x","m":1,"i":["i-1"],"a":[""]}]}`),
-		"asgs the key":  gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":["i-1"],"a":["a"]}]}`),
-		"asgs ungroupd": gz(`{"v":1,"c":5,"g":[{"k":"","m":1,"i":["i-1"],"a":["a"]}]}`),
+		"not gzip":       []byte(`{"v":1}`),
+		"version":        gz(`{"v":2,"c":5,"g":[]}`),
+		"no cap":         gz(`{"v":1,"g":[]}`),
+		"unknown field":  gz(`{"v":1,"c":5,"g":[],"x":1}`),
+		"empty group":    gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":[]}]}`),
+		"max too large":  gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":2,"i":["i-1"]}]}`),
+		"duplicate":      gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":["i-1","i-2"]},{"k":"","m":1,"i":["i-1"]}]}`),
+		"order":          gz(`{"v":1,"c":5,"g":[{"k":"","m":1,"i":["i-3"]},{"k":"asg:a","m":1,"i":["i-1","i-2"]}]}`),
+		"members order":  gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":["i-2","i-1"]}]}`),
+		"asgs order":     gz(`{"v":1,"c":5,"g":[{"k":"tag:S=x","m":1,"i":["i-1"],"a":["b","a"]}]}`),
+		"asgs repeated":  gz(`{"v":1,"c":5,"g":[{"k":"tag:S=x","m":1,"i":["i-1"],"a":["a","a"]}]}`),
+		"asgs empty":     gz(`{"v":1,"c":5,"g":[{"k":"tag:S=x","m":1,"i":["i-1"],"a":[""]}]}`),
+		"asgs the key":   gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":["i-1"],"a":["a"]}]}`),
+		"asgs ungrouped": gz(`{"v":1,"c":5,"g":[{"k":"","m":1,"i":["i-1"],"a":["a"]}]}`),
 	} {
 		if _, err := Decode(b); err == nil {
 			t.Errorf("%s: decoded", name)
