@@ -99,22 +99,13 @@ func TestRolloutForeignShort(t *testing.T) {
 			// at 03:04:30, Pending until 03:07: from 03:02 to 03:04:30 the
 			// group lists 3 of desired 4, all InService and Healthy.
 			func(t *testing.T, f *fleet, extra string) {
-				if _, err := f.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{extra}}); err != nil {
-					t.Fatal(err)
-				}
-				f.env.Sim.Advance(time.Minute)
+				terminate(t, f, extra)
 				if ms, _ := f.env.Sim.AutoScalingMembers("", "", "web"); len(ms) != 3 {
 					t.Fatalf("members %v: want the 3 planned, %s gone, its replacement not listed yet", ms, extra)
 				}
 			},
 			func(*testing.T, *fleet, string) {}, 7 * time.Minute, "autoscaling:web", ""},
-		{"Auto Scaling replacement never launched", true, 30 * time.Second, time.Hour,
-			func(t *testing.T, f *fleet, extra string) {
-				if _, err := f.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{extra}}); err != nil {
-					t.Fatal(err)
-				}
-				f.env.Sim.Advance(time.Minute)
-			}, nil, 0, "autoscaling:web", "Auto Scaling group web: actual capacity 3 of desired 4"},
+		{"Auto Scaling replacement never launched", true, 30 * time.Second, time.Hour, terminate, nil, 0, "autoscaling:web", "Auto Scaling group web: actual capacity 3 of desired 4"},
 		// Groups not keyed by the Auto Scaling group their members sit in:
 		// the group is checked all the same (waves.Group.ASGs).
 		{"grouped by tag only, Auto Scaling member Pending:Wait, then InService", true, 30 * time.Second, 0,
@@ -130,10 +121,7 @@ func TestRolloutForeignShort(t *testing.T) {
 		{"grouped by target group only, Auto Scaling replacement never launched", true, 30 * time.Second, time.Hour,
 			func(t *testing.T, f *fleet, extra string) {
 				groupBy(t, f, `"targetGroup"`)
-				if _, err := f.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{extra}}); err != nil {
-					t.Fatal(err)
-				}
-				f.env.Sim.Advance(time.Minute)
+				terminate(t, f, extra)
 			}, nil, 0, "autoscaling:web", "Auto Scaling group web: actual capacity 3 of desired 4"},
 	}
 	for _, tc := range cases {
@@ -217,4 +205,15 @@ func groupBy(t *testing.T, f *fleet, items string) {
 		t.Fatal(err)
 	}
 	f.cfg = c
+}
+
+// terminate: someone terminates id; a minute later its Auto Scaling group's
+// health check (every 30 s) has replaced it and it is gone (shutting down
+// takes 30 s); the replacement is launched ReplacementDelay after the check.
+func terminate(t *testing.T, f *fleet, id string) {
+	t.Helper()
+	if _, err := f.env.Client("", "").TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+	f.env.Sim.Advance(time.Minute)
 }
