@@ -52,9 +52,22 @@ func (s *Sim) healthChecks(now time.Time) {
 	for _, key := range slices.Sorted(maps.Keys(s.ext.asgs)) {
 		g := s.ext.asgs[key]
 		for t := g.checked.Truncate(iv).Add(iv); !t.After(now); t = t.Add(iv) {
+			s.launchDue(g, t)
 			s.checkGroup(g, t)
 			g.checked = t
 		}
+		s.launchDue(g, now)
+	}
+}
+
+// launchDue launches the replacements due up to t, each at its own time
+// (the instance's phases are functions of simulated time from then on, as
+// if it had been launched then). Caller holds mu.
+func (s *Sim) launchDue(g *autoScaling, t time.Time) {
+	for len(g.launches) > 0 && !g.launches[0].After(t) {
+		at := g.launches[0]
+		g.launches = g.launches[1:]
+		s.launchReplacement(g, at)
 	}
 }
 
@@ -93,7 +106,7 @@ func (s *Sim) unhealthyAt(g *autoScaling, m *asgMember, in *instance, t time.Tim
 
 // replace marks member id unhealthy at t, terminates its instance (unless
 // it is already shutting down), deregisters it from the attached target
-// groups and launches a replacement.
+// groups and launches a replacement, Options.ReplacementDelay later.
 func (s *Sim) replace(g *autoScaling, id string, t time.Time) {
 	m := g.members[id]
 	m.unhealthy = true
@@ -106,6 +119,15 @@ func (s *Sim) replace(g *autoScaling, id string, t time.Time) {
 	for _, arn := range g.targetGroups {
 		s.ext.tgs[arn].deregister(id, t)
 	}
+	m.replacedAt = t.Add(max(0, s.opts.ReplacementDelay))
+	g.launches = append(g.launches, m.replacedAt) // checks run in time order: stays sorted
+	s.launchDue(g, t)
+}
+
+// launchReplacement launches one instance into g at t, Pending, registered
+// with the attached target groups. Caller holds mu.
+func (s *Sim) launchReplacement(g *autoScaling, t time.Time) {
+	lt := s.opts.Launch.withDefaults()
 	g.activities++
 	r := s.region(g.region)
 	nid, seq := s.newID("i")

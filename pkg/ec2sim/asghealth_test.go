@@ -292,3 +292,77 @@ func TestLifecycleStates(t *testing.T) {
 		t.Fatalf("desired %d after refused calls, want 3", d)
 	}
 }
+
+// TestReplacementDelay: with Options.ReplacementDelay the replacement of a
+// member terminated as unhealthy is launched that long after the
+// termination starts (AWS: the launch is a second scaling activity, "a
+// difference between desired and actual capacity"). Meanwhile
+// DescribeAutoScalingGroups lists one instance fewer than DesiredCapacity,
+// the rest InService and Healthy once the old one is gone; the
+// availability log counts the missing capacity as one member down (not
+// zero, not two with the Pending replacement).
+func TestReplacementDelay(t *testing.T) {
+	e := newASGEnv(t, ec2sim.Options{HealthChecks: true, HealthCheckInterval: time.Minute, ReplacementDelay: 4 * time.Minute}, 0)
+	e.env.Sim.ResetCalls()
+	id := e.ids[0]
+	if _, err := e.ec2.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+	describe := func() (desired int32, listed map[string]string) {
+		t.Helper()
+		out, err := e.as.DescribeAutoScalingGroups(context.Background(), &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{"web"}})
+		if err != nil || len(out.AutoScalingGroups) != 1 {
+			t.Fatalf("describe: %v", err)
+		}
+		g := out.AutoScalingGroups[0]
+		listed = map[string]string{}
+		for _, m := range g.Instances {
+			listed[aws.ToString(m.InstanceId)] = string(m.LifecycleState) + "/" + aws.ToString(m.HealthStatus)
+		}
+		return aws.ToInt32(g.DesiredCapacity), listed
+	}
+	steps := []struct {
+		after   time.Duration // since the termination
+		listed  int           // instances the group lists
+		pending int           // of them Pending (the replacement)
+		gone    bool          // the terminated one no longer listed
+		down    int           // the availability log's count now
+	}{
+		{2 * time.Minute, 2, 0, true, 1}, // checked at 1m: Terminating, terminated 30 s later
+		{4*time.Minute + 30*time.Second, 2, 0, true, 1},
+		{5*time.Minute + 30*time.Second, 3, 1, true, 1}, // launched at 5m (check at 1m + 4m)
+		{10 * time.Minute, 3, 0, true, 0},
+	}
+	at := time.Duration(0)
+	for _, s := range steps {
+		e.env.Sim.Advance(s.after - at)
+		at = s.after
+		desired, listed := describe()
+		pending := 0
+		for lid, v := range listed {
+			if strings.HasPrefix(v, "Pending") {
+				pending++
+			} else if v != "InService/Healthy" {
+				t.Errorf("after %v: %s %s", s.after, lid, v)
+			}
+		}
+		if _, still := listed[id]; desired != 3 || len(listed) != s.listed || pending != s.pending || still == s.gone {
+			t.Fatalf("after %v: desired %d, listed %v; want 3, %d listed, %d Pending, %s gone %v", s.after, desired, listed, s.listed, s.pending, id, s.gone)
+		}
+		if g, _ := e.env.Sim.GroupAvailabilityOf("", "", ec2sim.GroupAutoScaling, "web"); g.Unavailable != s.down {
+			t.Fatalf("after %v: %d unavailable, want %d", s.after, g.Unavailable, s.down)
+		}
+	}
+	if g, _ := e.env.Sim.GroupAvailabilityOf("", "", ec2sim.GroupAutoScaling, "web"); g.MaxUnavailable != 1 || g.Unavailable != 0 {
+		t.Fatalf("availability %+v: want at most 1 down (the missing capacity), 0 now", g)
+	}
+	// Without the delay the replacement is listed at the check itself.
+	e0 := newASGEnv(t, ec2sim.Options{HealthChecks: true, HealthCheckInterval: time.Minute}, 0)
+	if _, err := e0.ec2.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: e0.ids[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	e0.env.Sim.Advance(2 * time.Minute)
+	if nm := e0.newMembers(t); len(nm) != 1 {
+		t.Fatalf("no delay: new members %v, want the replacement", nm)
+	}
+}

@@ -77,7 +77,8 @@ type autoScaling struct {
 	targetGroups          []string // attached target group ARNs
 	grace                 time.Duration
 	tags                  map[string]string
-	checked               time.Time // health checks are done up to here (asghealth.go)
+	checked               time.Time   // health checks are done up to here (asghealth.go)
+	launches              []time.Time // replacement launches due (Options.ReplacementDelay), in order
 }
 
 // asgMember's lifecycle is cur before at and next from at on (a transition
@@ -90,6 +91,9 @@ type asgMember struct {
 	in        *instance
 	// unhealthy: marked Unhealthy by a health check (asghealth.go).
 	unhealthy bool
+	// replacedAt: when the group launched (or will launch) the replacement
+	// of this member, terminated as unhealthy (zero: not replaced).
+	replacedAt time.Time
 }
 
 func (m *asgMember) lifecycleAt(t time.Time) string {

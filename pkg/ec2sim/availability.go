@@ -68,9 +68,10 @@ type member struct {
 func (m member) unavailable(t time.Time) bool {
 	if m.asg != nil && strings.HasPrefix(m.asg.lifecycleAt(t), "Terminat") {
 		// Leaving the group (Terminating, Terminating:Wait, Terminated):
-		// the capacity it leaves is counted once, by its replacement
-		// while that is Pending, not twice.
-		return false
+		// the capacity it leaves is counted once, not twice: by it until
+		// its replacement is launched (Options.ReplacementDelay), then by
+		// the replacement while that is Pending.
+		return !m.asg.replacedAt.IsZero() && t.Before(m.asg.replacedAt)
 	}
 	if _, up := m.in.upSince(t); !up {
 		return true
@@ -89,7 +90,7 @@ func (m member) unavailable(t time.Time) bool {
 func (m member) instants() []time.Time {
 	out := m.in.instants()
 	if m.asg != nil {
-		out = append(out, m.asg.at)
+		out = append(out, m.asg.at, m.asg.replacedAt)
 	}
 	if m.target != nil {
 		out = append(out, m.target.instants(m.in)...)

@@ -60,6 +60,18 @@ type Options struct {
 	// ImpairedTolerance: how long a status check may stay impaired before
 	// the member is unhealthy (0: 3 minutes; AWS "waits a few minutes").
 	ImpairedTolerance time.Duration
+	// ReplacementDelay: with HealthChecks, how long after Auto Scaling
+	// starts terminating an unhealthy member it launches the replacement
+	// (0: at the same instant). "By default, Amazon EC2 Auto Scaling
+	// creates a new scaling activity for terminating the unhealthy instance
+	// and then terminates it. While the instance is terminating, another
+	// scaling activity launches a new instance" (user guide, "View the
+	// reason for health check failures", replace-unhealthy-instance); its
+	// cause reads "a difference between desired and actual capacity".
+	// Until then the group lists one instance fewer than its desired
+	// capacity (none of them necessarily out of service); once the
+	// terminated one is gone, every listed member may be InService.
+	ReplacementDelay time.Duration
 	// GroupTags are tag keys that form availability groups: instances with
 	// the same value of such a key are one group (availability.go).
 	GroupTags []string

@@ -31,7 +31,10 @@ var shortEntryMax = len(`"123456":12345678,`)
 // starting one there would take the group below maxUnavailable. A kept-back
 // member waits, its group recorded in State.Short; a group still short
 // healthTimeout after its member was first due halts (waves.Progress.Halt),
-// so that a permanently short group does not hold the night. Calls: one
+// so that a permanently short group does not hold the night. An Auto
+// Scaling group is asked whether the plan group is keyed by it or only
+// holds members of it (waves.Group.AutoScalingGroups), and is short also
+// below its desired capacity (a replacement not launched yet). Calls: one
 // DescribeAutoScalingGroups per 50 Auto Scaling groups with a member in
 // ready; the target groups' reads are the drain's (ShareReads).
 func (r *Roller) whole(ctx context.Context, l *loaded, d *drain.Drainer, ready []int, nowP int64, timeout time.Duration) ([]int, error) {
@@ -59,8 +62,13 @@ func (r *Roller) whole(ctx context.Context, l *loaded, d *drain.Drainer, ready [
 			continue
 		}
 		asked[g] = true
-		if name, ok := strings.CutPrefix(plan.Groups[g].Key, "asg:"); ok && r.AutoScaling != nil {
-			asgs = append(asgs, name)
+		if r.AutoScaling != nil {
+			// The key's Auto Scaling group and those of members in a group
+			// keyed otherwise (waves.Group.ASGs: a tag- or target-group-
+			// keyed group of Auto Scaling members, blue/green groups
+			// linked by a tag): a short one takes capacity from this
+			// group whatever names it.
+			asgs = append(asgs, plan.Groups[g].AutoScalingGroups()...)
 		}
 		for _, k := range st.GroupTargets[g] {
 			if k >= 0 && k < len(st.TargetGroups) {
@@ -75,8 +83,10 @@ func (r *Roller) whole(ctx context.Context, l *loaded, d *drain.Drainer, ready [
 	why := map[int]string{}
 	for g := range asked {
 		var ws []string
-		if name, ok := strings.CutPrefix(plan.Groups[g].Key, "asg:"); ok && short["asg:"+name] != "" {
-			ws = append(ws, "Auto Scaling group "+name+": "+short["asg:"+name])
+		for _, name := range plan.Groups[g].AutoScalingGroups() {
+			if w := short["asg:"+name]; w != "" {
+				ws = append(ws, "Auto Scaling group "+name+": "+w)
+			}
 		}
 		for _, k := range st.GroupTargets[g] {
 			if k < 0 || k >= len(st.TargetGroups) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 )
 
 // encoded is a plan on the wire: the groups only. Waves and slots are
@@ -79,6 +80,12 @@ func Decode(b []byte) (*Plan, error) {
 			errs = append(errs, fmt.Errorf("group %d: an ungrouped entry has one member", i))
 		case !slices.IsSorted(g.Members):
 			errs = append(errs, fmt.Errorf("group %d: members not in order", i))
+		case g.Key == "" && len(g.ASGs) > 0:
+			errs = append(errs, fmt.Errorf("group %d: an ungrouped entry has no Auto Scaling groups to list", i))
+		case !slices.IsSorted(g.ASGs) || len(slices.Compact(slices.Clone(g.ASGs))) != len(g.ASGs) || slices.Contains(g.ASGs, ""):
+			errs = append(errs, fmt.Errorf("group %d: Auto Scaling groups %q not sorted, repeated or empty", i, g.ASGs))
+		case strings.HasPrefix(g.Key, "asg:") && slices.Contains(g.ASGs, strings.TrimPrefix(g.Key, "asg:")):
+			errs = append(errs, fmt.Errorf("group %d: Auto Scaling groups %q repeat the key's", i, g.ASGs))
 		}
 		for _, id := range g.Members {
 			if id == "" || seen[id] {

@@ -87,6 +87,31 @@ type Group struct {
 	Max int `json:"m"`
 	// Members in reboot order (instance IDs, sorted).
 	Members []string `json:"i"`
+	// ASGs are the Auto Scaling groups (ASGTag) of the members other than
+	// the one the key names, sorted: a group keyed by a target group or a
+	// tag whose members sit in Auto Scaling groups, or an "asg:" group
+	// linked (by a shared target group) to members of another Auto Scaling
+	// group. A run checks them with the key's before a member starts
+	// (rollout's whole-group check: a member Pending, a replacement not
+	// launched yet). Kept in the plan rather than looked up at each check:
+	// a member's Auto Scaling group is known at planning (its tag), while
+	// a lookup would cost a DescribeAutoScalingInstances per 50 members of
+	// every group due, every check, for every group not keyed by its Auto
+	// Scaling group, stand-alone instances included. The plan is in the
+	// execution state (240 KB at 10,000 instances), so only names and only
+	// once per group: none at all for an "asg:" group of one Auto Scaling
+	// group (omitempty: its encoding and digest are what they were), and
+	// nothing per instance. AutoScalingGroups lists them all.
+	ASGs []string `json:"a,omitempty"`
+}
+
+// AutoScalingGroups returns the names of the Auto Scaling groups the
+// group's members sit in: the key's (an "asg:" key) and ASGs.
+func (g Group) AutoScalingGroups() []string {
+	if name, ok := strings.CutPrefix(g.Key, "asg:"); ok {
+		return slices.Concat([]string{name}, g.ASGs)
+	}
+	return slices.Clone(g.ASGs)
 }
 
 // Options of a plan.
@@ -225,6 +250,7 @@ func groupInstances(instances []Instance, a *config.Availability) []Group {
 	}
 	byRoot := map[int]*Group{}
 	best := map[int]link{}
+	asgs := map[int][]string{} // by root: the members' Auto Scaling groups
 	var roots []int
 	for i, in := range instances {
 		r := find(i)
@@ -235,6 +261,9 @@ func groupInstances(instances []Instance, a *config.Availability) []Group {
 			roots = append(roots, r)
 		}
 		g.Members = append(g.Members, in.ID)
+		if v := in.Tags[ASGTag]; v != "" {
+			asgs[r] = append(asgs[r], v)
+		}
 		if n := name[i]; n.key != "" && (best[r].key == "" || n.less(best[r])) {
 			best[r] = n
 		}
@@ -250,6 +279,12 @@ func groupInstances(instances []Instance, a *config.Availability) []Group {
 		}
 		g.Key = best[r].key
 		slices.Sort(g.Members)
+		own, asgKeyed := strings.CutPrefix(g.Key, "asg:")
+		for _, name := range slices.Compact(slices.Sorted(slices.Values(asgs[r]))) {
+			if !asgKeyed || name != own {
+				g.ASGs = append(g.ASGs, name)
+			}
+		}
 		g.Max = a.MaxUnavailableFor(len(g.Members))
 		groups = append(groups, *g)
 	}

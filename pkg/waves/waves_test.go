@@ -288,15 +288,20 @@ func TestDecodeRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, b := range map[string][]byte{
-		"not gzip":      []byte(`{"v":1}`),
-		"version":       gz(`{"v":2,"c":5,"g":[]}`),
-		"no cap":        gz(`{"v":1,"g":[]}`),
-		"unknown field": gz(`{"v":1,"c":5,"g":[],"x":1}`),
-		"empty group":   gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":[]}]}`),
-		"max too large": gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":2,"i":["i-1"]}]}`),
-		"duplicate":     gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":["i-1","i-2"]},{"k":"","m":1,"i":["i-1"]}]}`),
-		"order":         gz(`{"v":1,"c":5,"g":[{"k":"","m":1,"i":["i-3"]},{"k":"asg:a","m":1,"i":["i-1","i-2"]}]}`),
-		"members order": gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":["i-2","i-1"]}]}`),
+		"not gzip":       []byte(`{"v":1}`),
+		"version":        gz(`{"v":2,"c":5,"g":[]}`),
+		"no cap":         gz(`{"v":1,"g":[]}`),
+		"unknown field":  gz(`{"v":1,"c":5,"g":[],"x":1}`),
+		"empty group":    gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":[]}]}`),
+		"max too large":  gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":2,"i":["i-1"]}]}`),
+		"duplicate":      gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":["i-1","i-2"]},{"k":"","m":1,"i":["i-1"]}]}`),
+		"order":          gz(`{"v":1,"c":5,"g":[{"k":"","m":1,"i":["i-3"]},{"k":"asg:a","m":1,"i":["i-1","i-2"]}]}`),
+		"members order":  gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":["i-2","i-1"]}]}`),
+		"asgs order":     gz(`{"v":1,"c":5,"g":[{"k":"tag:S=x","m":1,"i":["i-1"],"a":["b","a"]}]}`),
+		"asgs repeated":  gz(`{"v":1,"c":5,"g":[{"k":"tag:S=x","m":1,"i":["i-1"],"a":["a","a"]}]}`),
+		"asgs empty":     gz(`{"v":1,"c":5,"g":[{"k":"tag:S=x","m":1,"i":["i-1"],"a":[""]}]}`),
+		"asgs the key":   gz(`{"v":1,"c":5,"g":[{"k":"asg:a","m":1,"i":["i-1"],"a":["a"]}]}`),
+		"asgs ungrouped": gz(`{"v":1,"c":5,"g":[{"k":"","m":1,"i":["i-1"],"a":["a"]}]}`),
 	} {
 		if _, err := Decode(b); err == nil {
 			t.Errorf("%s: decoded", name)
@@ -310,4 +315,82 @@ func gz(s string) []byte {
 	w.Write([]byte(s))
 	w.Close()
 	return buf.Bytes()
+}
+
+// TestGroupASGs: a group lists the Auto Scaling groups of its members
+// other than the one its key names (a run checks them before a member
+// starts); an "asg:" group of one Auto Scaling group lists none and
+// encodes as before (no field: zero bytes, the same digest); the list
+// survives Encode/Decode and is part of the digest.
+func TestGroupASGs(t *testing.T) {
+	tagOnly := &config.Availability{GroupBy: []string{"tag:Service"}}
+	tgOnly := &config.Availability{GroupBy: []string{"targetGroup"}}
+	withTag := &config.Availability{GroupBy: []string{"asg", "targetGroup", "tag:Service"}}
+	tests := []struct {
+		name      string
+		avail     *config.Availability
+		instances []Instance
+		want      map[string][]string // key -> AutoScalingGroups()
+		asgs      map[string][]string // key -> ASGs (stored)
+	}{
+		{"asg-keyed, one Auto Scaling group: nothing stored", withTag, []Instance{
+			{ID: "i-1", Tags: asg("web", "Service", "shop")}, {ID: "i-2", Tags: asg("web", "Service", "shop")}},
+			map[string][]string{"asg:web": {"web"}}, map[string][]string{"asg:web": nil}},
+		{"tag-keyed, members in two Auto Scaling groups", tagOnly, []Instance{
+			{ID: "i-1", Tags: asg("blue", "Service", "shop")}, {ID: "i-2", Tags: asg("green", "Service", "shop")},
+			{ID: "i-3", Tags: asg("green", "Service", "shop")}, {ID: "i-4", Tags: tagged("Service", "shop")},
+			{ID: "i-5", Tags: tagged("Service", "blog")}},
+			map[string][]string{"tag:Service=shop": {"blue", "green"}, "tag:Service=blog": nil},
+			map[string][]string{"tag:Service=shop": {"blue", "green"}, "tag:Service=blog": nil}},
+		{"target-group-keyed, members in an Auto Scaling group", tgOnly, []Instance{
+			{ID: "i-1", Tags: asg("web"), TargetGroups: []string{"tg-a"}}, {ID: "i-2", Tags: asg("web"), TargetGroups: []string{"tg-a"}}},
+			map[string][]string{"tg:tg-a": {"web"}}, map[string][]string{"tg:tg-a": {"web"}}},
+		{"asg-keyed, linked to another Auto Scaling group (blue/green)", withTag, []Instance{
+			{ID: "i-1", Tags: asg("blue", "Service", "shop")}, {ID: "i-2", Tags: asg("green", "Service", "shop")}},
+			map[string][]string{"asg:blue": {"blue", "green"}}, map[string][]string{"asg:blue": {"green"}}},
+		{"ungrouped member of an Auto Scaling group", tagOnly, []Instance{{ID: "i-1", Tags: asg("web")}},
+			map[string][]string{"": nil}, map[string][]string{"": nil}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := New(tc.instances, tc.avail, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := p.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Digest() != p.Digest() {
+				t.Errorf("digest %s after Decode, %s before", d.Digest(), p.Digest())
+			}
+			for _, g := range d.Groups {
+				if got := g.AutoScalingGroups(); !slices.Equal(got, tc.want[g.Key]) || !slices.Equal(g.ASGs, tc.asgs[g.Key]) {
+					t.Errorf("group %q: AutoScalingGroups %q, ASGs %q; want %q, %q", g.Key, got, g.ASGs, tc.want[g.Key], tc.asgs[g.Key])
+				}
+			}
+			// The digest covers the list; nothing is written without one.
+			without := *p
+			without.digest = ""
+			without.Groups = slices.Clone(p.Groups)
+			stored := false
+			for i := range without.Groups {
+				stored = stored || len(without.Groups[i].ASGs) > 0
+				without.Groups[i].ASGs = nil
+			}
+			if (without.Digest() != p.Digest()) != stored {
+				t.Errorf("digest without the lists %s, with %s: want them different exactly when a list is stored (%v)", without.Digest(), p.Digest(), stored)
+			}
+			raw, _ := gzip.NewReader(bytes.NewReader(b))
+			var js bytes.Buffer
+			js.ReadFrom(raw)
+			if strings.Contains(js.String(), `"a":[`) != stored {
+				t.Errorf("encoded %s: an Auto Scaling group list written %v, stored %v", js.String(), !stored, stored)
+			}
+		})
+	}
 }
