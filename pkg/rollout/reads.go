@@ -36,6 +36,20 @@ func readTokens(st *State, now int64) int {
 	return int(min(int64(readBucket), int64(st.ReadTokens)+readRefillPerSecond*max(0, now-st.Prev)))
 }
 
+// The calls that put a member back (ExitStandby, then RegisterTargets)
+// have buckets of their own (drainBucket: ec2sim's assumption, as for the
+// calls that take it out). Held back by the read budget, members whose
+// status checks passed came back in bunches: 2,800 throttled ExitStandby
+// calls would have cost BenchmarkWorkflow10k 280 s. So the put-backs are
+// paced like the starts (State.ReturnTokens): one token for each of a
+// member's first two rounds back, none for a look at one whose due time
+// came (registered, waiting for its health checks).
+
+// returnTokens estimates the put-back calls' bucket at now, as drainTokens.
+func returnTokens(st *State, now int64) int {
+	return int(min(int64(drainBucket), int64(st.ReturnTokens)+drainRefillPerSecond*max(0, now-st.Prev)))
+}
+
 // readBudget admits a step's looks while the estimate has tokens.
 type readBudget struct {
 	tokens int

@@ -163,8 +163,9 @@ type State struct {
 	// in TargetGroups) at start; a drain round asks only these (targets.go).
 	GroupTargets map[int][]int `json:"gtgs,omitempty"`
 	// TGDelay and TGReady: per target group (indexed like TargetGroups),
-	// its deregistration delay and its health check's interval x healthy
-	// threshold, seconds, read at start (targets.go).
+	// its deregistration delay (unknownDelay until its group first drains)
+	// and its health check's interval x healthy threshold, seconds
+	// (targets.go).
 	TGDelay []int `json:"tgDelay,omitempty"`
 	TGReady []int `json:"tgReady,omitempty"`
 	// Due: per slot in flight, the earliest time worth a look, seconds
@@ -178,6 +179,8 @@ type State struct {
 	DrainTokens int `json:"drt,omitempty"`
 	// ReadTokens: the same for the target group reads (reads.go).
 	ReadTokens int `json:"rdt,omitempty"`
+	// ReturnTokens: the same for the calls that put members back (reads.go).
+	ReturnTokens int `json:"rtt,omitempty"`
 	// Short: per plan group, since when its member due waits because the
 	// group is short for another reason (short.go).
 	Short    map[int]int64   `json:"short,omitempty"`
@@ -309,6 +312,8 @@ func checkPeak(st *State, plan *waves.Plan, planned []backup.Instance, regs map[
 	}
 	// Groups waiting because they are short for another reason (short.go).
 	peak += min(MaxShort, len(plan.Groups)) * shortEntryMax
+	// Deregistration delays read later: "-1" now, up to "3600" then.
+	peak += len(st.TGDelay) * (len("3600") - len(fmt.Sprint(unknownDelay)))
 	if peak > maxResultBytes {
 		return fmt.Errorf("policy %q: its plan of %d instances would make a state of up to %d bytes (%d at start, plus up to %d instances in flight, rollout.MaxInFlight), "+
 			"over rollout.MaxResultBytes (%d; Step Functions allows 256 KB per state): split the policy (its selector) into smaller policies; nothing was changed",
@@ -541,9 +546,7 @@ func (r *Roller) Start(ctx context.Context, input json.RawMessage, ex Execution)
 		}
 		tgs = slices.Sorted(maps.Keys(used))
 		if pol.Availability.DrainEnabled() {
-			if st.TGDelay, st.TGReady, err = r.targetTimings(wctx, tgs, healthy); err != nil {
-				return nil, fmt.Errorf("rollout start: %w", err)
-			}
+			st.TGDelay, st.TGReady = targetTimings(tgs, healthy)
 		}
 	}
 	st.TargetGroups = tgs
@@ -782,10 +785,21 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	// One not admitted stays in flight, unobserved: the next step puts it
 	// back (its healthTimeout is not near: its status checks just passed).
 	rb.byWorkLeft(l.plan, ok)
+	retTokens := returnTokens(st, nowP)
 	for _, i := range ok {
 		id := l.plan.Slots[i].ID
+		// Its first two rounds back call ExitStandby and RegisterTargets;
+		// a member looked at because its due time came waits for health.
+		calls := 1
+		if waited[i] {
+			calls = 0
+		}
+		if calls > retTokens && retTokens < drainBucket {
+			continue
+		}
 		if rb.admit(takenTargets(st, id)) {
 			restoreNow[id] = true
+			retTokens -= calls
 		}
 	}
 	for _, t := range st.Taken {
@@ -841,7 +855,9 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		// target group read each, for the 20 the drain bucket let start).
 		ready, _ = paceStarts(l.plan, st, drains, ready, tokens, drTokens)
 		rb.byWorkLeft(l.plan, ready)
-		ready = slices.DeleteFunc(ready, func(i int) bool { return !rb.admit(drainTargets(st, l.plan, []int{i})) })
+		ready = slices.DeleteFunc(ready, func(i int) bool {
+			return !rb.admit(append(drainTargets(st, l.plan, []int{i}), delayReads(st, l.plan, i)...))
+		})
 		if ready, err = r.whole(wctx, l, d, ready, nowP, timeout); err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
 		}
@@ -868,8 +884,13 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		}
 	}
 	rb.byWorkLeft(l.plan, look)
-	look = slices.DeleteFunc(look, func(i int) bool { return !rb.admit(drainTargets(st, l.plan, []int{i})) })
+	look = slices.DeleteFunc(look, func(i int) bool {
+		return !rb.admit(append(drainTargets(st, l.plan, []int{i}), delayReads(st, l.plan, i)...))
+	})
 	slices.Sort(look)
+	if err := r.readDelays(wctx, st, l.plan, look); err != nil {
+		return nil, fmt.Errorf("rollout step: %w", err)
+	}
 	if len(look) > 0 {
 		ids := make([]string, len(look))
 		for k, i := range look {
@@ -937,6 +958,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	st.CITokens = max(0, tokens-len(toImage))
 	st.DrainTokens = max(0, drTokens-took)
 	st.ReadTokens = rb.remaining()
+	st.ReturnTokens = max(0, retTokens)
 	st.Prev = nowP
 	l.log.Info("rollout step", "pending", st.Progress.Count(waves.Pending), "inFlight", len(st.Progress.InFlight(l.plan)),
 		"draining", len(st.Draining), "healthy", st.Progress.Count(waves.Healthy), "halted", st.Progress.Count(waves.Unhealthy),

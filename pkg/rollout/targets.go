@@ -92,33 +92,70 @@ func drainTargets(st *State, plan *waves.Plan, slots []int) []string {
 // A member is always looked at once its healthTimeout has passed, so a
 // halt is decided on what AWS says at that step, as before.
 
-// targetTimings reads each target group's deregistration delay
-// (DescribeTargetGroupAttributes, deregistration_delay.timeout_seconds) and
-// takes its interval x healthy threshold from healthy (DescribeTargetGroups),
-// in seconds, in the order of tgs.
-func (r *Roller) targetTimings(ctx context.Context, tgs []string, healthy map[string]int) (delay, ready []int, err error) {
+// targetTimings takes each target group's interval x healthy threshold from
+// healthy (DescribeTargetGroups), in seconds, in the order of tgs; the
+// deregistration delays are not known yet (unknownDelay): readDelays reads
+// them when a group first drains. Read here, at start, they cost 400
+// DescribeTargetGroupAttributes calls in one go at 10,000 instances behind
+// 400 target groups (360 throttled: 36 s before the first member could
+// start, on the longest chain); read as the groups start, spread over the
+// first reboot (heldBack), none is throttled.
+func targetTimings(tgs []string, healthy map[string]int) (delay, ready []int) {
 	delay, ready = make([]int, len(tgs)), make([]int, len(tgs))
 	for k, arn := range tgs {
 		ready[k] = healthy[arn]
-		out, err := r.ELB.DescribeTargetGroupAttributes(ctx, &elasticloadbalancingv2.DescribeTargetGroupAttributesInput{TargetGroupArn: aws.String(arn)})
-		if err != nil {
-			return nil, nil, fmt.Errorf("describe target group attributes of %s: %w", arn, err)
+		delay[k] = unknownDelay
+	}
+	return delay, ready
+}
+
+// unknownDelay marks a deregistration delay not read yet (State.TGDelay).
+const unknownDelay = -1
+
+// delayReads lists, as readBudget keys, the deregistration delays slot i's
+// group still needs read: readDelays costs one read of the bucket each.
+func delayReads(st *State, plan *waves.Plan, i int) []string {
+	var out []string
+	for _, k := range st.GroupTargets[plan.Slots[i].Group] {
+		if k >= 0 && k < len(st.TGDelay) && st.TGDelay[k] == unknownDelay && k < len(st.TargetGroups) {
+			out = append(out, "attributes "+st.TargetGroups[k])
 		}
-		for _, a := range out.Attributes {
-			if aws.ToString(a.Key) == "deregistration_delay.timeout_seconds" {
-				// 0-3600 (TargetGroupAttribute); anything else is ignored
-				// (looked at every step, as without the attribute).
-				if n, err := strconv.Atoi(aws.ToString(a.Value)); err == nil && n >= 0 && n <= 3600 {
-					delay[k] = n
+	}
+	return out
+}
+
+// readDelays reads the deregistration delay (DescribeTargetGroupAttributes,
+// deregistration_delay.timeout_seconds) of each target group of the slots'
+// groups not read yet. A value out of range (0-3600, TargetGroupAttribute)
+// or absent counts as 0: the member is looked at every step, as without
+// timings.
+func (r *Roller) readDelays(ctx context.Context, st *State, plan *waves.Plan, slots []int) error {
+	for _, i := range slots {
+		for _, k := range st.GroupTargets[plan.Slots[i].Group] {
+			if k < 0 || k >= len(st.TGDelay) || k >= len(st.TargetGroups) || st.TGDelay[k] != unknownDelay {
+				continue
+			}
+			arn := st.TargetGroups[k]
+			out, err := r.ELB.DescribeTargetGroupAttributes(ctx, &elasticloadbalancingv2.DescribeTargetGroupAttributesInput{TargetGroupArn: aws.String(arn)})
+			if err != nil {
+				return fmt.Errorf("describe target group attributes of %s: %w", arn, err)
+			}
+			st.TGDelay[k] = 0
+			for _, a := range out.Attributes {
+				if aws.ToString(a.Key) == "deregistration_delay.timeout_seconds" {
+					if n, err := strconv.Atoi(aws.ToString(a.Value)); err == nil && n >= 0 && n <= 3600 {
+						st.TGDelay[k] = n
+					}
 				}
 			}
 		}
 	}
-	return delay, ready, nil
+	return nil
 }
 
 // groupTiming is the longest of per (indexed like TargetGroups) over plan
-// group g's target groups: 0 when unknown (a state without timings).
+// group g's target groups: 0 when unknown (a state without timings, or
+// delays not read yet).
 func groupTiming(st *State, g int, per []int) int64 {
 	var out int64
 	for _, k := range st.GroupTargets[g] {
