@@ -755,7 +755,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	}
 	var obs []waves.Observation
 	restoreNow := map[string]bool{}
-	rb := newReadBudget(st, l.plan, nowP) // reads.go
+	rb := newStepBudget(st, l.plan, nowP) // reads.go
 	var ok []int // status checks ok: put back within the read budget
 	for _, h := range hs {
 		if h.Condition == drain.Gone {
@@ -785,21 +785,15 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	// One not admitted stays in flight, unobserved: the next step puts it
 	// back (its healthTimeout is not near: its status checks just passed).
 	rb.byWorkLeft(l.plan, ok)
-	retTokens := returnTokens(st, nowP)
 	for _, i := range ok {
-		id := l.plan.Slots[i].ID
 		// Its first two rounds back call ExitStandby and RegisterTargets;
 		// a member looked at because its due time came waits for health.
 		calls := 1
 		if waited[i] {
 			calls = 0
 		}
-		if calls > retTokens && retTokens < drainBucket {
-			continue
-		}
-		if rb.admit(takenTargets(st, id)) {
+		if id := l.plan.Slots[i].ID; rb.admit(l.plan.Slots[i].Group, takenTargets(st, id), calls) {
 			restoreNow[id] = true
-			retTokens -= calls
 		}
 	}
 	for _, t := range st.Taken {
@@ -856,7 +850,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		ready, _ = paceStarts(l.plan, st, drains, ready, tokens, drTokens)
 		rb.byWorkLeft(l.plan, ready)
 		ready = slices.DeleteFunc(ready, func(i int) bool {
-			return !rb.admit(append(drainTargets(st, l.plan, []int{i}), delayReads(st, l.plan, i)...))
+			return !rb.admit(l.plan.Slots[i].Group, append(drainTargets(st, l.plan, []int{i}), delayReads(st, l.plan, i)...), 0)
 		})
 		if ready, err = r.whole(wctx, l, d, ready, nowP, timeout); err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
@@ -885,7 +879,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	}
 	rb.byWorkLeft(l.plan, look)
 	look = slices.DeleteFunc(look, func(i int) bool {
-		return !rb.admit(append(drainTargets(st, l.plan, []int{i}), delayReads(st, l.plan, i)...))
+		return !rb.admit(l.plan.Slots[i].Group, append(drainTargets(st, l.plan, []int{i}), delayReads(st, l.plan, i)...), 0)
 	})
 	slices.Sort(look)
 	if err := r.readDelays(wctx, st, l.plan, look); err != nil {
@@ -957,8 +951,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	forgetShort(st, l.plan)
 	st.CITokens = max(0, tokens-len(toImage))
 	st.DrainTokens = max(0, drTokens-took)
-	st.ReadTokens = rb.remaining()
-	st.ReturnTokens = max(0, retTokens)
+	rb.save(st)
 	st.Prev = nowP
 	l.log.Info("rollout step", "pending", st.Progress.Count(waves.Pending), "inFlight", len(st.Progress.InFlight(l.plan)),
 		"draining", len(st.Draining), "healthy", st.Progress.Count(waves.Healthy), "halted", st.Progress.Count(waves.Unhealthy),
