@@ -177,10 +177,6 @@ type State struct {
 	CITokens int `json:"cit,omitempty"`
 	// DrainTokens: the same for the drain calls (pacing.go).
 	DrainTokens int `json:"drt,omitempty"`
-	// ReadTokens: the same for the target group reads (reads.go).
-	ReadTokens int `json:"rdt,omitempty"`
-	// ReturnTokens: the same for the calls that put members back (reads.go).
-	ReturnTokens int `json:"rtt,omitempty"`
 	// Short: per plan group, since when its member due waits because the
 	// group is short for another reason (short.go).
 	Short    map[int]int64   `json:"short,omitempty"`
@@ -755,8 +751,6 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	}
 	var obs []waves.Observation
 	restoreNow := map[string]bool{}
-	rb := newStepBudget(st, l.plan, nowP) // reads.go
-	var ok []int // status checks ok: put back within the read budget
 	for _, h := range hs {
 		if h.Condition == drain.Gone {
 			// Terminated during the run (its Auto Scaling group replaced
@@ -772,28 +766,13 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 			continue
 		}
 		if h.Condition == drain.OK {
-			i, _ := l.plan.Slot(h.InstanceID)
-			ok = append(ok, i)
+			restoreNow[h.InstanceID] = true
 		} else {
 			why := h.Reason
 			if why == "" {
 				why = h.Condition
 			}
 			obs = append(obs, waves.Observation{ID: h.InstanceID, Reason: why})
-		}
-	}
-	// One not admitted stays in flight, unobserved: the next step puts it
-	// back (its healthTimeout is not near: its status checks just passed).
-	rb.byWorkLeft(l.plan, ok)
-	for _, i := range ok {
-		// Its first two rounds back call ExitStandby and RegisterTargets;
-		// a member looked at because its due time came waits for health.
-		calls := 1
-		if waited[i] {
-			calls = 0
-		}
-		if id := l.plan.Slots[i].ID; rb.admit(l.plan.Slots[i].Group, takenTargets(st, id), calls) {
-			restoreNow[id] = true
 		}
 	}
 	for _, t := range st.Taken {
@@ -848,10 +827,6 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		// ready in each of the first steps of BenchmarkWorkflow10k cost a
 		// target group read each, for the 20 the drain bucket let start).
 		ready, _ = paceStarts(l.plan, st, drains, ready, tokens, drTokens)
-		rb.byWorkLeft(l.plan, ready)
-		ready = slices.DeleteFunc(ready, func(i int) bool {
-			return !rb.admit(l.plan.Slots[i].Group, append(drainTargets(st, l.plan, []int{i}), delayReads(st, l.plan, i)...), 0)
-		})
 		if ready, err = r.whole(wctx, l, d, ready, nowP, timeout); err != nil {
 			return nil, fmt.Errorf("rollout step: %w", err)
 		}
@@ -877,11 +852,6 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 			look = append(look, i)
 		}
 	}
-	rb.byWorkLeft(l.plan, look)
-	look = slices.DeleteFunc(look, func(i int) bool {
-		return !rb.admit(l.plan.Slots[i].Group, append(drainTargets(st, l.plan, []int{i}), delayReads(st, l.plan, i)...), 0)
-	})
-	slices.Sort(look)
 	if err := r.readDelays(wctx, st, l.plan, look); err != nil {
 		return nil, fmt.Errorf("rollout step: %w", err)
 	}
@@ -951,7 +921,6 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	forgetShort(st, l.plan)
 	st.CITokens = max(0, tokens-len(toImage))
 	st.DrainTokens = max(0, drTokens-took)
-	rb.save(st)
 	st.Prev = nowP
 	l.log.Info("rollout step", "pending", st.Progress.Count(waves.Pending), "inFlight", len(st.Progress.InFlight(l.plan)),
 		"draining", len(st.Draining), "healthy", st.Progress.Count(waves.Healthy), "halted", st.Progress.Count(waves.Unhealthy),

@@ -112,18 +112,6 @@ func targetTimings(tgs []string, healthy map[string]int) (delay, ready []int) {
 // unknownDelay marks a deregistration delay not read yet (State.TGDelay).
 const unknownDelay = -1
 
-// delayReads lists, as readBudget keys, the deregistration delays slot i's
-// group still needs read: readDelays costs one read of the bucket each.
-func delayReads(st *State, plan *waves.Plan, i int) []string {
-	var out []string
-	for _, k := range st.GroupTargets[plan.Slots[i].Group] {
-		if k >= 0 && k < len(st.TGDelay) && st.TGDelay[k] == unknownDelay && k < len(st.TargetGroups) {
-			out = append(out, "attributes "+st.TargetGroups[k])
-		}
-	}
-	return out
-}
-
 // readDelays reads the deregistration delay (DescribeTargetGroupAttributes,
 // deregistration_delay.timeout_seconds) of each target group of the slots'
 // groups not read yet. A value out of range (0-3600, TargetGroupAttribute)
