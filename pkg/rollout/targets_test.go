@@ -2,7 +2,9 @@ package rollout_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 	"github.com/amibackup/amibackup/pkg/rollout"
+	"github.com/amibackup/amibackup/pkg/tags"
 )
 
 // countingELB counts DescribeTargetHealth calls per target group.
@@ -105,6 +108,36 @@ func TestRolloutLooksWhenDue(t *testing.T) {
 			if limit := 3*7 + 4; dth > limit {
 				t.Errorf("%d DescribeTargetHealth calls for 3 members behind a target group, want at most %d", dth, limit)
 			}
+			// The deregistration delay: read once, when the group first
+			// drains (not at start, for every target group at once).
+			if n := calls.Count("DescribeTargetGroupAttributes"); n != 1 {
+				t.Errorf("%d DescribeTargetGroupAttributes calls for one target group, want 1", n)
+			}
 		})
+	}
+}
+
+// TestRolloutStartLeavesDelaysUnread: start reads no deregistration delay
+// (at 10,000 instances behind 400 target groups, 400 calls in one go, 360
+// of them throttled: 36 s before the first member could start); each is
+// read when its group first drains (TestRolloutLooksWhenDue: once).
+func TestRolloutStartLeavesDelaysUnread(t *testing.T) {
+	f := newFleetWith(t, false, simtest.WavesOptions{DeregistrationDelay: 120 * time.Second, HealthyAfter: 50 * time.Second})
+	input := `{"policy":"nightly","time":"` + tags.FormatTime(slot) + `"}`
+	b, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	var r struct {
+		State rollout.State `json:"state"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.env.Sim.Calls().Count("DescribeTargetGroupAttributes"); n != 0 {
+		t.Errorf("start made %d DescribeTargetGroupAttributes calls, want 0", n)
+	}
+	if len(r.State.TGDelay) == 0 || slices.ContainsFunc(r.State.TGDelay, func(d int) bool { return d != -1 }) {
+		t.Errorf("delays after start %v, want each unknown (-1)", r.State.TGDelay)
 	}
 }
