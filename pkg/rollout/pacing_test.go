@@ -181,3 +181,30 @@ func TestHeldBack(t *testing.T) {
 		})
 	}
 }
+
+// TestFullDrainBits: the hex bitset of target groups that drain fully, and
+// a group drains fully only when all its target groups do.
+func TestFullDrainBits(t *testing.T) {
+	var hex string
+	for _, k := range []int{0, 5, 6, 13} {
+		hex = setBit(hex, k)
+	}
+	if hex != "1602" {
+		t.Errorf("bits 0, 5, 6, 13: %q, want %q", hex, "1602")
+	}
+	for k := range 20 {
+		want := k == 0 || k == 5 || k == 6 || k == 13
+		if bit(hex, k) != want {
+			t.Errorf("bit %d: %v, want %v", k, !want, want)
+		}
+	}
+	st := &State{TargetGroups: []string{"a", "b", "c"}, GroupTargets: map[int][]int{0: {0, 2}, 1: {1}}}
+	learnFullDrain(st, 0)
+	if !drainsFully(st, 0) || drainsFully(st, 1) || drainsFully(st, 2) {
+		t.Errorf("after group 0 drained fully (%q): group 0 %v, 1 %v, 2 (no target groups) %v", st.TGFull, drainsFully(st, 0), drainsFully(st, 1), drainsFully(st, 2))
+	}
+	st.GroupTargets[1] = []int{1, 2}
+	if drainsFully(st, 1) {
+		t.Error("a group with one target group not known to drain fully drains fully")
+	}
+}

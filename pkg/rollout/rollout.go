@@ -168,6 +168,9 @@ type State struct {
 	// (targets.go).
 	TGDelay []int `json:"tgDelay,omitempty"`
 	TGReady []int `json:"tgReady,omitempty"`
+	// TGFull: per target group (bit k, hex), whether a target of it was
+	// seen still draining a step after its deregistration (targets.go).
+	TGFull string `json:"tgFull,omitempty"`
 	// Due: per slot in flight, the earliest time worth a look, seconds
 	// after Progress.Start (targets.go); Prev: the previous step's time.
 	Due  map[int]int64 `json:"due,omitempty"`
@@ -308,8 +311,10 @@ func checkPeak(st *State, plan *waves.Plan, planned []backup.Instance, regs map[
 	}
 	// Groups waiting because they are short for another reason (short.go).
 	peak += min(MaxShort, len(plan.Groups)) * shortEntryMax
-	// Deregistration delays read later: "-1" now, up to "3600" then.
+	// Deregistration delays read later: "-1" now, up to "3600" then; and
+	// the target groups that drain fully, a bit each.
 	peak += len(st.TGDelay) * (len("3600") - len(fmt.Sprint(unknownDelay)))
+	peak += len(`"tgFull":"",`) + (len(st.TargetGroups)+3)/4
 	if peak > maxResultBytes {
 		return fmt.Errorf("policy %q: its plan of %d instances would make a state of up to %d bytes (%d at start, plus up to %d instances in flight, rollout.MaxInFlight), "+
 			"over rollout.MaxResultBytes (%d; Step Functions allows 256 KB per state): split the policy (its selector) into smaller policies; nothing was changed",
@@ -874,9 +879,18 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 					toImage = append(toImage, ip.InstanceID)
 				case drain.StateWaiting:
 					// Still draining a step after its DeregisterTargets (no
-					// early completion): not before the delay has passed.
-					if i, _ := l.plan.Slot(ip.InstanceID); ip.Detail == drain.DetailDraining && st.Progress.T[i] < nowP {
-						setDue(st, i, min(st.Progress.T[i]+groupTiming(st, l.plan.Slots[i].Group, st.TGDelay), st.Progress.T[i]+int64(timeout/time.Second)), nowP)
+					// early completion; its target groups learn that they
+					// drain for their whole delay), or just started in
+					// target groups known to: not before the delay has
+					// passed (targets.go).
+					i, _ := l.plan.Slot(ip.InstanceID)
+					g := l.plan.Slots[i].Group
+					later := ip.Detail == drain.DetailDraining && st.Progress.T[i] < nowP
+					if later {
+						learnFullDrain(st, g)
+					}
+					if later || st.Progress.T[i] == nowP && drainsFully(st, g) {
+						setDue(st, i, min(st.Progress.T[i]+groupTiming(st, g, st.TGDelay), st.Progress.T[i]+int64(timeout/time.Second)), nowP)
 					}
 				case drain.StateFailed:
 					if err := st.Progress.Fail(l.plan, ip.InstanceID, "not drained, not rebooted: "+ip.Detail); err != nil {

@@ -141,6 +141,66 @@ func (r *Roller) readDelays(ctx context.Context, st *State, plan *waves.Plan, sl
 	return nil
 }
 
+// Draining fully. A target without in-flight requests completes its
+// deregistration at once ("If a deregistering target has no in-flight
+// requests and no active connections, Elastic Load Balancing immediately
+// completes the deregistration process, without waiting for the
+// deregistration delay to elapse", ELB user guide, Deregistration delay),
+// which is why a draining member is looked at in the step after its
+// DeregisterTargets. That look is one of a member's five target group
+// reads, and reads are what bind at scale: at 10,000 instances behind 400
+// target groups a step needed more than ELBv2's Describe bucket holds (40)
+// and waited in throttled retries, 3,220 to 4,460 of them per run
+// (BenchmarkWorkflow10k). A target group whose target was still draining
+// a step after its deregistration has traffic that keeps its targets the
+// whole delay; its later members skip that look (State.TGFull) and are
+// looked at when the delay has passed, as they would be anyway.
+
+// drainsFully reports whether every target group of plan group g was seen
+// to keep a target draining for its delay (false without target groups).
+func drainsFully(st *State, g int) bool {
+	ks := st.GroupTargets[g]
+	for _, k := range ks {
+		if !bit(st.TGFull, k) {
+			return false
+		}
+	}
+	return len(ks) > 0
+}
+
+// learnFullDrain records that plan group g's target groups keep targets
+// draining for the delay.
+func learnFullDrain(st *State, g int) {
+	for _, k := range st.GroupTargets[g] {
+		if k >= 0 && k < len(st.TargetGroups) {
+			st.TGFull = setBit(st.TGFull, k)
+		}
+	}
+}
+
+// bit and setBit read and set bit k of a hex string (4 bits a digit,
+// lowest first; digits past the end are 0).
+func bit(hex string, k int) bool {
+	if k < 0 || k/4 >= len(hex) {
+		return false
+	}
+	v, err := strconv.ParseUint(hex[k/4:k/4+1], 16, 8)
+	return err == nil && v&(1<<(k%4)) != 0
+}
+
+func setBit(hex string, k int) string {
+	b := []byte(hex)
+	for len(b) <= k/4 {
+		b = append(b, '0')
+	}
+	v, err := strconv.ParseUint(string(b[k/4]), 16, 8)
+	if err != nil {
+		v = 0
+	}
+	b[k/4] = strconv.FormatUint(v|1<<(k%4), 16)[0]
+	return string(b)
+}
+
 // groupTiming is the longest of per (indexed like TargetGroups) over plan
 // group g's target groups: 0 when unknown (a state without timings, or
 // delays not read yet).
