@@ -36,11 +36,11 @@ func TestStepWait(t *testing.T) {
 		halt      bool // the largest group's first member did not come back
 		want      int
 	}{
-		{"chain of 40 at the start: 12,000 s over 2,000 checks", []int{40, 3}, 10, 0, false, 6},
-		{"chain of 40, half the budget spent", []int{40, 3}, 10, 1000, false, 12},
+		{"chain of 40 at the start: 12,000 s over 2,400 checks", []int{40, 3}, 10, 0, false, 5},
+		{"chain of 40, half the budget spent", []int{40, 3}, 10, 1200, false, 10},
 		{"short chain: the floor", []int{3}, 2, 0, false, MinStepWait},
 		{"budget spent: the longest wait", []int{40}, 0, waves.MaxChecks, false, MaxStepWait},
-		{"bucket bound: 10,050 ungrouped take 2,000 s", nil, 10050, 1600, false, 5},
+		{"bucket bound: 10,050 ungrouped take 2,000 s", nil, 10050, 2000, false, 5},
 		{"halted group's members are not waited for", []int{40, 2}, 0, 0, true, MinStepWait},
 	}
 	for _, tt := range tests {

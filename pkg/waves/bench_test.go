@@ -171,7 +171,7 @@ func TestMinDurationAndCheckInterval(t *testing.T) {
 		{"chain of 40 reboots", map[string]int{"a": 40, "b": 3}, 10, nil, 40 * 5 * time.Minute, 15 * time.Second},
 		{"two at a time", map[string]int{"a": 40}, 0, &config.Availability{MaxUnavailable: config.MaxUnavailableCount(2)}, 20 * 5 * time.Minute, 15 * time.Second},
 		{"bucket bound: 5,050 ungrouped", nil, 5050, nil, 1000 * time.Second, 15 * time.Second},
-		{"chain of 300: checks spaced to stay in the history", map[string]int{"a": 300}, 0, nil, 300 * 5 * time.Minute, 45 * time.Second},
+		{"chain of 300: checks spaced to stay in the history", map[string]int{"a": 300}, 0, nil, 300 * 5 * time.Minute, 38 * time.Second},
 		{"empty", nil, 0, nil, 0, 15 * time.Second},
 	}
 	for _, tt := range tests {
