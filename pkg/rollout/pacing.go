@@ -122,17 +122,20 @@ func drainTokens(st *State, now int64) int {
 	return int(min(int64(drainBucket), int64(st.DrainTokens)+drainRefillPerSecond*max(0, now-st.Prev)))
 }
 
-// Spreading the groups over a cycle. Paced by the buckets alone, the 400
-// groups of BenchmarkWorkflow10k still sent their first members out within
-// the first 100 s (the drain bucket's 4 per second), and every group then
-// kept that phase all night (each member's return starts the next): all of
-// a cycle's drain, return and target reads fell into a third of it, where
-// they asked more of ELBv2's Describe bucket (40, 10 per second) than it
-// refills (4,666 throttled DescribeTargetHealth calls, 466 s of the run).
-// The groups that drain therefore start spread evenly over one reboot
-// (waves.DefaultReboot, plan order: largest first, so the longest chains
-// start at once), each by no more than half the slack its chain leaves
-// against the longest one: a spread start can never make the run longer.
+// Spreading the groups over a cycle. Paced by the buckets alone, the
+// groups' first members go out as fast as the drain bucket refills (4 per
+// second, at most its 20 per step): 400 groups within 100 s when steps come
+// every 5 s, and every group keeps its phase all night (each member's
+// return starts the next), so all of a cycle's drain, return and target
+// reads would fall into a third of it, asking more of ELBv2's Describe
+// bucket (40, 10 per second) than it refills. The groups that drain
+// therefore start spread evenly over one reboot (waves.DefaultReboot), in
+// plan order (largest first, so the longest chains start at once), each by
+// no more than half the slack its chain leaves against the longest one: a
+// spread start does not lengthen the run. (At 6.5 s steps the bucket's 20
+// per step had spread BenchmarkWorkflow10k's starts over 290 s already:
+// there the spread changed nothing measurable; it keeps the spread when
+// steps are shorter.)
 
 // heldBack reports, per plan group, whether its members must wait for their
 // group's start offset at now (seconds after Progress.Start); nil when no
