@@ -1,7 +1,6 @@
 package rollout
 
 import (
-	"strings"
 	"time"
 
 	"github.com/amibackup/amibackup/pkg/waves"
@@ -91,9 +90,11 @@ func ciTokens(st *State, now int64) int {
 }
 
 // imagedAtOnce reports whether plan group g's members are imaged in the
-// step that starts them: nothing to drain first.
+// step that starts them: nothing to drain first (no target group, no Auto
+// Scaling group: members of one are put in Standby first, whatever key
+// names their group).
 func imagedAtOnce(plan *waves.Plan, st *State, drains bool, g int) bool {
-	return !drains || len(st.GroupTargets[g]) == 0 && !strings.HasPrefix(plan.Groups[g].Key, "asg:")
+	return !drains || len(st.GroupTargets[g]) == 0 && len(plan.Groups[g].AutoScalingGroups()) == 0
 }
 
 // The same holds for the members that drain, at the pace of the Auto

@@ -93,6 +93,9 @@ const MaxResultBytes = 240 << 10
 // maxResultBytes is MaxResultBytes; tests lower it.
 var maxResultBytes = MaxResultBytes
 
+// startRounds bounds the pace-then-check rounds of a step's starts (Step).
+const startRounds = 3
+
 // RestoreWait is the wait between two restore rounds: ExitStandby and a
 // target's health checks take tens of seconds.
 const RestoreWait = 15
@@ -828,21 +831,47 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		}
 		// Within the buckets' pace, then only into groups whole right now
 		// (short.go): in this order, so that the check reads only the
-		// groups of members that start now (checked first, the 85 members
-		// ready in each of the first steps of BenchmarkWorkflow10k cost a
-		// target group read each, for the 20 the drain bucket let start).
-		ready, _ = paceStarts(l.plan, st, drains, ready, tokens, drTokens)
-		if ready, err = r.whole(wctx, l, d, ready, nowP, timeout); err != nil {
-			return nil, fmt.Errorf("rollout step: %w", err)
-		}
-		for _, i := range ready {
-			if !imagedAtOnce(l.plan, st, drains, l.plan.Slots[i].Group) {
-				took++
+		// groups of members that could start now (checked first, the 85
+		// members ready in each of the first steps of BenchmarkWorkflow10k
+		// cost a target group read each, for the 20 the drain bucket let
+		// start). The tokens of members kept back because their group is
+		// short go to the next ready members, in a few rounds, so that
+		// short groups at the head of the plan cannot hold every start
+		// until their healthTimeout; each round's starts count as ours in
+		// the next round's check.
+		checked := map[int]bool{}
+		ci, dr := tokens, drTokens
+		var started []int
+		for range startRounds {
+			cand := slices.DeleteFunc(slices.Clone(ready), func(i int) bool { return checked[l.plan.Slots[i].Group] })
+			paced, _ := paceStarts(l.plan, st, drains, cand, ci, dr)
+			if len(paced) == 0 {
+				break
+			}
+			for _, i := range paced {
+				checked[l.plan.Slots[i].Group] = true
+			}
+			ok, err := r.whole(wctx, l, d, paced, nowP, timeout)
+			if err != nil {
+				return nil, fmt.Errorf("rollout step: %w", err)
+			}
+			for _, i := range ok {
+				if imagedAtOnce(l.plan, st, drains, l.plan.Slots[i].Group) {
+					ci--
+				} else {
+					dr--
+					took++
+				}
+			}
+			if err := st.Progress.Started(l.plan, ok, now); err != nil {
+				return nil, fmt.Errorf("rollout step: %w", err)
+			}
+			started = append(started, ok...)
+			if len(ok) == len(paced) {
+				break // nothing kept back: the buckets set the limit
 			}
 		}
-		if err := st.Progress.Started(l.plan, ready, now); err != nil {
-			return nil, fmt.Errorf("rollout step: %w", err)
-		}
+		ready = started
 		st.Draining = append(st.Draining, ready...)
 		slices.Sort(st.Draining)
 		for _, i := range ready {
@@ -889,7 +918,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 					if later {
 						learnFullDrain(st, g)
 					}
-					if later || st.Progress.T[i] == nowP && drainsFully(st, g) {
+					if later || st.Progress.T[i] == nowP && ip.Detail == drain.DetailDraining && drainsFully(st, g) {
 						setDue(st, i, min(st.Progress.T[i]+groupTiming(st, g, st.TGDelay), st.Progress.T[i]+int64(timeout/time.Second)), nowP)
 					}
 				case drain.StateFailed:

@@ -2,12 +2,15 @@ package rollout_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
@@ -16,6 +19,7 @@ import (
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
+	"github.com/amibackup/amibackup/pkg/tags"
 )
 
 // newShortFleet is the WavesFleet plus one instance the policy does not
@@ -216,4 +220,54 @@ func terminate(t *testing.T, f *fleet, id string) {
 		t.Fatal(err)
 	}
 	f.env.Sim.Advance(time.Minute)
+}
+
+// TestRolloutShortHeadDoesNotBlock: 21 Auto Scaling groups of two members,
+// each short (a third, unselected member in Pending:Wait), come first in
+// plan order (larger), a whole group of one member last. The drain
+// bucket's 20 tokens of the first step go to short groups, which the
+// whole-group check keeps back; their tokens pass to the next ready
+// members, so the whole group's member starts in the first step instead of
+// waiting for every short group's healthTimeout.
+func TestRolloutShortHeadDoesNotBlock(t *testing.T) {
+	env := simtest.Start(t, ec2sim.Options{RebootModel: true, TimeScale: frozen, Start: slot.Add(time.Minute)})
+	sim := env.Sim
+	sel := map[string]string{"Backup": "yes"}
+	f := &fleet{env: env}
+	for g := range 21 {
+		ids := sim.SeedFleet("", "", 2, sel)
+		foreign := sim.SeedFleet("", "", 1, map[string]string{"Name": "not selected"})[0]
+		sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: fmt.Sprintf("short-%02d", g), Instances: append(ids, foreign), MinSize: 1})
+		lifecycle(t, f, foreign, "Pending:Wait")
+	}
+	whole := sim.SeedFleet("", "", 1, sel)[0]
+	sim.AddAutoScalingGroup(ec2sim.AutoScalingGroupSpec{Name: "whole", Instances: []string{whole}, MinSize: 0})
+	sim.ResetCalls()
+	c, err := config.Parse([]byte(cfgJSON), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cfg = c
+	input := `{"policy":"nightly","time":"` + tags.FormatTime(slot) + `"}`
+	b, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	var r result
+	json.Unmarshal(b, &r)
+	// Past the whole group's spread start (heldBack: half its slack, 150 s).
+	sim.Advance(time.Duration(r.WaitSeconds)*time.Second + 150*time.Second)
+	if _, err := f.call(t, map[string]any{"action": "step", "state": r.State}); err != nil {
+		t.Fatalf("step: %v", err)
+	}
+	out, err := env.AutoScaling("", "").DescribeAutoScalingInstances(context.Background(), &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{whole}})
+	if err != nil || len(out.AutoScalingInstances) != 1 {
+		t.Fatalf("describe %s: %v %v", whole, out, err)
+	}
+	if lc := aws.ToString(out.AutoScalingInstances[0].LifecycleState); !strings.Contains(lc, "Standby") {
+		t.Errorf("the whole group's member is %s after the first step, want on its way to Standby (started)", lc)
+	}
+	if n := sim.Calls().Count("EnterStandby"); n != 1 {
+		t.Errorf("%d EnterStandby calls, want 1 (no member of a short group started)", n)
+	}
 }
