@@ -101,10 +101,8 @@ type result struct {
 	WaitSeconds int             `json:"waitSeconds"`
 }
 
-// execute plays the state machine: start, step/wait until done, restore
-// until done, finish. stopAfter > 0 abandons the execution after that many
-// steps (a crash: no Catch runs). It returns the finish error and summary.
-func (f *fleet) execute(t *testing.T, stopAfter int) (*rollout.Summary, error, int) {
+// start starts the slot's run, as the schedule does.
+func (f *fleet) start(t *testing.T) result {
 	t.Helper()
 	input := `{"policy":"nightly","time":"` + tags.FormatTime(slot) + `"}`
 	b, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
@@ -113,6 +111,17 @@ func (f *fleet) execute(t *testing.T, stopAfter int) (*rollout.Summary, error, i
 	}
 	var r result
 	json.Unmarshal(b, &r)
+	return r
+}
+
+// execute plays the state machine: start, step/wait until done, restore
+// until done, finish. stopAfter > 0 abandons the execution after that many
+// steps (a crash: no Catch runs). It returns the finish error and summary.
+func (f *fleet) execute(t *testing.T, stopAfter int) (*rollout.Summary, error, int) {
+	t.Helper()
+	r := f.start(t)
+	var b []byte
+	var err error
 	maxState, steps := len(r.State), 0
 	for !r.Done {
 		f.env.Sim.Advance(time.Duration(r.WaitSeconds) * time.Second)

@@ -2,7 +2,6 @@ package rollout_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -19,7 +18,6 @@ import (
 	"github.com/amibackup/amibackup/pkg/config"
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
-	"github.com/amibackup/amibackup/pkg/tags"
 )
 
 // newShortFleet is the WavesFleet plus one instance the policy does not
@@ -248,13 +246,7 @@ func TestRolloutShortHeadDoesNotBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.cfg = c
-	input := `{"policy":"nightly","time":"` + tags.FormatTime(slot) + `"}`
-	b, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	var r result
-	json.Unmarshal(b, &r)
+	r := f.start(t)
 	// Past the whole group's spread start (heldBack: half its slack, 150 s).
 	sim.Advance(time.Duration(r.WaitSeconds)*time.Second + 150*time.Second)
 	if _, err := f.call(t, map[string]any{"action": "step", "state": r.State}); err != nil {

@@ -15,7 +15,6 @@ import (
 	"github.com/amibackup/amibackup/pkg/ec2sim"
 	"github.com/amibackup/amibackup/pkg/ec2sim/simtest"
 	"github.com/amibackup/amibackup/pkg/rollout"
-	"github.com/amibackup/amibackup/pkg/tags"
 )
 
 // countingELB counts DescribeTargetHealth calls per target group.
@@ -129,21 +128,14 @@ func TestRolloutLooksWhenDue(t *testing.T) {
 // read when its group first drains (TestRolloutLooksWhenDue: once).
 func TestRolloutStartLeavesDelaysUnread(t *testing.T) {
 	f := newFleetWith(t, false, simtest.WavesOptions{DeregistrationDelay: 120 * time.Second, HealthyAfter: 50 * time.Second})
-	input := `{"policy":"nightly","time":"` + tags.FormatTime(slot) + `"}`
-	b, err := f.call(t, map[string]any{"action": "start", "input": json.RawMessage(input)})
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	var r struct {
-		State rollout.State `json:"state"`
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
+	var st rollout.State
+	if err := json.Unmarshal(f.start(t).State, &st); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.env.Sim.Calls().Count("DescribeTargetGroupAttributes"); n != 0 {
 		t.Errorf("start made %d DescribeTargetGroupAttributes calls, want 0", n)
 	}
-	if len(r.State.TGDelay) == 0 || slices.ContainsFunc(r.State.TGDelay, func(d int) bool { return d != -1 }) {
-		t.Errorf("delays after start %v, want each unknown (-1)", r.State.TGDelay)
+	if len(st.TGDelay) == 0 || slices.ContainsFunc(st.TGDelay, func(d int) bool { return d != -1 }) {
+		t.Errorf("delays after start %v, want each unknown (-1)", st.TGDelay)
 	}
 }
