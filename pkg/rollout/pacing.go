@@ -94,7 +94,7 @@ func ciTokens(st *State, now int64) int {
 // Scaling group: members of one are put in Standby first, whatever key
 // names their group).
 func imagedAtOnce(plan *waves.Plan, st *State, drains bool, g int) bool {
-	return !drains || len(st.GroupTargets[g]) == 0 && len(plan.Groups[g].AutoScalingGroups()) == 0
+	return !drains || len(st.GroupTargets[g]) == 0 && !plan.Groups[g].InAutoScaling()
 }
 
 // The same holds for the members that drain, at the pace of the Auto
@@ -148,7 +148,7 @@ func heldBack(plan *waves.Plan, st *State, drains bool, now int64) []bool {
 	longest := 0
 	var spread []int
 	for g, grp := range plan.Groups {
-		longest = max(longest, (len(grp.Members)+grp.Max-1)/grp.Max)
+		longest = max(longest, grp.Chain())
 		if !imagedAtOnce(plan, st, drains, g) {
 			spread = append(spread, g)
 		}
@@ -156,7 +156,7 @@ func heldBack(plan *waves.Plan, st *State, drains bool, now int64) []bool {
 	var held []bool
 	for k, g := range spread {
 		grp := plan.Groups[g]
-		slack := (longest - (len(grp.Members)+grp.Max-1)/grp.Max) * waves.DefaultReboot
+		slack := (longest - grp.Chain()) * waves.DefaultReboot
 		if off := min(k*waves.DefaultReboot/len(spread), slack/2); now < int64(off) {
 			if held == nil {
 				held = make([]bool, len(plan.Groups))

@@ -821,7 +821,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	// closest to the bound), within the bucket's pace and MaxInFlight.
 	inFlight := len(st.Progress.InFlight(l.plan))
 	limit := min(waves.CreateImageBucket+waves.CreateImageRefillPerSecond*wait, MaxInFlight-inFlight)
-	tokens, drTokens, took := ciTokens(st, nowP), drainTokens(st, nowP), 0
+	tokens, dr := ciTokens(st, nowP), drainTokens(st, nowP)
 	if limit > 0 {
 		drains := l.pol.Availability.DrainEnabled()
 		held := heldBack(l.plan, st, drains, nowP)
@@ -840,7 +840,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 		// until their healthTimeout; each round's starts count as ours in
 		// the next round's check.
 		checked := map[int]bool{}
-		ci, dr := tokens, drTokens
+		ci := tokens
 		var started []int
 		for range startRounds {
 			cand := slices.DeleteFunc(slices.Clone(ready), func(i int) bool { return checked[l.plan.Slots[i].Group] })
@@ -860,7 +860,6 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 					ci--
 				} else {
 					dr--
-					took++
 				}
 			}
 			if err := st.Progress.Started(l.plan, ok, now); err != nil {
@@ -963,7 +962,7 @@ func (r *Roller) Step(ctx context.Context, st *State) (*Result, error) {
 	}
 	forgetShort(st, l.plan)
 	st.CITokens = max(0, tokens-len(toImage))
-	st.DrainTokens = max(0, drTokens-took)
+	st.DrainTokens = max(0, dr)
 	st.Prev = nowP
 	l.log.Info("rollout step", "pending", st.Progress.Count(waves.Pending), "inFlight", len(st.Progress.InFlight(l.plan)),
 		"draining", len(st.Draining), "healthy", st.Progress.Count(waves.Healthy), "halted", st.Progress.Count(waves.Unhealthy),

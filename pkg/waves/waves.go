@@ -105,6 +105,14 @@ type Group struct {
 	ASGs []string `json:"a,omitempty"`
 }
 
+// InAutoScaling reports whether any member sits in an Auto Scaling group
+// (AutoScalingGroups is not empty), without building the list.
+func (g Group) InAutoScaling() bool { return strings.HasPrefix(g.Key, "asg:") || len(g.ASGs) > 0 }
+
+// Chain is the number of reboots the group needs one after another:
+// ceil(members / Max).
+func (g Group) Chain() int { return ceilDiv(len(g.Members), g.Max) }
+
 // AutoScalingGroups returns the names of the Auto Scaling groups the
 // group's members sit in: the key's (an "asg:" key) and ASGs.
 func (g Group) AutoScalingGroups() []string {
@@ -321,7 +329,7 @@ func build(groups []Group, waveCap int) *Plan {
 	n := 0
 	for gi, g := range groups {
 		n += len(g.Members)
-		p.LowerBound = max(p.LowerBound, ceilDiv(len(g.Members), g.Max))
+		p.LowerBound = max(p.LowerBound, g.Chain())
 		if g.Key == "" {
 			continue
 		}
@@ -383,7 +391,7 @@ func (p *Plan) MinDuration(reboot time.Duration) time.Duration {
 	bucket := time.Duration(max(0, len(p.Slots)-CreateImageBucket)) * time.Second / CreateImageRefillPerSecond
 	chain := 0
 	for _, g := range p.Groups {
-		chain = max(chain, ceilDiv(len(g.Members), g.Max))
+		chain = max(chain, g.Chain())
 	}
 	return max(bucket, time.Duration(chain)*reboot)
 }
